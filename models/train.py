@@ -1,0 +1,207 @@
+"""The trainer: a generator that yields one snapshot per optimization step.
+
+Any number of trajectories run side by side in one tensor of parameters (N, p); each trajectory's loss
+depends only on its own row, so summing the per-trajectory losses gives every row its own gradient.
+Being a generator, a run can be paused, single-stepped and cancelled between yields by whoever drives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+OPTIMIZERS = {
+    "gd": "gradient descent (full batch)",
+    "sgd": "SGD (mini-batches)",
+    "momentum": "heavy-ball momentum",
+    "adam": "Adam",
+}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Which optimizer, with its hyper-parameters. ``batch_size`` None means the full data."""
+
+    name: str = "gd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.name}'; choose one of {', '.join(OPTIMIZERS)}")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError("the learning rate must be a positive number")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError("the batch size must be at least 1")
+
+    def build(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        if self.name in ("gd", "sgd"):
+            return torch.optim.SGD(params, lr=self.lr)
+        if self.name == "momentum":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+        return torch.optim.Adam(params, lr=self.lr, betas=self.betas)
+
+
+@dataclass
+class Snapshot:
+    """The state after ``step`` optimizer steps: parameters (N, p), full-data loss and gradient norm (N,)."""
+
+    step: int
+    params: np.ndarray
+    loss: np.ndarray
+    grad_norm: np.ndarray
+    active: np.ndarray
+    diverged: np.ndarray
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """How a run ended: 'completed' (step budget used), 'converged', 'diverged' or 'cancelled'."""
+
+    reason: str
+    steps: int
+    message: str
+    diverged: np.ndarray
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' or None picks cuda:0 when available, else the CPU; a named device is checked."""
+    if name in (None, "auto"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name} is not available on this machine (no CUDA)")
+    return dev
+
+
+def available_devices() -> list[str]:
+    """The compute devices this process can use, best first."""
+    devs = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return devs + ["cpu"]
+
+
+def train(loss_fn: LossFn, w0, n_data: int, config: OptimizerConfig, steps: int, *,
+          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, seed: int = 0,
+          grad_tol: float = 1e-13, metrics: Callable[[torch.Tensor], dict] | None = None,
+          ) -> Generator[Snapshot, None, RunResult]:
+    """Run ``steps`` optimizer steps from ``w0`` (N, p), yielding a Snapshot after each (and one at step 0).
+
+    ``loss_fn(w, idx)`` returns the loss of each row of ``w`` on the data points ``idx`` (None: all of them);
+    with mini-batches it is rescaled by n/b so that it estimates the full loss. A trajectory whose loss or
+    parameters stop being finite is frozen at its last finite point and flagged as diverged; one whose
+    gradient norm falls under ``grad_tol`` has converged and is frozen too.
+    """
+    dev = torch.device(device)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    w = torch.as_tensor(np.asarray(w0, dtype=np.float64), dtype=dtype, device=dev).clone()
+    if w.ndim == 1:
+        w = w.unsqueeze(0)
+    w.requires_grad_(True)
+    n_traj = w.shape[0]
+    opt = config.build([w])
+    active = torch.ones(n_traj, dtype=torch.bool, device=dev)
+    diverged = torch.zeros(n_traj, dtype=torch.bool, device=dev)
+    last_good = w.detach().clone()
+    use_batches = config.name == "sgd" and config.batch_size is not None and config.batch_size < n_data
+
+    def measure() -> tuple[torch.Tensor, torch.Tensor]:
+        full = loss_fn(w, None)
+        (g,) = torch.autograd.grad(full.sum(), w)
+        return full.detach(), g
+
+    def snapshot(step: int, full: torch.Tensor, gnorm: torch.Tensor) -> Snapshot:
+        extra = metrics(w.detach()) if metrics else {}
+        # one device-to-host copy per step: parameters, loss and gradient norm side by side
+        packed = torch.cat([w.detach(), full.unsqueeze(-1), gnorm.unsqueeze(-1)], dim=-1).cpu().numpy()
+        return Snapshot(step, packed[:, :-2].copy(), packed[:, -2].copy(), packed[:, -1].copy(),
+                        active.cpu().numpy(), diverged.cpu().numpy(), extra)
+
+    plain_gd = config.name == "gd" or (config.name == "sgd" and not use_batches)
+    full, g = measure()
+    step = 0
+    reason = "completed"
+    all_active = True
+    while True:
+        gnorm = g.norm(dim=-1)
+        # fast path: one scalar check for NaN/Inf anywhere (they propagate through the sum)
+        probe = full.sum() + gnorm.sum() + w.detach().sum()
+        if not bool(torch.isfinite(probe)):
+            bad = ~(torch.isfinite(full) & torch.isfinite(w.detach()).all(-1) & torch.isfinite(gnorm))
+            newly = bad & active
+            if newly.any():
+                diverged |= newly
+                active &= ~newly
+                all_active = False
+                with torch.no_grad():
+                    w[newly] = last_good[newly]
+                    full = torch.where(newly, loss_fn(w, None).detach(), full)
+                    g = torch.where(newly.unsqueeze(-1), torch.zeros_like(g), g)
+                    gnorm = g.norm(dim=-1)
+        converged = active & (gnorm <= grad_tol)
+        if bool(converged.any()):
+            active &= ~converged
+            all_active = False
+        if all_active:
+            last_good = w.detach().clone()
+        else:
+            last_good = torch.where(active.unsqueeze(-1), w.detach(), last_good)
+        yield snapshot(step, full, gnorm)
+        if not all_active and not bool(active.any()):
+            reason = "diverged" if bool(diverged.all()) else "converged"
+            break
+        if step >= steps:
+            break
+        # one optimizer step on the active rows
+        if plain_gd:
+            with torch.no_grad():
+                if all_active:
+                    w -= config.lr * g
+                else:
+                    w -= config.lr * g * active.unsqueeze(-1)
+        else:
+            opt.zero_grad(set_to_none=True)
+            if use_batches:
+                idx = torch.randperm(n_data, generator=gen)[: config.batch_size].to(dev)
+                batch_loss = loss_fn(w, idx) * (n_data / config.batch_size)
+                batch_loss.sum().backward()
+            else:
+                w.grad = g.clone()
+            frozen = None
+            if not all_active:
+                with torch.no_grad():
+                    w.grad[~active] = 0
+                frozen = w.detach().clone()
+            opt.step()
+            if frozen is not None:
+                with torch.no_grad():
+                    w[~active] = frozen[~active]
+        step += 1
+        full, g = measure()
+
+    div = diverged.cpu().numpy()
+    if reason == "diverged" or div.any():
+        k = int(div.sum())
+        message = (f"{k} of {n_traj} descents diverged (the loss or the parameters became NaN/Inf): "
+                   f"the step size {config.lr:g} is too large here; the path is kept up to its last finite point")
+        if reason != "diverged":
+            message = f"Stopped at step {step}. " + message
+    elif reason == "converged":
+        message = f"Converged after {step} steps (gradient norm under {grad_tol:g})"
+    else:
+        message = f"Completed {step} steps"
+    return RunResult(reason, step, message, div)
+
+
+def max_stable_lr(hessian_top_eig: float) -> float:
+    """Gradient descent on a quadratic with top curvature lambda is stable for lr < 2 / lambda."""
+    return 2.0 / hessian_top_eig if hessian_top_eig > 0 else float("inf")

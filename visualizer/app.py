@@ -1,0 +1,298 @@
+"""The main window: lab switcher, controls dock, status bar (device, step, loss, FPS), shortcuts."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import sys
+import tempfile
+import time
+
+from PySide6.QtCore import QStandardPaths, Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication, QComboBox, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QStackedWidget,
+    QStyle, QToolBar, QWidget,
+)
+
+from visualizer import settings as store
+from visualizer.labs import DEFAULT_LAB, LABS
+
+DARK_STYLE = """
+QMainWindow, QWidget { background: #1b1e25; color: #d8dee9; }
+QGroupBox { border: 1px solid #2e3440; border-radius: 5px; margin-top: 14px; padding-top: 4px; }
+QGroupBox::title { subcontrol-origin: margin; left: 8px; padding: 0 4px; color: #88c0d0; }
+QToolBar { border: none; spacing: 6px; padding: 3px; }
+QStatusBar QLabel { padding: 0 6px; }
+QPushButton { background: #2e3440; border: 1px solid #3b4252; border-radius: 4px; padding: 4px 10px; }
+QPushButton:hover { background: #3b4252; }
+QLineEdit, QSpinBox, QDoubleSpinBox, QComboBox, QTableWidget {
+    background: #12141a; border: 1px solid #3b4252; border-radius: 3px; padding: 2px; }
+QHeaderView::section { background: #2e3440; color: #d8dee9; border: none; }
+QToolTip { background: #2e3440; color: #eceff4; border: 1px solid #4c566a; }
+"""
+
+
+class TorchLoader(QThread):
+    """Imports torch off the GUI thread and reports the compute devices."""
+
+    devices = Signal(list)
+
+    def run(self) -> None:  # noqa: D401 - Qt override
+        try:
+            from models.train import available_devices
+
+            self.devices.emit(available_devices())
+        except Exception:  # torch failed to import: the labs report it when they compute
+            self.devices.emit(["cpu"])
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, lab: str | None = None, device: str | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("losslab")
+        self.setStyleSheet(DARK_STYLE)
+        self.device = device or "cpu"
+        self._device_requested = device
+        self.labs: dict[str, QWidget] = {}
+        self._frames = 0
+        self._closing = False
+
+        self.stack = QStackedWidget()
+        self.setCentralWidget(self.stack)
+        self.dock = QDockWidget("Controls")
+        self.dock.setObjectName("controls")
+        self.dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.dock)
+
+        self._build_toolbar()
+        self._build_status()
+
+        s = store.settings()
+        geo = s.value("window/geometry")
+        if geo is not None:
+            try:
+                self.restoreGeometry(geo)
+            except TypeError:
+                pass
+        if geo is None or self.width() < 400:
+            self.resize(1500, 900)
+        start = lab or str(s.value("window/lab", DEFAULT_LAB))
+        if start not in LABS:
+            start = DEFAULT_LAB
+        self.switch_lab(start)
+
+        self._fps_timer = QTimer(self)
+        self._fps_timer.setInterval(1000)
+        self._fps_timer.timeout.connect(self._update_fps)
+        self._fps_timer.start()
+        self._loader = TorchLoader(self)
+        self._loader.devices.connect(self._on_devices)
+        QTimer.singleShot(0, self._loader.start)
+
+    # ----------------------------------------------------------------------------- building
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.setMovable(False)
+        self.addToolBar(tb)
+        tb.addWidget(QLabel(" Lab: "))
+        self.lab_combo = QComboBox()
+        for key, info in LABS.items():
+            self.lab_combo.addItem(info.title, key)
+            self.lab_combo.setItemData(self.lab_combo.count() - 1, info.summary, Qt.ItemDataRole.ToolTipRole)
+        self.lab_combo.currentIndexChanged.connect(lambda i: self.switch_lab(self.lab_combo.itemData(i)))
+        tb.addWidget(self.lab_combo)
+        tb.addSeparator()
+        st = self.style()
+
+        def action(text, icon, key, slot, tip):
+            a = QAction(st.standardIcon(icon), text, self)
+            a.setShortcut(QKeySequence(key))
+            a.setToolTip(f"{tip} ({QKeySequence(key).toString()})")
+            a.triggered.connect(slot)
+            tb.addAction(a)
+            return a
+
+        P = QStyle.StandardPixmap
+        self.act_run = action("Start / pause", P.SP_MediaPlay, Qt.Key.Key_Space, lambda: self.lab().toggle_run(),
+                              "Start a descent, or pause/resume all")
+        self.act_step = action("Step", P.SP_MediaSeekForward, Qt.Key.Key_S, lambda: self.lab().single_step(),
+                               "Advance every descent by one step")
+        self.act_reset = action("Reset", P.SP_BrowserReload, Qt.Key.Key_R, lambda: self.lab().reset(),
+                                "Stop and clear all descents")
+        tb.addSeparator()
+        self.act_shot = action("Screenshot", P.SP_DialogSaveButton, QKeySequence.StandardKey.Save,
+                               self.save_screenshot, "Save a PNG of the active view")
+        self.act_help = action("Help", P.SP_DialogHelpButton, Qt.Key.Key_F1, self.show_help,
+                               "What this lab shows")
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.step_label = QLabel("step —")
+        self.loss_label = QLabel("loss —")
+        self.fps_label = QLabel("— fps")
+        self.device_combo = QComboBox()
+        self.device_combo.addItem("cpu")
+        self.device_combo.setToolTip("Compute device for new computations (CUDA appears when available)")
+        self.device_combo.currentTextChanged.connect(self._on_device_changed)
+        for w in (self.step_label, self.loss_label, self.fps_label, QLabel("device:"), self.device_combo):
+            sb.addPermanentWidget(w)
+        sb.showMessage("Click the parameter plane to start gradient descent there · F1 for help")
+
+    # ----------------------------------------------------------------------------- labs
+    def lab(self):
+        return self.stack.currentWidget()
+
+    def switch_lab(self, key: str) -> None:
+        if key not in LABS:
+            return
+        if key not in self.labs:
+            cls = LABS[key].load()
+            lab = cls(device=self.device)
+            lab.status.connect(self._on_status)
+            lab.message.connect(self._on_message)
+            lab.frame_drawn.connect(self._count_frame)
+            self.labs[key] = lab
+            self.stack.addWidget(lab)
+        lab = self.labs[key]
+        self.stack.setCurrentWidget(lab)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(lab.controls())
+        scroll.setMinimumWidth(330)
+        self.dock.setWidget(scroll)
+        self.dock.setWindowTitle(f"Controls · {LABS[key].title}")
+        i = self.lab_combo.findData(key)
+        if i != self.lab_combo.currentIndex():
+            self.lab_combo.blockSignals(True)
+            self.lab_combo.setCurrentIndex(i)
+            self.lab_combo.blockSignals(False)
+        self.current_key = key
+
+    # ----------------------------------------------------------------------------- status
+    def _on_status(self, d: dict) -> None:
+        if "step" in d:
+            self.step_label.setText(f"step {d['step']:,}")
+        if "loss" in d:
+            loss = d["loss"]
+            self.loss_label.setText("loss —" if not math.isfinite(loss) else f"loss {loss:.3e}")
+        if "paused" in d:
+            self.act_run.setIcon(self.style().standardIcon(
+                QStyle.StandardPixmap.SP_MediaPlay if d["paused"] else QStyle.StandardPixmap.SP_MediaPause))
+        if "running" in d:
+            self.act_run.setIcon(self.style().standardIcon(
+                QStyle.StandardPixmap.SP_MediaPause if d["running"] else QStyle.StandardPixmap.SP_MediaPlay))
+
+    def _on_message(self, text: str, is_error: bool) -> None:
+        self.statusBar().setStyleSheet("QStatusBar{color:#ff8080;}" if is_error else "")
+        self.statusBar().showMessage(text, 15000 if is_error else 8000)
+
+    def _count_frame(self) -> None:
+        self._frames += 1
+
+    def _update_fps(self) -> None:
+        self.fps_label.setText(f"{self._frames} fps")
+        self._frames = 0
+
+    def _on_devices(self, devices: list) -> None:
+        self.device_combo.blockSignals(True)
+        self.device_combo.clear()
+        for d in devices:
+            self.device_combo.addItem(d)
+        want = self._device_requested or devices[0]
+        if want not in devices:
+            self._on_message(f"Device {want} is not available here; using {devices[0]}", True)
+            want = devices[0]
+        self.device_combo.setCurrentText(want)
+        self.device_combo.blockSignals(False)
+        self._on_device_changed(want)
+
+    def _on_device_changed(self, dev: str) -> None:
+        if not dev:
+            return
+        self.device = dev
+        for lab in self.labs.values():
+            lab.set_device(dev)
+
+    # ----------------------------------------------------------------------------- actions
+    def save_screenshot(self, path: str | None = None) -> str | None:
+        view = self.lab().active_view()
+        img = view.grabFramebuffer() if hasattr(view, "grabFramebuffer") else view.grab().toImage()
+        if path is None:
+            folder = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation) or os.getcwd()
+            folder = os.path.join(folder, "losslab")
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = os.path.join(folder, f"losslab-{self.current_key}-{stamp}.png")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
+            os.close(fd)
+            if not img.save(tmp, "PNG"):
+                os.unlink(tmp)
+                raise OSError("the image could not be encoded")
+            os.replace(tmp, path)
+        except OSError as exc:
+            self._on_message(f"Screenshot not saved: {exc}", True)
+            return None
+        self._on_message(f"Saved {path}", False)
+        return path
+
+    def show_help(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle(f"About this lab · {LABS[self.current_key].title}")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(self.lab().help_html())
+        box.setStandardButtons(QMessageBox.StandardButton.Ok)
+        box.setModal(False)
+        box.show()
+        self._help_box = box
+
+    def closeEvent(self, ev) -> None:  # noqa: N802 - Qt override
+        self._closing = True
+        self._fps_timer.stop()
+        for lab in self.labs.values():
+            lab.shutdown()
+        self._loader.wait(5000)
+        s = store.settings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/lab", self.current_key)
+        s.sync()
+        super().closeEvent(ev)
+
+
+def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None) -> int:
+    """Create the application and the main window; returns the exit code."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("losslab")
+    app.setOrganizationName("losslab")
+    win = MainWindow(lab=lab, device=device)
+    if size:
+        win.resize(*size)
+    win.show()
+    if report_startup:
+        from PySide6.QtCore import QEvent, QObject
+
+        class FirstPaint(QObject):
+            def eventFilter(self, obj, ev):  # noqa: N802
+                if ev.type() == QEvent.Type.Paint:
+                    print(f"startup_ms {(time.perf_counter() - (t0 or 0)) * 1e3:.1f}", flush=True)
+                    QTimer.singleShot(0, win.close)
+                    app.removeEventFilter(self)
+                return False
+
+        filt = FirstPaint()
+        app.installEventFilter(filt)
+    if screenshot:
+        def grab_when_ready(tries=[0]):
+            labw = win.lab()
+            ready = getattr(labw, "landscape", True) is not None and not getattr(labw.grid_worker, "busy", False)
+            tries[0] += 1
+            if not ready and tries[0] < 200:
+                QTimer.singleShot(100, grab_when_ready)
+                return
+            QTimer.singleShot(600, lambda: (win.grab().save(screenshot), win.close()))
+
+        QTimer.singleShot(300, grab_when_ready)
+    return app.exec()

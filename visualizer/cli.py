@@ -1,0 +1,65 @@
+"""The ``losslab`` command: launch the app on a lab, or run the benchmarks (``losslab bench``).
+
+Kept light: only argparse at import time, so the window can paint before the heavy modules load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+_T0 = time.perf_counter()
+
+
+def _lab_list() -> str:
+    from visualizer.labs import LABS
+
+    return "\n".join(f"  {k:<12} {info.title}: {info.summary}" for k, info in LABS.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="losslab",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="losslab: see why neural networks train and generalize, live in OpenGL.",
+        epilog="labs:\n" + _lab_list() + "\n\nother commands:\n"
+               "  losslab bench [--json PATH] [--only NAME,...]   run the benchmarks\n\n"
+               "keys: Space start/pause, S single step, R reset, Ctrl+S screenshot, F1 help",
+    )
+    p.add_argument("--lab", help="open this lab (default: the last one used)")
+    p.add_argument("--device", default=None, help="compute device: cpu, cuda:0, ... (default: cuda if present)")
+    p.add_argument("--size", default=None, help="window size WIDTHxHEIGHT, e.g. 1600x900")
+    p.add_argument("--screenshot", metavar="PNG", help="open, let the lab settle, save a window screenshot, quit")
+    p.add_argument("--report-startup", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from visualizer.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from visualizer.labs import LABS
+
+    if args.lab and args.lab not in LABS:
+        print(f"losslab: unknown lab '{args.lab}'. Labs:\n{_lab_list()}", file=sys.stderr)
+        return 2
+    size = None
+    if args.size:
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+            size = (w, h)
+        except ValueError:
+            print(f"losslab: --size wants WIDTHxHEIGHT, not '{args.size}'", file=sys.stderr)
+            return 2
+    from visualizer.app import run_app
+
+    return run_app(lab=args.lab, device=args.device, size=size, screenshot=args.screenshot,
+                   report_startup=args.report_startup, t0=_T0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""The lab registry: one module per lab, imported only when the lab is opened.
+
+Adding a lab means adding its module and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    key: str
+    title: str
+    summary: str
+    module: str
+    cls: str
+
+    def load(self):
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+LABS: dict[str, LabInfo] = {
+    info.key: info
+    for info in [
+        LabInfo("manifold2d", "Solution manifolds (2 parameters)",
+                "the set of parameters that fit the data exactly, for models f(x; w1, w2)",
+                "visualizer.labs.manifold2d", "Manifold2DLab"),
+    ]
+}
+DEFAULT_LAB = "manifold2d"

@@ -1,0 +1,932 @@
+"""Lab "manifold2d": the solution manifold of two-parameter models (THEORY.md section 1).
+
+Left, the parameter plane with the loss as a colour map, its contours and the zero-loss set; right, the
+same loss as an OpenGL surface. Click the plane to start gradient descent there; drag a data point and the
+manifold moves. For the linear model the orthogonal projection of each start onto the solution line is
+marked: gradient descent lands exactly there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.opengl as gl
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+    QLineEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from visualizer import settings as store
+from visualizer.labs.base import Lab
+from visualizer.views.plane import PlaneView
+from visualizer.views.scene3d import Scene3D
+from visualizer.workers import GeneratorRunner, LatestJobWorker
+
+MODEL_CHOICES = [
+    ("tanh", "w₂ · tanh(w₁ x)"),
+    ("linear", "w₁ x + w₂"),
+    ("factor", "w₁ · w₂ · x  (scalar factorization)"),
+    ("custom", "custom expression…"),
+]
+OPTIMIZER_CHOICES = [("gd", "gradient descent"), ("sgd", "SGD (mini-batch)"), ("momentum", "momentum"),
+                     ("adam", "Adam")]
+PALETTE = ["#ff9f1c", "#ff4d6d", "#4cc9f0", "#b8f35a", "#ffd60a", "#c77dff", "#2ec4b6", "#f72585",
+           "#90e0ef", "#fb8500"]
+DATA_COLORS = ["#ffb703", "#8ecae6"]
+MAX_GRID = 1601
+MAX_SURFACE = 401  # the 3D mesh is subsampled past this; the 2D map keeps every point
+SETTINGS_KEY = "labs/manifold2d"
+
+
+@dataclass
+class Manifold2DState:
+    """Everything the lab's controls set; saved between sessions."""
+
+    model: str = "tanh"
+    expression: str = "w2*sin(w1*x) + 0.2*w1"
+    xs: list = field(default_factory=lambda: [1.0])
+    ys: list = field(default_factory=lambda: [0.8])
+    optimizer: str = "gd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    batch_size: int = 1
+    steps: int = 2000
+    extent: float = 3.0
+    resolution: int = 201
+    log_scale: bool = True
+    contours: bool = True
+    wireframe: bool = False
+    curvature: bool = False
+    n_random: int = 8
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifold2DState":
+        """Restore what is valid in ``d``; anything malformed falls back to its default."""
+        s = cls()
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v, cur = d[f.name], getattr(s, f.name)
+            try:
+                if isinstance(cur, bool):
+                    v = bool(v)
+                elif isinstance(cur, int):
+                    v = int(v)
+                elif isinstance(cur, float):
+                    v = float(v)
+                    if not math.isfinite(v):
+                        continue
+                elif isinstance(cur, str):
+                    v = str(v)
+                elif isinstance(cur, list):
+                    v = [float(a) for a in v][:2]
+                    if not v or not all(math.isfinite(a) for a in v):
+                        continue
+            except (TypeError, ValueError):
+                continue
+            setattr(s, f.name, v)
+        if len(s.xs) != len(s.ys):
+            s.xs, s.ys = [1.0], [0.8]
+        if s.model not in dict(MODEL_CHOICES):
+            s.model = "tanh"
+        if s.optimizer not in dict(OPTIMIZER_CHOICES):
+            s.optimizer = "gd"
+        s.resolution = int(min(max(s.resolution, 21), MAX_GRID))
+        s.extent = float(min(max(s.extent, 0.1), 1000.0))
+        s.steps = int(min(max(s.steps, 1), 1_000_000))
+        s.lr = float(min(max(s.lr, 1e-6), 1e3))
+        return s
+
+
+# ------------------------------------------------------------------------------------------------
+# Work done off the GUI thread
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GridRequest:
+    model: str
+    expression: str
+    xs: tuple
+    ys: tuple
+    extent: float
+    resolution: int
+    log_scale: bool
+    curvature: bool
+    contours: bool
+    device: str = "cpu"
+
+
+def compute_landscape(req: GridRequest) -> dict:
+    """Loss grid, display values, contours, solution set and curvature for one request (worker thread)."""
+    import torch
+
+    from models import toy2d
+
+    model = toy2d.make_model(req.model, req.expression)
+    data = toy2d.Data(list(req.xs), list(req.ys))
+    spec = toy2d.GridSpec(req.extent, req.resolution)
+    dev = req.device if req.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+    grid = toy2d.evaluate_grid(model, data, spec, curvature=req.curvature, device=dev)
+    lv = grid.loss
+    finite = lv[np.isfinite(lv)]
+    lmax = float(finite.max()) if finite.size else 1.0
+    if req.log_scale:
+        top = math.log10(lmax) if lmax > 0 else 0.0
+        floor = top - 6.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.log10(np.maximum(np.where(np.isfinite(lv), lv, lmax), 10.0**floor))
+        vrange = (floor, top if top > floor else floor + 1)
+        label = "log₁₀ L(w)"
+    else:
+        floor = -12.0
+        values = np.where(np.isfinite(lv), lv, lmax)
+        vrange = (0.0, lmax if lmax > 0 else 1.0)
+        label = "L(w)"
+    sol = toy2d.solution_set(model, data, grid)
+    out = {
+        "request": req, "w1": grid.w1, "w2": grid.w2, "loss": lv, "values": values, "range": vrange,
+        "floor": floor, "label": label, "solution": sol, "contours": [], "neg_mask": None, "neg_outline": [],
+        "exact": sol.exact,
+    }
+    if req.contours:
+        levels = toy2d.contour_levels(values, 12)
+        out["contours"] = toy2d.contour_lines(values, spec, levels)
+    if req.curvature and grid.min_hessian_eig is not None:
+        e = grid.min_hessian_eig
+        scale = max(1e-300, float(np.nanmax(np.abs(e))) if np.isfinite(e).any() else 1.0)
+        out["neg_mask"] = e < -1e-9 * scale
+        out["neg_outline"] = toy2d._contours(e, spec, 0.0)
+    # the surface mesh is subsampled for very fine grids (the 2D map keeps full resolution)
+    step = max(1, math.ceil(req.resolution / MAX_SURFACE))
+    out["surface_step"] = step
+    return out
+
+
+def make_descent(model_key: str, expression: str, xs, ys, starts: np.ndarray, optimizer: str, lr: float,
+                 momentum: float, batch_size: int, steps: int, device: str, seed: int):
+    """The trainer generator for N descents at once (called inside the runner's thread)."""
+    import torch
+
+    from models import toy2d
+    from models.train import OptimizerConfig, resolve_device, train
+
+    model = toy2d.make_model(model_key, expression)
+    data = toy2d.Data(list(xs), list(ys))
+    dev = resolve_device(device)
+    x, y = data.tensors(dev)
+    cfg = OptimizerConfig(optimizer, lr, momentum=momentum,
+                          batch_size=batch_size if optimizer == "sgd" else None)
+
+    def loss_fn(w: torch.Tensor, idx):
+        if idx is None:
+            return toy2d.loss(model, w, x, y)
+        return toy2d.loss(model, w, x[idx], y[idx])
+
+    return train(loss_fn, starts, data.n, cfg, steps, device=dev, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs (one runner, N trajectories)
+# ------------------------------------------------------------------------------------------------
+
+class Run:
+    def __init__(self, lab: "Manifold2DLab", starts: np.ndarray, colors: list[str]) -> None:
+        from models.trajectory import Trajectory
+
+        self.lab = lab
+        self.starts = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
+        self.colors = colors
+        self.trajs = [Trajectory(2) for _ in range(len(self.starts))]
+        self.finished = False
+        self.result = None
+        self.dirty = True
+        s = lab.state
+        self.params = dict(model_key=s.model, expression=s.expression, xs=tuple(s.xs), ys=tuple(s.ys),
+                           optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, batch_size=s.batch_size,
+                           steps=s.steps, device=lab.device, seed=s.seed)
+        p = self.params
+        st = self.starts
+        self.runner = GeneratorRunner(lambda: make_descent(starts=st, **p), start_paused=lab.paused)
+        self.runner.batch.connect(self._on_batch)
+        self.runner.done.connect(self._on_done)
+        self.runner.failed.connect(self._on_failed)
+        # views
+        plot = lab.plane.plot
+        self.curves2d, self.ends2d, self.lines3d = [], [], []
+        for c in colors:
+            curve = pg.PlotCurveItem(pen=pg.mkPen(c, width=2.2))
+            curve.setZValue(20)
+            plot.addItem(curve)
+            self.curves2d.append(curve)
+            line = gl.GLLinePlotItem(color=pg.mkColor(c).getRgbF(), width=2.5, antialias=True,
+                                     glOptions="translucent")
+            lab.scene.addItem(line)
+            self.lines3d.append(line)
+        self.start_marks = pg.ScatterPlotItem(pos=self.starts, symbol="o", size=9,
+                                              brush=[pg.mkBrush(c) for c in colors], pen=pg.mkPen("#000", width=1))
+        self.start_marks.setZValue(21)
+        plot.addItem(self.start_marks)
+        self.land_marks = pg.ScatterPlotItem(symbol="star", size=16, pen=pg.mkPen("#000", width=1))
+        self.land_marks.setZValue(22)
+        plot.addItem(self.land_marks)
+        self.land3d = gl.GLScatterPlotItem(size=12, pxMode=True)
+        self.land3d.setGLOptions("translucent")
+        lab.scene.addItem(self.land3d)
+        self.projections = None
+        self.proj_marks = None
+        if s.model == "linear":
+            from models.toy2d import Data, projection_onto_linear_solutions
+
+            data = Data(list(s.xs), list(s.ys))
+            self.projections = np.array([projection_onto_linear_solutions(data, w) for w in self.starts])
+            self.proj_marks = pg.ScatterPlotItem(pos=self.projections, symbol="o", size=17,
+                                                 brush=pg.mkBrush(0, 0, 0, 0), pen=pg.mkPen("#ffffff", width=2))
+            self.proj_marks.setZValue(23)
+            plot.addItem(self.proj_marks)
+
+    def start(self) -> None:
+        self.runner.start()
+
+    def _on_batch(self, snaps: list) -> None:
+        for snap in snaps:
+            for k, tr in enumerate(self.trajs):
+                frozen = not snap.active[k] and tr.last_step >= 0 and np.array_equal(snap.params[k], tr.last_params)
+                if not frozen:
+                    tr.append(snap.step, snap.params[k], float(snap.loss[k]), float(snap.grad_norm[k]))
+                tr.diverged = bool(snap.diverged[k])
+        self.dirty = True
+        self.lab._schedule_redraw()
+
+    def _on_done(self, result) -> None:
+        self.finished = True
+        self.result = result
+        self.dirty = True
+        self.lab._on_run_done(self, result)
+
+    def _on_failed(self, text: str) -> None:
+        self.finished = True
+        self.lab.message.emit("Descent failed: " + text.splitlines()[0], True)
+
+    def redraw(self) -> None:
+        lab = self.lab
+        ends = []
+        for k, tr in enumerate(self.trajs):
+            path = tr.path
+            if len(path) == 0:
+                continue
+            self.curves2d[k].setData(path[:, 0], path[:, 1])
+            z = lab.scene.height_of(tr.path_loss, lift=0.012)
+            self.lines3d[k].setData(pos=np.column_stack([path, z]))
+            ends.append(path[-1])
+        if self.finished and ends:
+            ends = np.array(ends)
+            self.land_marks.setData(pos=ends, brush=[pg.mkBrush(c) for c in self.colors[: len(ends)]])
+            z = lab.scene.height_of(np.array([tr.last_loss for tr in self.trajs[: len(ends)]]), lift=0.02)
+            self.land3d.setData(pos=np.column_stack([ends, z]),
+                                color=np.array([pg.mkColor(c).getRgbF() for c in self.colors[: len(ends)]]))
+        self.dirty = False
+
+    def remove(self) -> None:
+        self.runner.abort()
+        plot = self.lab.plane.plot
+        for item in self.curves2d + [self.start_marks, self.land_marks] + ([self.proj_marks] if self.proj_marks else []):
+            plot.removeItem(item)
+        for item in self.lines3d + [self.land3d]:
+            self.lab.scene.removeItem(item)
+
+
+# ------------------------------------------------------------------------------------------------
+# The lab
+# ------------------------------------------------------------------------------------------------
+
+class Manifold2DLab(Lab):
+    key = "manifold2d"
+    title = "Solution manifolds (2 parameters)"
+
+    def __init__(self, device: str = "cpu", parent=None, restore: bool = True) -> None:
+        super().__init__(parent)
+        self.device = device
+        self.state = Manifold2DState.from_dict(store.load_json(SETTINGS_KEY)) if restore else Manifold2DState()
+        self.paused = False
+        self.runs: list[Run] = []
+        self.landscape: dict | None = None
+        self._palette_i = 0
+        self._last_view = "3d"
+        self.cmap = pg.colormap.get("viridis")
+        self._build_views()
+        self._build_controls()
+        self.grid_worker = LatestJobWorker(compute_landscape, self)
+        self.grid_worker.result.connect(self._on_landscape)
+        self.grid_worker.failed.connect(self._on_landscape_failed)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(15)
+        self._redraw_timer.timeout.connect(self._redraw_runs)
+        self._rerun_timer = QTimer(self)
+        self._rerun_timer.setSingleShot(True)
+        self._rerun_timer.setInterval(180)
+        self._rerun_timer.timeout.connect(self._rerun_after_change)
+        self._pending_rerun: list[np.ndarray] = []
+        self.request_landscape(reset_view=True)
+
+    # ----------------------------------------------------------------------------- layout
+    def _build_views(self) -> None:
+        self.plane = PlaneView(self.cmap)
+        self.plane.setToolTip("Click anywhere to start gradient descent from that point. "
+                              "Drag to pan, wheel to zoom.")
+        self.plane.clicked.connect(self._on_plane_click)
+        self.scene = Scene3D(self.cmap)
+        self.scene.setToolTip("Left-drag rotates, middle-drag (or Ctrl+drag) pans, wheel zooms.")
+        self.scene.frame_drawn.connect(self.frame_drawn)
+        self.zero3d = gl.GLLinePlotItem(mode="lines", color=(1, 1, 1, 1), width=3.5, antialias=True)
+        self.scene.addItem(self.zero3d)
+        self.sol3d = gl.GLScatterPlotItem(size=14, color=(1, 1, 1, 1), pxMode=True)
+        self.scene.addItem(self.sol3d)
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        self.banner.setStyleSheet("QLabel{background:#5c1d24;color:#ffe3e3;padding:6px 10px;border-radius:4px;}")
+        self._banner_timer = QTimer(self)
+        self._banner_timer.setSingleShot(True)
+        self._banner_timer.timeout.connect(lambda: self.banner.setVisible(False))
+        self.caption = QLabel()
+        self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
+        self.caption.setTextFormat(Qt.TextFormat.RichText)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.plane)
+        split.addWidget(self.scene)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
+        self.plane.setMinimumWidth(300)
+        self.scene.setMinimumWidth(300)
+        self.split = split
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.caption)
+        lay.addWidget(split, 1)
+        self.plane.installEventFilter(self)
+        self.scene.installEventFilter(self)
+
+    def eventFilter(self, obj, ev):  # noqa: N802 - Qt override
+        from PySide6.QtCore import QEvent
+
+        if ev.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.FocusIn):
+            self._last_view = "2d" if obj is self.plane else "3d"
+        return False
+
+    def _build_controls(self) -> None:
+        s = self.state
+        panel = QWidget()
+        v = QVBoxLayout(panel)
+        v.setContentsMargins(6, 6, 6, 6)
+
+        # model
+        g = QGroupBox("Model f(x; w₁, w₂)")
+        f = QFormLayout(g)
+        self.model_combo = QComboBox()
+        for key, label in MODEL_CHOICES:
+            self.model_combo.addItem(label, key)
+        self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index(s.model))
+        self.model_combo.setToolTip("The two-parameter model whose solution set is drawn")
+        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        f.addRow(self.model_combo)
+        self.expr_edit = QLineEdit(s.expression)
+        self.expr_edit.setPlaceholderText("e.g. w2*sin(w1*x) + 0.2*w1")
+        self.expr_edit.setToolTip("An expression in w1, w2 and x with + - * / ** and tanh, sin, cos, exp, log, "
+                                  "relu, sigmoid. Press Enter to apply.")
+        self.expr_edit.returnPressed.connect(self._apply_expression)
+        f.addRow("f =", self.expr_edit)
+        self.expr_error = QLabel()
+        self.expr_error.setWordWrap(True)
+        self.expr_error.setStyleSheet("color:#ff6b6b;")
+        self.expr_error.setVisible(False)
+        f.addRow(self.expr_error)
+        v.addWidget(g)
+
+        # data
+        g = QGroupBox("Data (drag the points, or type)")
+        dl = QVBoxLayout(g)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("points:"))
+        self.n_points = QSpinBox()
+        self.n_points.setRange(1, 2)
+        self.n_points.setValue(len(s.xs))
+        self.n_points.setToolTip("One point: the solutions form a curve (p − n = 1). Two points: isolated solutions.")
+        self.n_points.valueChanged.connect(self._on_n_points)
+        row.addWidget(self.n_points)
+        row.addStretch(1)
+        dl.addLayout(row)
+        self.data_plot = pg.PlotWidget()
+        self.data_plot.setBackground("#14161c")
+        self.data_plot.setMinimumHeight(150)
+        self.data_plot.setLabel("bottom", "x")
+        self.data_plot.setLabel("left", "y")
+        self.data_plot.setXRange(-3, 3, padding=0)
+        self.data_plot.setYRange(-2, 2, padding=0)
+        self.data_plot.showGrid(x=True, y=True, alpha=0.15)
+        self.fit_curve = self.data_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.6))
+        self.fit_curve.setToolTip("the model f(x; w) at the latest descent's current parameters")
+        self.targets: list[pg.TargetItem] = []
+        dl.addWidget(self.data_plot)
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["x", "y"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setMaximumHeight(90)
+        self.table.itemChanged.connect(self._on_table_edit)
+        dl.addWidget(self.table)
+        v.addWidget(g)
+        self._rebuild_data_widgets()
+
+        # descent
+        g = QGroupBox("Gradient descent")
+        f = QFormLayout(g)
+        self.opt_combo = QComboBox()
+        for key, label in OPTIMIZER_CHOICES:
+            self.opt_combo.addItem(label, key)
+        self.opt_combo.setCurrentIndex([k for k, _ in OPTIMIZER_CHOICES].index(s.optimizer))
+        self.opt_combo.setToolTip("Applies to the next descents you start")
+        self.opt_combo.currentIndexChanged.connect(self._on_descent_setting)
+        f.addRow("optimizer", self.opt_combo)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 100.0)
+        self.lr_spin.setSingleStep(0.01)
+        self.lr_spin.setValue(s.lr)
+        self.lr_spin.setToolTip("Step size η. Too large and the descent diverges: try 5 to see it.")
+        self.lr_spin.valueChanged.connect(self._on_descent_setting)
+        f.addRow("learning rate η", self.lr_spin)
+        self.mom_spin = QDoubleSpinBox()
+        self.mom_spin.setRange(0.0, 0.999)
+        self.mom_spin.setSingleStep(0.05)
+        self.mom_spin.setValue(s.momentum)
+        self.mom_spin.valueChanged.connect(self._on_descent_setting)
+        f.addRow("momentum", self.mom_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 2)
+        self.batch_spin.setValue(min(s.batch_size, 2))
+        self.batch_spin.setToolTip("Mini-batch size for SGD (points per step)")
+        self.batch_spin.valueChanged.connect(self._on_descent_setting)
+        f.addRow("batch size", self.batch_spin)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 1_000_000)
+        self.steps_spin.setSingleStep(500)
+        self.steps_spin.setValue(s.steps)
+        self.steps_spin.valueChanged.connect(self._on_descent_setting)
+        f.addRow("steps", self.steps_spin)
+        row = QHBoxLayout()
+        self.n_random_spin = QSpinBox()
+        self.n_random_spin.setRange(1, 200)
+        self.n_random_spin.setValue(s.n_random)
+        self.n_random_spin.valueChanged.connect(self._on_descent_setting)
+        row.addWidget(self.n_random_spin)
+        self.random_btn = QPushButton("Random starts")
+        self.random_btn.setToolTip("Start N descents at once from random points of the box")
+        self.random_btn.clicked.connect(self.random_starts)
+        row.addWidget(self.random_btn)
+        f.addRow("N", row)
+        self.clear_btn = QPushButton("Clear descents (R)")
+        self.clear_btn.clicked.connect(self.reset)
+        f.addRow(self.clear_btn)
+        v.addWidget(g)
+
+        # view
+        g = QGroupBox("View")
+        f = QFormLayout(g)
+        self.extent_spin = QDoubleSpinBox()
+        self.extent_spin.setRange(0.1, 1000.0)
+        self.extent_spin.setValue(s.extent)
+        self.extent_spin.setToolTip("Half-width of the box: w₁, w₂ ∈ [−a, a]")
+        self.extent_spin.editingFinished.connect(self._on_view_setting)
+        f.addRow("extent a", self.extent_spin)
+        self.res_spin = QSpinBox()
+        self.res_spin.setRange(21, 5000)
+        self.res_spin.setValue(s.resolution)
+        self.res_spin.setToolTip(f"Grid points per side (at most {MAX_GRID})")
+        self.res_spin.editingFinished.connect(self._on_view_setting)
+        f.addRow("resolution", self.res_spin)
+        self.log_check = QCheckBox("log scale (log₁₀ L)")
+        self.log_check.setChecked(s.log_scale)
+        self.contour_check = QCheckBox("contour lines")
+        self.contour_check.setChecked(s.contours)
+        self.wire_check = QCheckBox("wireframe")
+        self.wire_check.setChecked(s.wireframe)
+        self.curv_check = QCheckBox("shade negative curvature (λ_min(∇²L) < 0)")
+        self.curv_check.setChecked(s.curvature)
+        self.curv_check.setToolTip("Red: the loss Hessian has a negative eigenvalue. For non-linear models "
+                                   "this region touches the solution set: the loss is non-convex next to it.")
+        for cb in (self.log_check, self.contour_check, self.wire_check, self.curv_check):
+            cb.toggled.connect(self._on_view_setting)
+            f.addRow(cb)
+        v.addWidget(g)
+
+        # loss curve
+        g = QGroupBox("Loss of the latest descent")
+        gl_ = QVBoxLayout(g)
+        self.loss_plot = pg.PlotWidget()
+        self.loss_plot.setBackground("#14161c")
+        self.loss_plot.setLogMode(x=False, y=True)
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.setLabel("left", "L")
+        self.loss_plot.setMinimumHeight(120)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.5))
+        gl_.addWidget(self.loss_plot)
+        v.addWidget(g)
+        v.addStretch(1)
+        self._controls = panel
+        self._update_enabled()
+        self._update_caption()
+
+    def controls(self) -> QWidget:
+        return self._controls
+
+    def help_html(self) -> str:
+        return (
+            "<h3>Solution manifolds of two-parameter models</h3>"
+            "<p>With more parameters than data points (p &gt; n) the equations F(w) = y are under-determined: "
+            "the solutions form a (p − n)-dimensional manifold M = {w : F(w) = y}. One point and two "
+            "parameters give a curve (white).</p>"
+            "<p>Loss: <b>L(w) = ½ Σ<sub>i</sub> (f(x<sub>i</sub>; w) − y<sub>i</sub>)²</b> (sum). For the linear "
+            "model f = w₁x + w₂ gradient descent from w₀ lands on the orthogonal projection of w₀ onto M "
+            "(white ring): w* = w₀ − X⁺(Xw₀ − y). For non-linear models M is curved and the loss is non-convex "
+            "arbitrarily close to it (toggle the negative-curvature shading).</p>"
+            "<p><b>Click</b> the plane to start a descent. <b>Space</b> start/pause, <b>S</b> single step, "
+            "<b>R</b> reset, <b>Ctrl+S</b> screenshot.</p>"
+        )
+
+    def active_view(self) -> QWidget:
+        return self.plane if self._last_view == "2d" else self.scene
+
+    # ----------------------------------------------------------------------------- state changes
+    def _update_enabled(self) -> None:
+        custom = self.state.model == "custom"
+        self.expr_edit.setEnabled(custom)
+        opt = self.state.optimizer
+        self.mom_spin.setEnabled(opt == "momentum")
+        self.batch_spin.setEnabled(opt == "sgd")
+        self.batch_spin.setRange(1, len(self.state.xs))
+
+    def _update_caption(self) -> None:
+        s = self.state
+        name = s.expression if s.model == "custom" else dict(MODEL_CHOICES)[s.model].split("  ")[0]
+        n = len(s.xs)
+        dim = 2 - n
+        what = "a curve of solutions" if dim == 1 else "isolated solutions"
+        self.caption.setText(
+            f"<b>f(x; w) = {name}</b> &nbsp; n = {n} point{'s' if n > 1 else ''}, p = 2 → {what} "
+            f"(dimension p − n = {dim}) &nbsp;·&nbsp; L(w) = ½ Σ (f(xᵢ; w) − yᵢ)² "
+            f"&nbsp;·&nbsp; <i>click the plane to start gradient descent</i>")
+
+    def _on_model_changed(self) -> None:
+        key = self.model_combo.currentData()
+        if key == "custom":
+            if not self._validate_expression(self.expr_edit.text()):
+                self.state.model = "custom"
+                self._update_enabled()
+                return
+        self.state.model = key
+        self._update_enabled()
+        self._problem_changed()
+
+    def _validate_expression(self, text: str) -> bool:
+        from models.expr import ExpressionError, parse_expression
+
+        try:
+            parse_expression(text)
+        except ExpressionError as exc:
+            self.expr_error.setText(f"✗ {exc}")
+            self.expr_error.setVisible(True)
+            self.message.emit(f"Expression refused: {exc}", True)
+            return False
+        self.expr_error.setVisible(False)
+        return True
+
+    def _apply_expression(self) -> None:
+        text = self.expr_edit.text()
+        if not self._validate_expression(text):
+            return
+        self.state.expression = text.strip()
+        if self.state.model != "custom":
+            self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index("custom"))
+        else:
+            self._problem_changed()
+
+    def set_expression(self, text: str) -> bool:
+        """Programmatic equivalent of typing an expression and pressing Enter."""
+        self.expr_edit.setText(text)
+        if self.state.model != "custom":
+            self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index("custom"))
+        self._apply_expression()
+        return not self.expr_error.isVisible()
+
+    def _on_n_points(self, n: int) -> None:
+        s = self.state
+        if n > len(s.xs):
+            s.xs.append(-1.5 if s.xs[0] > 0 else 1.5)
+            s.ys.append(-0.6)
+        else:
+            s.xs, s.ys = s.xs[:n], s.ys[:n]
+        self._rebuild_data_widgets()
+        self._update_enabled()
+        self._problem_changed()
+
+    def _rebuild_data_widgets(self) -> None:
+        for t in self.targets:
+            self.data_plot.removeItem(t)
+        self.targets = []
+        for i, (x, y) in enumerate(zip(self.state.xs, self.state.ys)):
+            t = pg.TargetItem(pos=(x, y), size=14, movable=True, symbol="o",
+                              pen=pg.mkPen("#000", width=1), brush=pg.mkBrush(DATA_COLORS[i]),
+                              hoverBrush=pg.mkBrush("#ffffff"), label="({:.2f}, {:.2f})",
+                              labelOpts={"color": DATA_COLORS[i], "offset": (8, -8)})
+            t.sigPositionChanged.connect(lambda item, i=i: self._on_target_moved(i, item))
+            self.data_plot.addItem(t)
+            self.targets.append(t)
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self.state.xs))
+        for i, (x, y) in enumerate(zip(self.state.xs, self.state.ys)):
+            for j, val in enumerate((x, y)):
+                item = QTableWidgetItem(f"{val:.4g}")
+                item.setForeground(QColor(DATA_COLORS[i]))
+                self.table.setItem(i, j, item)
+        self.table.blockSignals(False)
+
+    def _on_target_moved(self, i: int, item) -> None:
+        p = item.pos()
+        self.set_data_point(i, float(p.x()), float(p.y()), from_target=True)
+
+    def set_data_point(self, i: int, x: float, y: float, from_target: bool = False) -> None:
+        """Move data point i to (x, y): the landscape and the manifold update at once."""
+        self.state.xs[i], self.state.ys[i] = float(x), float(y)
+        if not from_target:
+            self.targets[i].blockSignals(True)
+            self.targets[i].setPos(x, y)
+            self.targets[i].blockSignals(False)
+        self.table.blockSignals(True)
+        self.table.item(i, 0).setText(f"{x:.4g}")
+        self.table.item(i, 1).setText(f"{y:.4g}")
+        self.table.blockSignals(False)
+        self._problem_changed()
+
+    def _on_table_edit(self, item: QTableWidgetItem) -> None:
+        i, j = item.row(), item.column()
+        try:
+            val = float(item.text())
+            if not math.isfinite(val):
+                raise ValueError
+        except ValueError:
+            self.message.emit(f"'{item.text()}' is not a number: point {i + 1} keeps its {'xy'[j]}", True)
+            self.table.blockSignals(True)
+            item.setText(f"{(self.state.xs if j == 0 else self.state.ys)[i]:.4g}")
+            self.table.blockSignals(False)
+            return
+        x = val if j == 0 else self.state.xs[i]
+        y = val if j == 1 else self.state.ys[i]
+        self.set_data_point(i, x, y)
+
+    def _on_descent_setting(self) -> None:
+        s = self.state
+        s.optimizer = self.opt_combo.currentData()
+        s.lr = float(self.lr_spin.value())
+        s.momentum = float(self.mom_spin.value())
+        s.batch_size = int(self.batch_spin.value())
+        s.steps = int(self.steps_spin.value())
+        s.n_random = int(self.n_random_spin.value())
+        self._update_enabled()
+        self.save_state()
+
+    def _on_view_setting(self) -> None:
+        s = self.state
+        res = int(self.res_spin.value())
+        if res > MAX_GRID:
+            gb = res * res * 8 * (6 + len(s.xs)) / 1e9
+            self.message.emit(f"A {res}×{res} grid would need about {gb:.1f} GB and minutes per update: "
+                              f"clamped to {MAX_GRID}×{MAX_GRID}", True)
+            res = MAX_GRID
+            self.res_spin.blockSignals(True)
+            self.res_spin.setValue(res)
+            self.res_spin.blockSignals(False)
+        extent_changed = float(self.extent_spin.value()) != s.extent or res != s.resolution
+        s.extent = float(self.extent_spin.value())
+        s.resolution = res
+        s.log_scale = self.log_check.isChecked()
+        s.contours = self.contour_check.isChecked()
+        s.wireframe = self.wire_check.isChecked()
+        s.curvature = self.curv_check.isChecked()
+        self.scene.surface.set_wireframe(s.wireframe)
+        self.save_state()
+        self.request_landscape(reset_view=extent_changed)
+
+    def _problem_changed(self) -> None:
+        """Model or data changed: redraw the landscape now, rerun the descents once the change settles."""
+        self._update_caption()
+        self.save_state()
+        self.request_landscape()
+        if self.runs:
+            self._pending_rerun = [r.starts for r in self.runs]
+            self.clear_runs()
+            self._rerun_timer.start()
+
+    def _rerun_after_change(self) -> None:
+        starts, self._pending_rerun = self._pending_rerun, []
+        for st in starts:
+            self.start_descent(st)
+
+    def request_landscape(self, reset_view: bool = False) -> None:
+        s = self.state
+        self._reset_view_pending = getattr(self, "_reset_view_pending", False) or reset_view
+        self.grid_worker.submit(GridRequest(s.model, s.expression, tuple(s.xs), tuple(s.ys), s.extent,
+                                            s.resolution, s.log_scale, s.curvature, s.contours, self.device))
+
+    def _on_landscape_failed(self, req, text: str) -> None:
+        self.show_error(f"Cannot evaluate the loss: {text}")
+
+    def _on_landscape(self, req: GridRequest, out: dict) -> None:
+        self.landscape = out
+        reset = self._reset_view_pending
+        self._reset_view_pending = False
+        w1, w2, values = out["w1"], out["w2"], out["values"]
+        self.plane.set_field(w1, w2, values, out["range"], out["label"], reset_view=reset)
+        st = out["surface_step"]
+        colors = None
+        sub = values[::st, ::st]
+        if out["neg_mask"] is not None:
+            colors = self.scene.surface.colors_for(sub, out["range"]).copy()
+            m = out["neg_mask"][::st, ::st]
+            colors[m, :3] = 0.55 * colors[m, :3] + 0.45 * np.array([1.0, 0.2, 0.2], dtype=np.float32)
+        self.scene.set_surface(w1[::st], w2[::st], sub, out["range"], req.log_scale, out["floor"],
+                               colors=colors, reset_camera=reset)
+        self.plane.set_overlay(out["neg_mask"], out["neg_outline"])
+        self.plane.set_contours([p for _, polys in out["contours"] for p in polys])
+        self.scene.set_contours(out["contours"])
+        sol = out["solution"]
+        self.plane.set_zero_set(sol.curves, sol.points)
+        n = len(req.xs)
+        self.plane.set_residual_curves(sol.residual_curves if n > 1 else [], DATA_COLORS)
+        from visualizer.views.scene3d import polylines_to_segments
+
+        lift = 0.01 * self.scene.zheight
+        z0 = self.scene.height_of(np.zeros(1))[0] + lift
+        seg = polylines_to_segments([np.column_stack([c, np.full(len(c), z0)]) for c in sol.curves])
+        self.zero3d.setData(pos=seg if len(seg) else np.zeros((0, 3)))
+        pts = sol.points
+        self.sol3d.setData(pos=np.column_stack([pts, np.full(len(pts), z0)]) if len(pts) else np.zeros((0, 3)))
+        if sol.empty:
+            note = sol.note or "no solutions in view: F(w) = y has no solution inside this box"
+            self.message.emit(note, False)
+        for r in self.runs:
+            r.dirty = True
+        self._redraw_runs()
+
+    # ----------------------------------------------------------------------------- descents
+    def _next_colors(self, n: int) -> list[str]:
+        out = [PALETTE[(self._palette_i + k) % len(PALETTE)] for k in range(n)]
+        self._palette_i += n
+        return out
+
+    def start_descent(self, starts) -> Run:
+        starts = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
+        run = Run(self, starts, self._next_colors(len(starts)))
+        self.runs.append(run)
+        run.start()
+        self.status.emit({"running": True})
+        return run
+
+    def _on_plane_click(self, w1: float, w2: float) -> None:
+        if self.paused:
+            self.set_paused(False)
+        self.start_descent([w1, w2])
+        self.message.emit(f"Gradient descent from w₀ = ({w1:.3f}, {w2:.3f})", False)
+
+    def random_starts(self) -> Run:
+        s = self.state
+        rng = np.random.default_rng(s.seed + 1000 * len(self.runs) + self._palette_i)
+        starts = rng.uniform(-s.extent, s.extent, size=(s.n_random, 2))
+        if self.paused:
+            self.set_paused(False)
+        return self.start_descent(starts)
+
+    def default_start(self) -> np.ndarray:
+        e = self.state.extent
+        return np.array([-0.6 * e, 0.75 * e])
+
+    def _on_run_done(self, run: Run, result) -> None:
+        run.redraw()
+        if result is None:
+            return
+        if result.reason == "diverged" or result.diverged.any():
+            self.show_error(result.message)
+        else:
+            msg = result.message
+            if run.projections is not None:
+                end = np.array([tr.last_params for tr in run.trajs])
+                d = np.max(np.linalg.norm(end - run.projections, axis=1))
+                msg += f" · landing point vs projection of the start: |Δ| = {d:.2e}"
+            self.message.emit(msg, False)
+        if all(r.finished for r in self.runs):
+            self.status.emit({"running": False})
+
+    def _schedule_redraw(self) -> None:
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def _redraw_runs(self) -> None:
+        latest = None
+        for r in self.runs:
+            if r.dirty:
+                r.redraw()
+            latest = r
+        if latest is not None and latest.trajs and latest.trajs[0].last_step >= 0:
+            tr = latest.trajs[0]
+            self.status.emit({"step": tr.last_step, "loss": tr.last_loss})
+            lv = tr.loss.view()
+            steps = tr.steps.view()
+            stride = max(1, len(lv) // 2000)
+            y = np.maximum(lv[::stride], 1e-300)
+            self.loss_curve.setData(steps[::stride], y)
+            self.loss_curve.setPen(pg.mkPen(latest.colors[0], width=1.5))
+            self._draw_fit(tr.last_params, latest.params)
+
+    def _draw_fit(self, w: np.ndarray, params: dict) -> None:
+        try:
+            import torch
+
+            from models import toy2d
+
+            model = toy2d.make_model(params["model_key"], params["expression"])
+            xs = np.linspace(-3, 3, 200)
+            with torch.no_grad():
+                f = model.forward(torch.as_tensor(w, dtype=torch.float64), torch.as_tensor(xs)).numpy()
+            self.fit_curve.setData(xs, np.clip(f, -1e3, 1e3))
+        except Exception:  # the fit preview is cosmetic; never let it break the lab
+            self.fit_curve.setData([], [])
+
+    def clear_runs(self) -> None:
+        for r in self.runs:
+            r.remove()
+        self.runs = []
+        self.loss_curve.setData([], [])
+        self.fit_curve.setData([], [])
+
+    # ----------------------------------------------------------------------------- Lab API
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        for r in self.runs:
+            if not r.finished:
+                (r.runner.pause if paused else r.runner.resume)()
+        self.status.emit({"paused": paused})
+
+    def toggle_run(self) -> None:
+        if not any(not r.finished for r in self.runs):
+            self.paused = False
+            self.start_descent(self.default_start())
+            return
+        self.set_paused(not self.paused)
+        self.message.emit("Paused: Space resumes, S steps" if self.paused else "Running", False)
+
+    def single_step(self) -> None:
+        if not any(not r.finished for r in self.runs):
+            self.paused = True
+            self.start_descent(self.default_start())
+        self.paused = True
+        for r in self.runs:
+            if not r.finished:
+                r.runner.step_once()
+        self.status.emit({"paused": True})
+
+    def reset(self) -> None:
+        self._rerun_timer.stop()
+        self._pending_rerun = []
+        self.clear_runs()
+        self.paused = False
+        self.status.emit({"step": 0, "loss": float("nan"), "running": False})
+        self.message.emit("Cleared all descents", False)
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+
+    def show_error(self, text: str) -> None:
+        self.banner.setText("⚠ " + text)
+        self.banner.setVisible(True)
+        self._banner_timer.start(10000)
+        self.message.emit(text, True)
+
+    def save_state(self) -> None:
+        store.save_json(SETTINGS_KEY, dataclasses.asdict(self.state))
+
+    def shutdown(self) -> None:
+        self._redraw_timer.stop()
+        self._rerun_timer.stop()
+        self._banner_timer.stop()
+        for r in self.runs:
+            r.runner.abort()
+        self.grid_worker.stop()
+        self.save_state()
