@@ -262,8 +262,20 @@ class MainWindow(QMainWindow):
         super().closeEvent(ev)
 
 
+def prepare_qt() -> None:
+    """Process-wide Qt set-up that must precede the QApplication.
+
+    Every GL view shares one context group: pyqtgraph caches compiled shader programs globally, which is
+    only valid when the contexts share objects (and Qt's global share context outlives any one view).
+    """
+    from PySide6.QtCore import QCoreApplication
+
+    QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+
+
 def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None) -> int:
     """Create the application and the main window; returns the exit code."""
+    prepare_qt()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("losslab")
     app.setOrganizationName("losslab")

@@ -23,7 +23,14 @@ _LIVE: "weakref.WeakSet[QThread]" = weakref.WeakSet()
 
 def live_threads() -> list[QThread]:
     """Worker threads of ours that are still running (tests assert none outlive them)."""
-    return [t for t in list(_LIVE) if t.isRunning()]
+    out = []
+    for t in list(_LIVE):
+        try:
+            if t.isRunning():
+                out.append(t)
+        except RuntimeError:  # the C++ object is gone, so is its thread
+            _LIVE.discard(t)
+    return out
 
 
 class GeneratorRunner(QThread):

@@ -605,11 +605,14 @@ class Manifold2DLab(Lab):
             self.expr_error.setText(f"✗ {exc}")
             self.expr_error.setVisible(True)
             self.message.emit(f"Expression refused: {exc}", True)
+            self._expr_ok = False
             return False
         self.expr_error.setVisible(False)
+        self._expr_ok = True
         return True
 
     def _apply_expression(self) -> None:
+        self._expr_ok = False
         text = self.expr_edit.text()
         if not self._validate_expression(text):
             return
@@ -625,7 +628,7 @@ class Manifold2DLab(Lab):
         if self.state.model != "custom":
             self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index("custom"))
         self._apply_expression()
-        return not self.expr_error.isVisible()
+        return self._expr_ok
 
     def _on_n_points(self, n: int) -> None:
         s = self.state

@@ -1,0 +1,39 @@
+"""Shared fixtures: settings go to a temporary folder; no worker thread may outlive a test."""
+
+import os
+import tempfile
+import time
+
+import pytest
+
+os.environ.setdefault("LOSSLAB_CONFIG_DIR", tempfile.mkdtemp(prefix="losslab-test-cfg-"))
+
+
+def pytest_configure(config):
+    # before pytest-qt creates the QApplication: GL views share one context group (see app.prepare_qt)
+    from visualizer.app import prepare_qt
+
+    prepare_qt()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_threads(request):
+    yield
+    if "qtbot" not in request.fixturenames and "qapp" not in request.fixturenames:
+        return
+    from visualizer.workers import live_threads
+
+    deadline = time.time() + 5
+    while live_threads() and time.time() < deadline:
+        from PySide6.QtWidgets import QApplication
+
+        QApplication.processEvents()
+        time.sleep(0.02)
+    left = live_threads()
+    assert not left, f"worker threads outlived the test: {left}"
+
+
+@pytest.fixture
+def fresh_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSLAB_CONFIG_DIR", str(tmp_path / "cfg"))
+    return tmp_path / "cfg"

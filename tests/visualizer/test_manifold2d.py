@@ -1,0 +1,178 @@
+"""Widget tests of the manifold2d lab (run under Xvfb: the lab holds an OpenGL view)."""
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+
+from visualizer.labs.manifold2d import Manifold2DLab
+
+
+@pytest.fixture
+def lab(qtbot, fresh_settings):
+    w = Manifold2DLab(restore=False)
+    w.resize(1200, 600)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.landscape is not None, timeout=20000)
+    yield w
+    w.shutdown()
+
+
+def wait_done(qtbot, lab, timeout=30000):
+    qtbot.waitUntil(lambda: bool(lab.runs) and all(r.finished for r in lab.runs), timeout=timeout)
+    qtbot.wait(50)
+
+
+def test_click_starts_a_descent_that_streams_into_both_views(qtbot, lab):
+    lab.steps_spin.setValue(300)
+    pos = lab.plane.view_to_widget(1.5, -2.0)
+    qtbot.mouseClick(lab.plane.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(int(pos.x()), int(pos.y())))
+    assert len(lab.runs) == 1
+    wait_done(qtbot, lab)
+    run = lab.runs[0]
+    start = run.trajs[0].path[0]
+    assert np.allclose(start, [1.5, -2.0], atol=0.05)
+    line3d = run.lines3d[0].pos
+    assert line3d is not None and len(line3d) > 10
+    x2d, _ = run.curves2d[0].getData()
+    assert len(x2d) > 10
+    # the landing point is on the manifold: w2 tanh(w1) = 0.8
+    w = run.trajs[0].last_params
+    assert abs(w[1] * np.tanh(w[0]) - 0.8) < 1e-3
+    # the 3D line follows the surface: its heights decrease as the loss falls
+    assert line3d[-1, 2] < line3d[0, 2]
+
+
+def test_linear_model_landing_point_coincides_with_marked_projection(qtbot, lab):
+    lab.model_combo.setCurrentIndex(1)  # w1 x + w2
+    qtbot.waitUntil(lambda: lab.landscape["request"].model == "linear", timeout=10000)
+    run = lab.start_descent([2.0, 2.5])
+    wait_done(qtbot, lab)
+    proj = run.projections[0]
+    mark = run.proj_marks.data["x"][0], run.proj_marks.data["y"][0]
+    assert np.allclose(mark, proj)
+    assert np.linalg.norm(run.trajs[0].last_params - proj) < 1e-6
+
+
+def test_diverging_step_size_shows_a_message_and_the_app_stays_usable(qtbot, lab):
+    messages = []
+    lab.message.connect(lambda text, err: messages.append((text, err)))
+    lab.model_combo.setCurrentIndex(2)  # w1 w2 x
+    lab.lr_spin.setValue(5.0)
+    lab.start_descent([2.5, 2.5])
+    wait_done(qtbot, lab)
+    assert lab.banner.isVisible() and "diverged" in lab.banner.text()
+    assert any(err and "diverged" in t for t, err in messages)
+    tr = lab.runs[0].trajs[0]
+    assert np.all(np.isfinite(tr.path))  # the path up to the last finite point is kept and shown
+    lab.lr_spin.setValue(0.05)
+    lab.start_descent([1.0, 0.5])
+    qtbot.waitUntil(lambda: lab.runs[-1].finished, timeout=30000)
+    assert lab.runs[-1].result.reason in ("converged", "completed")
+
+
+def test_unparsable_expression_is_refused_with_a_reason(qtbot, lab):
+    before = lab.state.expression
+    assert not lab.set_expression("w2 * tanh(w1 */ x)")
+    assert not lab.expr_error.isHidden()
+    assert "column" in lab.expr_error.text()
+    assert lab.state.expression == before
+    assert not lab.set_expression("os.system('x')")
+    assert "not allowed" in lab.expr_error.text() or "unknown" in lab.expr_error.text()
+    assert lab.set_expression("w2*sin(w1*x)")
+    qtbot.waitUntil(lambda: lab.landscape["request"].expression == "w2*sin(w1*x)", timeout=10000)
+    assert lab.expr_error.isHidden()
+    assert len(lab.landscape["solution"].curves) > 0
+
+
+def test_huge_grid_request_is_clamped_with_a_message(qtbot, lab):
+    messages = []
+    lab.message.connect(lambda text, err: messages.append((text, err)))
+    lab.res_spin.setValue(5000)
+    lab.res_spin.editingFinished.emit()
+    assert lab.state.resolution == 1601
+    assert any("5000" in t and "clamped" in t for t, _ in messages)
+
+
+def test_dragging_a_data_point_moves_the_manifold(qtbot, lab):
+    before = np.concatenate(lab.landscape["solution"].curves).copy()
+    lab.targets[0].setPos(1.0, -1.2)  # what a mouse drag does
+    qtbot.waitUntil(lambda: lab.landscape["request"].ys == (-1.2,), timeout=10000)
+    after = np.concatenate(lab.landscape["solution"].curves)
+    assert lab.table.item(0, 1).text() == "-1.2"
+    # new curve: w2 = -1.2 / tanh(w1)
+    assert np.allclose(after[:, 1] * np.tanh(after[:, 0]), -1.2, atol=1e-9)
+    assert not np.allclose(before[:5], after[:5])
+
+
+def test_typed_data_point_and_bad_cell(qtbot, lab):
+    messages = []
+    lab.message.connect(lambda text, err: messages.append((text, err)))
+    lab.table.item(0, 0).setText("abc")
+    assert lab.state.xs == [1.0] and any("not a number" in t for t, _ in messages)
+    lab.table.item(0, 0).setText("2")
+    qtbot.waitUntil(lambda: lab.landscape["request"].xs == (2.0,), timeout=10000)
+
+
+def test_two_points_give_isolated_solutions(qtbot, lab):
+    lab.n_points.setValue(2)
+    lab.set_data_point(1, 2.0, 1.2)
+    qtbot.waitUntil(lambda: lab.landscape["request"].xs == (1.0, 2.0)
+                    and lab.landscape["request"].ys == (0.8, 1.2), timeout=10000)
+    sol = lab.landscape["solution"]
+    assert len(sol.points) == 2 and not sol.curves
+    assert len(lab.plane.residual_curves) == 2
+
+
+def test_pause_single_step_resume_and_reset(qtbot, lab):
+    lab.steps_spin.setValue(100000)
+    run = lab.start_descent([2.0, -2.0])
+    qtbot.waitUntil(lambda: run.trajs[0].last_step > 5, timeout=10000)
+    lab.set_paused(True)
+    qtbot.wait(200)
+    s0 = run.trajs[0].last_step
+    qtbot.wait(200)
+    assert run.trajs[0].last_step == s0
+    lab.single_step()
+    qtbot.waitUntil(lambda: run.trajs[0].last_step == s0 + 1, timeout=5000)
+    qtbot.wait(150)
+    assert run.trajs[0].last_step == s0 + 1
+    lab.set_paused(False)
+    qtbot.waitUntil(lambda: run.trajs[0].last_step > s0 + 20, timeout=10000)
+    lab.reset()
+    assert lab.runs == []
+
+
+def test_random_starts_run_several_trajectories_at_once(qtbot, lab):
+    lab.n_random_spin.setValue(6)
+    lab.steps_spin.setValue(400)
+    run = lab.random_starts()
+    assert len(run.trajs) == 6
+    wait_done(qtbot, lab)
+    assert all(len(tr.path) > 5 for tr in run.trajs)
+    ends = np.array([tr.last_params for tr in run.trajs])
+    assert len(np.unique(np.round(ends, 3), axis=0)) > 1
+
+
+def test_changing_the_model_mid_run_restarts_cleanly(qtbot, lab):
+    lab.steps_spin.setValue(100000)
+    lab.start_descent([2.0, -2.0])
+    qtbot.wait(200)
+    lab.model_combo.setCurrentIndex(2)
+    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["model_key"] == "factor", timeout=10000)
+    assert len(lab.runs) == 1 and np.allclose(lab.runs[0].starts, [[2.0, -2.0]])
+    lab.reset()
+
+
+def test_curvature_toggle_shades_a_region_touching_the_manifold(qtbot, lab):
+    lab.curv_check.setChecked(True)
+    qtbot.waitUntil(lambda: lab.landscape["neg_mask"] is not None, timeout=10000)
+    mask = lab.landscape["neg_mask"]
+    assert mask.any() and not mask.all()
+    # the shaded region reaches the solution curve: some curve point has a shaded grid cell next to it
+    w1, w2 = lab.landscape["w1"], lab.landscape["w2"]
+    curve = np.concatenate(lab.landscape["solution"].curves)
+    i = np.clip(np.searchsorted(w1, curve[:, 0]), 1, len(w1) - 1)
+    j = np.clip(np.searchsorted(w2, curve[:, 1]), 1, len(w2) - 1)
+    touching = mask[i, j] | mask[i - 1, j] | mask[i, j - 1] | mask[i - 1, j - 1]
+    assert touching.any()
