@@ -161,7 +161,7 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(lab.controls())
-        scroll.setMinimumWidth(330)
+        scroll.setMinimumWidth(310)
         self.dock.setWidget(scroll)
         self.dock.setWindowTitle(f"Controls · {LABS[key].title}")
         i = self.lab_combo.findData(key)

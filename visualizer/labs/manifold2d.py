@@ -365,8 +365,8 @@ class Manifold2DLab(Lab):
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 1)
         split.setChildrenCollapsible(False)
-        self.plane.setMinimumWidth(300)
-        self.scene.setMinimumWidth(300)
+        self.plane.setMinimumWidth(220)
+        self.scene.setMinimumWidth(220)
         self.split = split
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)

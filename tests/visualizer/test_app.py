@@ -1,0 +1,123 @@
+"""The main window: shortcuts, status bar, persistence, closing mid-run, the command line."""
+
+import subprocess
+import sys
+
+import numpy as np
+from PySide6.QtCore import Qt
+
+from visualizer.app import MainWindow
+from visualizer.cli import build_parser
+
+
+def make_window(qtbot, **kw):
+    win = MainWindow(**kw)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.lab().landscape is not None, timeout=30000)
+    return win
+
+
+def test_keyboard_space_step_reset_and_status(qtbot, fresh_settings):
+    win = make_window(qtbot, lab="manifold2d")
+    lab = win.lab()
+    lab.steps_spin.setValue(100000)
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow, timeout=5000)
+    lab.plane.setFocus()
+    qtbot.keyClick(lab.plane, Qt.Key.Key_Space)  # nothing runs: Space starts a descent
+    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].trajs[0].last_step > 3, timeout=10000)
+    qtbot.waitUntil(lambda: win.step_label.text() != "step —", timeout=5000)
+    assert win.loss_label.text().startswith("loss ")
+    qtbot.keyClick(lab.plane, Qt.Key.Key_Space)  # pause
+    assert lab.paused
+    qtbot.wait(150)
+    s0 = lab.runs[0].trajs[0].last_step
+    qtbot.keyClick(lab.plane, Qt.Key.Key_S)
+    qtbot.waitUntil(lambda: lab.runs[0].trajs[0].last_step == s0 + 1, timeout=5000)
+    qtbot.keyClick(lab.plane, Qt.Key.Key_R)
+    assert lab.runs == []
+    win.close()
+
+
+def test_window_geometry_lab_and_settings_survive_a_restart(qtbot, fresh_settings):
+    win = make_window(qtbot, lab="manifold2d")
+    win.resize(1420, 801)
+    lab = win.lab()
+    lab.model_combo.setCurrentIndex(2)
+    lab.set_data_point(0, 1.25, -0.5)
+    lab.lr_spin.setValue(0.033)
+    win.close()
+    win2 = make_window(qtbot)
+    assert win2.current_key == "manifold2d"
+    assert (win2.width(), win2.height()) == (1420, 801)
+    s = win2.lab().state
+    assert s.model == "factor" and s.xs == [1.25] and s.ys == [-0.5] and abs(s.lr - 0.033) < 1e-12
+    win2.close()
+
+
+def test_corrupt_settings_fall_back_to_defaults(qtbot, fresh_settings):
+    from visualizer import settings as store
+
+    s = store.settings()
+    s.setValue("labs/manifold2d", "{not json")
+    s.setValue("window/lab", "no-such-lab")
+    s.sync()
+    win = make_window(qtbot)
+    assert win.current_key == "manifold2d" and win.lab().state.model == "tanh"
+    store.save_json("labs/manifold2d", {"lr": "NaN", "xs": ["a"], "resolution": 10**9, "model": 3})
+    from visualizer.labs.manifold2d import Manifold2DState
+
+    st = Manifold2DState.from_dict(store.load_json("labs/manifold2d"))
+    assert st.lr == 0.1 and st.xs == [1.0] and st.resolution == 1601 and st.model == "tanh"
+    win.close()
+
+
+def test_closing_mid_run_leaves_no_thread(qtbot, fresh_settings):
+    win = make_window(qtbot, lab="manifold2d")
+    lab = win.lab()
+    lab.steps_spin.setValue(1_000_000)
+    lab.n_random_spin.setValue(20)
+    lab.random_starts()
+    lab.start_descent([1.0, 1.0])
+    qtbot.waitUntil(lambda: lab.runs[0].trajs[0].last_step > 10, timeout=10000)
+    win.close()
+    from visualizer.workers import live_threads
+
+    assert live_threads() == []
+
+
+def test_screenshot_to_unwritable_path_is_reported(qtbot, fresh_settings):
+    win = make_window(qtbot, lab="manifold2d")
+    msgs = []
+    win.statusBar().messageChanged.connect(msgs.append)
+    assert win.save_screenshot("/proc/forbidden/x.png") is None
+    assert any("not saved" in m for m in msgs)
+    win.close()
+
+
+def test_cli_help_lists_labs_and_unknown_lab_is_refused():
+    help_text = build_parser().format_help()
+    assert "manifold2d" in help_text and "--lab" in help_text and "bench" in help_text
+    out = subprocess.run([sys.executable, "-m", "visualizer", "--lab", "nope"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown lab" in out.stderr
+
+
+def test_f1_help_mentions_the_formula(qtbot, fresh_settings):
+    win = make_window(qtbot, lab="manifold2d")
+    win.show_help()
+    assert "½" in win._help_box.text() and "projection" in win._help_box.text()
+    win._help_box.close()
+    win.close()
+
+
+def test_device_list_arrives_and_cpu_is_selectable(qtbot, fresh_settings):
+    win = make_window(qtbot, lab="manifold2d")
+    qtbot.waitUntil(lambda: win._loader.isFinished(), timeout=20000)
+    items = [win.device_combo.itemText(i) for i in range(win.device_combo.count())]
+    assert "cpu" in items
+    win.device_combo.setCurrentText("cpu")
+    assert win.lab().device == "cpu"
+    run = win.lab().start_descent(np.array([1.0, 2.0]))
+    qtbot.waitUntil(lambda: run.finished, timeout=30000)
+    win.close()
