@@ -405,3 +405,23 @@ def contour_levels(values: np.ndarray, count: int = 12) -> np.ndarray:
 def contour_lines(values: np.ndarray, spec: GridSpec, levels: np.ndarray) -> list[tuple[float, list[np.ndarray]]]:
     """Polylines of each level of a grid field, in parameter coordinates."""
     return [(float(lv), _contours(values, spec, float(lv))) for lv in levels]
+
+
+def descent(model_key: str, expression: str, xs, ys, starts, optimizer: str, lr: float, momentum: float,
+            batch_size: int, steps: int, device: str, seed: int):
+    """The trainer generator for N descents at once on this lab's sum square loss (any device)."""
+    from .train import OptimizerConfig, resolve_device, train
+
+    model = make_model(model_key, expression)
+    data = Data(list(xs), list(ys))
+    dev = resolve_device(device)
+    x, y = data.tensors(dev)
+    cfg = OptimizerConfig(optimizer, lr, momentum=momentum,
+                          batch_size=batch_size if optimizer == "sgd" else None)
+
+    def loss_fn(w: torch.Tensor, idx):
+        if idx is None:
+            return loss(model, w, x, y)
+        return loss(model, w, x[idx], y[idx])
+
+    return train(loss_fn, np.asarray(starts, dtype=np.float64), data.n, cfg, steps, device=dev, seed=seed)

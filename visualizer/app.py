@@ -41,8 +41,10 @@ class TorchLoader(QThread):
 
     def run(self) -> None:  # noqa: D401 - Qt override
         try:
+            from models.procrun import warm_up
             from models.train import available_devices
 
+            warm_up()
             self.devices.emit(available_devices())
         except Exception:  # torch failed to import: the labs report it when they compute
             self.devices.emit(["cpu"])

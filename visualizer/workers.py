@@ -183,3 +183,94 @@ class LatestJobWorker(QThread):
                 superseded = self._has_pending
             if not superseded:
                 self.result.emit(req, out)
+
+
+class ProcessRunner(QThread):
+    """Same interface as GeneratorRunner, but the generator runs in a child process (models.procrun).
+
+    ``target`` is 'module:function' returning the generator, called in the child with ``kwargs``. This
+    thread only waits on the pipe (releasing the GIL) and re-emits what arrives as Qt signals.
+    """
+
+    batch = Signal(object)
+    done = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, target: str, kwargs: dict, *, interval_s: float = 1 / 30, start_paused: bool = False,
+                 torch_threads: int = 1, parent=None) -> None:
+        super().__init__(parent)
+        self._target = target
+        self._kwargs = kwargs
+        self._interval = interval_s
+        self._paused = start_paused
+        self._threads = torch_threads
+        self._abort = False
+        self._run = None
+        self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    def _send(self, msg: str) -> None:
+        with self._lock:
+            if self._run is not None:
+                self._run.send(msg)
+
+    def pause(self) -> None:
+        self._paused = True
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._paused = False
+        self._send("resume")
+
+    def step_once(self) -> None:
+        self._paused = True
+        self._send("step")
+
+    def is_paused(self) -> bool:
+        return self._paused
+
+    def abort(self, wait_ms: int = 8000) -> None:
+        self._abort = True
+        self._send("abort")
+        if self.isRunning() and QThread.currentThread() is not self:
+            self.wait(wait_ms)
+
+    def run(self) -> None:  # noqa: D401 - Qt override
+        from models.procrun import ProcessRun
+
+        try:
+            with self._lock:
+                self._run = ProcessRun(self._target, self._kwargs, interval_s=self._interval,
+                                       start_paused=self._paused, torch_threads=self._threads)
+            if self._abort:
+                self._run.send("abort")
+        except Exception as exc:
+            self.failed.emit(f"could not start the training process: {exc}")
+            return
+        run = self._run
+        try:
+            while True:
+                if not run.poll(0.1):
+                    if not run.process.is_alive() and not run.poll(0):
+                        if not self._abort:
+                            self.failed.emit(f"the training process exited unexpectedly "
+                                             f"(exit code {run.process.exitcode})")
+                        else:
+                            self.done.emit(None)
+                        return
+                    continue
+                try:
+                    kind, payload = run.recv()
+                except (EOFError, OSError):
+                    continue
+                if kind == "batch":
+                    if payload:
+                        self.batch.emit(payload)
+                elif kind == "done":
+                    self.done.emit(None if self._abort else payload)
+                    return
+                elif kind == "error":
+                    self.failed.emit(payload)
+                    return
+        finally:
+            run.close()

@@ -26,7 +26,7 @@ from visualizer import settings as store
 from visualizer.labs.base import Lab
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
-from visualizer.workers import GeneratorRunner, LatestJobWorker
+from visualizer.workers import LatestJobWorker, ProcessRunner
 
 MODEL_CHOICES = [
     ("tanh", "w₂ · tanh(w₁ x)"),
@@ -169,29 +169,6 @@ def compute_landscape(req: GridRequest) -> dict:
     return out
 
 
-def make_descent(model_key: str, expression: str, xs, ys, starts: np.ndarray, optimizer: str, lr: float,
-                 momentum: float, batch_size: int, steps: int, device: str, seed: int):
-    """The trainer generator for N descents at once (called inside the runner's thread)."""
-    import torch
-
-    from models import toy2d
-    from models.train import OptimizerConfig, resolve_device, train
-
-    model = toy2d.make_model(model_key, expression)
-    data = toy2d.Data(list(xs), list(ys))
-    dev = resolve_device(device)
-    x, y = data.tensors(dev)
-    cfg = OptimizerConfig(optimizer, lr, momentum=momentum,
-                          batch_size=batch_size if optimizer == "sgd" else None)
-
-    def loss_fn(w: torch.Tensor, idx):
-        if idx is None:
-            return toy2d.loss(model, w, x, y)
-        return toy2d.loss(model, w, x[idx], y[idx])
-
-    return train(loss_fn, starts, data.n, cfg, steps, device=dev, seed=seed)
-
-
 # ------------------------------------------------------------------------------------------------
 # Runs (one runner, N trajectories)
 # ------------------------------------------------------------------------------------------------
@@ -211,9 +188,8 @@ class Run:
         self.params = dict(model_key=s.model, expression=s.expression, xs=tuple(s.xs), ys=tuple(s.ys),
                            optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, batch_size=s.batch_size,
                            steps=s.steps, device=lab.device, seed=s.seed)
-        p = self.params
-        st = self.starts
-        self.runner = GeneratorRunner(lambda: make_descent(starts=st, **p), start_paused=lab.paused)
+        self.runner = ProcessRunner("models.toy2d:descent", dict(self.params, starts=self.starts),
+                                    start_paused=lab.paused)
         self.runner.batch.connect(self._on_batch)
         self.runner.done.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
@@ -327,7 +303,7 @@ class Manifold2DLab(Lab):
         self.grid_worker.failed.connect(self._on_landscape_failed)
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(15)
+        self._redraw_timer.setInterval(30)
         self._redraw_timer.timeout.connect(self._redraw_runs)
         self._rerun_timer = QTimer(self)
         self._rerun_timer.setSingleShot(True)
@@ -343,7 +319,7 @@ class Manifold2DLab(Lab):
                               "Drag to pan, wheel to zoom.")
         self.plane.clicked.connect(self._on_plane_click)
         self.scene = Scene3D(self.cmap)
-        self.scene.setToolTip("Left-drag rotates, middle-drag (or Ctrl+drag) pans, wheel zooms.")
+        self.scene.container.setToolTip("Left-drag rotates, middle-drag (or Ctrl+drag) pans, wheel zooms.")
         self.scene.frame_drawn.connect(self.frame_drawn)
         self.zero3d = gl.GLLinePlotItem(mode="lines", color=(1, 1, 1, 1), width=3.5, antialias=True)
         self.scene.addItem(self.zero3d)
@@ -361,12 +337,12 @@ class Manifold2DLab(Lab):
         self.caption.setTextFormat(Qt.TextFormat.RichText)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.plane)
-        split.addWidget(self.scene)
+        split.addWidget(self.scene.container)
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 1)
         split.setChildrenCollapsible(False)
         self.plane.setMinimumWidth(220)
-        self.scene.setMinimumWidth(220)
+        self.scene.container.setMinimumWidth(220)
         self.split = split
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -838,8 +814,9 @@ class Manifold2DLab(Lab):
             self.status.emit({"running": False})
 
     def _schedule_redraw(self) -> None:
+        # adaptive frame pacing: never spend more than about a third of the GUI thread on drawing
         if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+            self._redraw_timer.start(int(min(150, max(30, 3 * self.scene.last_frame_ms))))
 
     def _redraw_runs(self) -> None:
         latest = None
@@ -856,15 +833,17 @@ class Manifold2DLab(Lab):
             y = np.maximum(lv[::stride], 1e-300)
             self.loss_curve.setData(steps[::stride], y)
             self.loss_curve.setPen(pg.mkPen(latest.colors[0], width=1.5))
-            self._draw_fit(tr.last_params, latest.params)
+            self._draw_fit(tr.last_params, latest)
 
-    def _draw_fit(self, w: np.ndarray, params: dict) -> None:
+    def _draw_fit(self, w: np.ndarray, run: "Run") -> None:
         try:
             import torch
 
             from models import toy2d
 
-            model = toy2d.make_model(params["model_key"], params["expression"])
+            if getattr(run, "_model", None) is None:
+                run._model = toy2d.make_model(run.params["model_key"], run.params["expression"])
+            model = run._model
             xs = np.linspace(-3, 3, 200)
             with torch.no_grad():
                 f = model.forward(torch.as_tensor(w, dtype=torch.float64), torch.as_tensor(xs)).numpy()

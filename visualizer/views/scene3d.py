@@ -7,13 +7,41 @@ same scene heights so that trajectories and curves sit on the surface.
 
 from __future__ import annotations
 
+import atexit
+import time
+import weakref
+
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor, QFont
+from PySide6.QtOpenGL import QOpenGLWindow
+from PySide6.QtWidgets import QWidget
+from pyqtgraph.opengl.GLViewWidget import GLViewMixin
 
 from visualizer.gl.surface import SurfaceItem
+
+
+_SCENES: "weakref.WeakSet[Scene3D]" = weakref.WeakSet()
+
+
+def _delete_containers_at_exit() -> None:
+    """The container owns its GL window in C++, but PySide counts the window as Python-owned and deletes
+    it first when the interpreter exits; the container would then touch a dangling pointer. Registered
+    after PySide's own exit hook, this runs before it and deletes each container (and so its window)."""
+    import shiboken6
+
+    for scene in list(_SCENES):
+        try:
+            c = scene.container
+            if shiboken6.isValid(c):
+                shiboken6.delete(c)
+        except RuntimeError:
+            pass
+
+
+atexit.register(_delete_containers_at_exit)
 
 
 def polylines_to_segments(polys: list[np.ndarray]) -> np.ndarray:
@@ -22,13 +50,24 @@ def polylines_to_segments(polys: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(segs) if segs else np.zeros((0, 3))
 
 
-class Scene3D(gl.GLViewWidget):
-    """GL view with a shared SurfaceItem; emits ``frame_drawn`` after every paint (for the FPS meter)."""
+class Scene3D(GLViewMixin, QOpenGLWindow):
+    """GL view with a shared SurfaceItem; emits ``frame_drawn`` after every paint (for the FPS meter).
+
+    It is a QOpenGLWindow shown through a window container (``self.container``), not a QOpenGLWidget: a
+    QOpenGLWidget makes Qt compose the whole top-level window through OpenGL on every update of any widget,
+    which under a software rasterizer stalled the GUI for 60-90 ms a frame; a native GL child window
+    swaps only its own surface. Mouse: left-drag rotates, middle-drag or Ctrl+drag pans, wheel zooms.
+    """
 
     frame_drawn = Signal()
 
     def __init__(self, cmap: pg.ColorMap, parent=None, labels=("w₁", "w₂", "loss")) -> None:
-        super().__init__(parent)
+        self.software_gl = None
+        super().__init__()
+        self.container = QWidget.createWindowContainer(self, parent)
+        self.container._gl_window = self
+        _SCENES.add(self)
+        self.container.setMinimumSize(200, 200)
         self.setBackgroundColor(QColor("#0d0f14"))
         self.surface = SurfaceItem(cmap)
         self.addItem(self.surface)
@@ -47,10 +86,43 @@ class Scene3D(gl.GLViewWidget):
         self.log_scale = False
         self.floor_value = -12.0
         self.setCameraPosition(distance=10, elevation=28, azimuth=-60)
+        self.software_gl: bool | None = None
+        self.renderer = ""
+        self.last_frame_ms = 0.0
+
+    def rect(self):
+        """QWidget-style rect (pyqtgraph's text item asks its view for one)."""
+        from PySide6.QtCore import QRect
+
+        return QRect(0, 0, self.width(), self.height())
 
     def paintGL(self, *args, **kwargs):  # noqa: N802 - Qt override
+        if self.software_gl is None:
+            self._detect_renderer()
+        t = time.perf_counter()
         super().paintGL(*args, **kwargs)
+        self.last_frame_ms = (time.perf_counter() - t) * 1e3
         self.frame_drawn.emit()
+
+    def _detect_renderer(self) -> None:
+        """Software rasterizers (Mesa llvmpipe under Xvfb) draw smooth wide lines very slowly: skip it there."""
+        from OpenGL import GL
+
+        try:
+            name = (GL.glGetString(GL.GL_RENDERER) or b"").decode(errors="replace").lower()
+        except Exception:
+            name = ""
+        self.renderer = name
+        self.software_gl = any(k in name for k in ("llvmpipe", "softpipe", "swrast", "software"))
+        if self.software_gl:
+            for item in self.items:
+                if isinstance(item, gl.GLLinePlotItem):
+                    item.antialias = False
+
+    def addItem(self, item) -> None:  # noqa: N802 - pyqtgraph override
+        if self.software_gl and isinstance(item, gl.GLLinePlotItem):
+            item.antialias = False
+        super().addItem(item)
 
     # --- height mapping ----------------------------------------------------------------------------
     def display_value(self, loss: np.ndarray) -> np.ndarray:

@@ -1,0 +1,303 @@
+"""``losslab bench``: the project's benchmarks, each beside the peer it is compared to, in one run.
+
+Prints a table; ``--json PATH`` writes {name: {"value": number, "unit": str}}; ``--only a,b`` runs a subset.
+Timings are medians over repeats (this machine is noisy: compare ratios within one run, not across runs).
+Needs a display for the GL figures: without DISPLAY it starts a virtual one (Xvfb) when it can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+FIGURES: dict[str, tuple[str, str]] = {
+    "surface_update_201_ms": ("ms", "201x201 surface update + render at 1280x720, our item"),
+    "surface_update_201_stock_ms": ("ms", "the same with pyqtgraph's GLSurfacePlotItem(computeNormals, smooth)"),
+    "surface_update_401_ms": ("ms", "401x401 surface update + render at 1280x720, our item"),
+    "manifold2d_grid_201_ms": ("ms", "manifold2d loss grid 201x201, w2*tanh(w1*x), two points (vectorized)"),
+    "manifold2d_grid_201_loop_ms": ("ms", "the same grid point by point"),
+    "stream_steps_per_s": ("steps/s", "descent streaming into the lab's views"),
+    "headless_steps_per_s": ("steps/s", "the same trainer with no GUI"),
+    "gui_max_stall_ms": ("ms", "longest GUI event-loop stall while streaming"),
+    "startup_ms": ("ms", "process start to the first painted window"),
+}
+
+
+def _median_ms(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts) * 1e3
+
+
+def _ensure_display(argv: list[str]):
+    if os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    import shutil
+
+    if shutil.which("xvfb-run") and not os.environ.get("LOSSLAB_BENCH_NO_REEXEC"):
+        os.environ["LOSSLAB_BENCH_NO_REEXEC"] = "1"
+        os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, "-m",
+                               "visualizer", "bench", *argv])
+    try:
+        from pyvirtualdisplay import Display
+
+        d = Display(visible=False, size=(1920, 1080), color_depth=24)
+        d.start()
+        return d
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        print(f"bench: no display and no Xvfb ({exc}); GL figures will fail", file=sys.stderr)
+        return None
+
+
+def _app():
+    from PySide6.QtWidgets import QApplication
+
+    from visualizer.app import prepare_qt
+
+    prepare_qt()
+    return QApplication.instance() or QApplication([])
+
+
+# ------------------------------------------------------------------------------------------------
+
+def bench_surface(results: dict, wanted: set) -> None:
+    import numpy as np
+    import pyqtgraph as pg
+    import pyqtgraph.opengl as gl
+    from OpenGL import GL
+
+    from visualizer.gl.surface import SurfaceItem
+
+    app = _app()
+    view = gl.GLViewWidget()
+    view.resize(1280, 720)
+    view.show()
+    for _ in range(5):
+        app.processEvents()
+    view.setCameraPosition(distance=9, elevation=30, azimuth=45)
+
+    def measure(item, n, update, repeats=15):
+        x = np.linspace(-3, 3, n)
+        zs = [np.sin(x[:, None] * (1 + 0.05 * k)) * np.cos(x[None, :]) for k in range(4)]
+        state = {"k": 0}
+
+        def once():
+            state["k"] += 1
+            update(item, x, zs[state["k"] % 4])
+            view.makeCurrent()  # binds the widget's framebuffer
+            view.paintGL()  # a real frame: uploads what changed and draws everything
+            GL.glFinish()
+
+        view.addItem(item)
+        ms = _median_ms(once, repeats)
+        view.removeItem(item)
+        return ms
+
+    ours = SurfaceItem(pg.colormap.get("viridis"))
+
+    def upd_ours(item, x, z):
+        item.set_data(x, x, z)
+
+    def upd_stock(item, x, z):
+        item.setData(x=x, y=x, z=z)
+
+    if "surface_update_201_ms" in wanted:
+        results["surface_update_201_ms"] = measure(ours, 201, upd_ours)
+    if "surface_update_201_stock_ms" in wanted:
+        stock = gl.GLSurfacePlotItem(computeNormals=True, smooth=True, shader="shaded")
+        results["surface_update_201_stock_ms"] = measure(stock, 201, upd_stock, repeats=7)
+    if "surface_update_401_ms" in wanted:
+        results["surface_update_401_ms"] = measure(SurfaceItem(pg.colormap.get("viridis")), 401, upd_ours)
+    view.close()
+    view.deleteLater()
+    app.processEvents()
+
+
+def bench_grid(results: dict, wanted: set) -> None:
+    import torch
+
+    from models import toy2d
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model = toy2d.make_model("tanh")
+    data = toy2d.Data([1.0, 2.0], [0.8, 1.2])
+    spec = toy2d.GridSpec(3.0, 201)
+    if "manifold2d_grid_201_ms" in wanted:
+        results["manifold2d_grid_201_ms"] = _median_ms(lambda: toy2d.evaluate_grid(model, data, spec), 30)
+    if "manifold2d_grid_201_loop_ms" in wanted:
+        results["manifold2d_grid_201_loop_ms"] = _median_ms(lambda: toy2d.grid_by_loop(model, data, spec), 1, 0)
+
+
+def _headless_rate(seconds: float) -> float:
+    import numpy as np
+    import torch
+
+    from models.toy2d import descent
+
+    torch.set_num_threads(1)
+    gen = descent("tanh", "", (1.0,), (0.8,), np.array([[2.5, -2.5]]), "gd", 1e-4, 0.9, 1, 10**8,
+                       "cpu", 0)
+    next(gen)
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(100):
+            next(gen)
+        n += 100
+    return n / (time.perf_counter() - t0)
+
+
+def bench_stream(results: dict, wanted: set, seconds: float = 4.0) -> None:
+    import numpy as np
+    from PySide6.QtCore import QElapsedTimer, QTimer
+
+    from visualizer.labs.manifold2d import Manifold2DLab
+
+    if "headless_steps_per_s" in wanted or "stream_steps_per_s" in wanted:
+        results["headless_steps_per_s"] = _headless_rate(seconds)
+    if not ({"stream_steps_per_s", "gui_max_stall_ms"} & wanted):
+        return
+    app = _app()
+    with tempfile.TemporaryDirectory() as cfg:
+        os.environ["LOSSLAB_CONFIG_DIR"] = cfg
+        lab = Manifold2DLab(restore=False)
+        lab.resize(1280, 720)
+        lab.show()
+        t_end = time.perf_counter() + 20
+        while lab.landscape is None and time.perf_counter() < t_end:
+            app.processEvents()
+            time.sleep(0.01)
+        from models.procrun import warm_up
+
+        warm_up()
+        lab.lr_spin.setValue(1e-4)
+        lab.steps_spin.setValue(10**6)
+        run = lab.start_descent(np.array([2.5, -2.5]))
+        from PySide6.QtCore import QEventLoop
+
+        def spin(ms: int) -> None:  # a real event loop, as in the app (no busy polling)
+            loop = QEventLoop()
+            QTimer.singleShot(ms, loop.quit)
+            loop.exec()
+
+        t_end = time.perf_counter() + 30
+        while run.trajs[0].last_step < 10 and time.perf_counter() < t_end:
+            spin(50)
+        spin(500)
+        # event-loop latency probe: a 5 ms timer; the longest gap beyond 5 ms is the stall
+        clock = QElapsedTimer()
+        clock.start()
+        gaps = []
+        last = [clock.nsecsElapsed()]
+
+        def tick():
+            now = clock.nsecsElapsed()
+            gaps.append((now - last[0]) / 1e6)
+            last[0] = now
+
+        timer = QTimer()
+        timer.setInterval(5)
+        timer.timeout.connect(tick)
+        s0, t0 = run.trajs[0].last_step, time.perf_counter()
+        timer.start()
+        spin(int(seconds * 1000))
+        s1, t1 = run.trajs[0].last_step, time.perf_counter()
+        timer.stop()
+        results["stream_steps_per_s"] = (s1 - s0) / (t1 - t0)
+        results["gui_max_stall_ms"] = max(0.0, max(gaps[2:]) - 5.0) if len(gaps) > 3 else float("nan")
+        if os.environ.get("LOSSLAB_BENCH_DEBUG"):
+            print("gaps", sorted(gaps)[-8:], "median", statistics.median(gaps), "frame", lab.scene.last_frame_ms)
+        lab.shutdown()
+        lab.close()
+        lab.deleteLater()
+        app.processEvents()
+
+
+def bench_startup(results: dict, wanted: set, repeats: int = 3) -> None:
+    ts = []
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cfg:
+        env["LOSSLAB_CONFIG_DIR"] = cfg
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            p = subprocess.Popen([sys.executable, "-m", "visualizer", "--lab", "manifold2d", "--report-startup"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+            for line in p.stdout:
+                if line.startswith("startup_ms"):
+                    ts.append((time.perf_counter() - t0) * 1e3)
+                    break
+            p.wait(60)
+    results["startup_ms"] = statistics.median(ts) if ts else float("nan")
+
+
+GROUPS = [
+    ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
+    ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
+    ({"stream_steps_per_s", "headless_steps_per_s", "gui_max_stall_ms"}, bench_stream),
+    ({"startup_ms"}, bench_startup),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="losslab bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--only", metavar="NAME[,NAME]", help="run only these figures")
+    args = p.parse_args(argv)
+    wanted = set(FIGURES)
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+        unknown = wanted - set(FIGURES)
+        if unknown:
+            print(f"losslab bench: unknown figure(s) {', '.join(sorted(unknown))}; known: {', '.join(FIGURES)}",
+                  file=sys.stderr)
+            return 2
+    display = _ensure_display(list(argv if argv is not None else sys.argv[2:]))
+    results: dict[str, float] = {}
+    try:
+        for names, fn in GROUPS:
+            if names & wanted:
+                fn(results, wanted)
+    finally:
+        if display is not None:
+            display.stop()
+    results = {k: v for k, v in results.items() if k in wanted}
+    width = max(len(k) for k in FIGURES)
+    print(f"{'figure':<{width}}  {'value':>12}  unit      what")
+    for name in FIGURES:
+        if name in results:
+            unit, what = FIGURES[name]
+            print(f"{name:<{width}}  {results[name]:>12.2f}  {unit:<8}  {what}")
+    ratios = []
+    r = results
+    if "surface_update_201_ms" in r and "surface_update_201_stock_ms" in r:
+        ratios.append(f"surface 201: stock / ours = {r['surface_update_201_stock_ms'] / r['surface_update_201_ms']:.1f}x")
+    if "manifold2d_grid_201_ms" in r and "manifold2d_grid_201_loop_ms" in r:
+        ratios.append(f"grid 201: loop / vectorized = {r['manifold2d_grid_201_loop_ms'] / r['manifold2d_grid_201_ms']:.0f}x")
+    if "stream_steps_per_s" in r and "headless_steps_per_s" in r:
+        ratios.append(f"streaming / headless = {100 * r['stream_steps_per_s'] / r['headless_steps_per_s']:.0f}%")
+    for line in ratios:
+        print(line)
+    if args.json:
+        out = {k: {"value": float(v), "unit": FIGURES[k][0]} for k, v in results.items()}
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(out, fh, indent=2)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
