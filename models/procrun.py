@@ -44,6 +44,11 @@ def warm_up() -> None:
 
 def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: bool, torch_threads: int) -> None:
     try:
+        import os
+
+        # the GUI gets the CPU first when both want it: the trainer only loses what drawing really uses
+        if hasattr(os, "nice"):
+            os.nice(10)
         import torch
 
         torch.set_num_threads(torch_threads)

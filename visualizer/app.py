@@ -12,8 +12,17 @@ import time
 from PySide6.QtCore import QStandardPaths, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication, QComboBox, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QStackedWidget,
-    QStyle, QToolBar, QWidget,
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+    QStackedWidget,
+    QStyle,
+    QToolBar,
+    QWidget,
 )
 
 from visualizer import settings as store
@@ -39,7 +48,7 @@ class TorchLoader(QThread):
 
     devices = Signal(list)
 
-    def run(self) -> None:  # noqa: D401 - Qt override
+    def run(self) -> None:
         try:
             from models.procrun import warm_up
             from models.train import available_devices
@@ -251,7 +260,7 @@ class MainWindow(QMainWindow):
         box.show()
         self._help_box = box
 
-    def closeEvent(self, ev) -> None:  # noqa: N802 - Qt override
+    def closeEvent(self, ev) -> None:
         self._closing = True
         self._fps_timer.stop()
         for lab in self.labs.values():
@@ -264,6 +273,27 @@ class MainWindow(QMainWindow):
         super().closeEvent(ev)
 
 
+def grab_window(win: QWidget):
+    """A QImage of the whole window with the GL views' content painted in (a plain widget grab leaves
+    native GL child windows black)."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QPainter
+
+    img = win.grab().toImage()
+    painter = QPainter(img)
+    dpr = img.devicePixelRatio() or 1.0
+    for child in win.findChildren(QWidget):
+        gl_window = getattr(child, "_gl_window", None)
+        if gl_window is None or not child.isVisible():
+            continue
+        pos = child.mapTo(win, QPoint(0, 0))
+        frame = gl_window.grabFramebuffer()
+        frame.setDevicePixelRatio(dpr)
+        painter.drawImage(pos, frame)
+    painter.end()
+    return img
+
+
 def prepare_qt() -> None:
     """Process-wide Qt set-up that must precede the QApplication.
 
@@ -271,8 +301,17 @@ def prepare_qt() -> None:
     only valid when the contexts share objects (and Qt's global share context outlives any one view).
     """
     from PySide6.QtCore import QCoreApplication
+    from PySide6.QtGui import QSurfaceFormat
+
+    # Mesa's software rasterizer (llvmpipe) starts one thread per core; on a small machine they steal the
+    # training process's core (measured here: streaming fell to ~75% of headless). Leave two cores free.
+    os.environ.setdefault("LP_NUM_THREADS", str(max(0, (os.cpu_count() or 2) - 2)))
 
     QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+    fmt = QSurfaceFormat.defaultFormat()
+    fmt.setSwapInterval(0)  # never block the GUI thread waiting for a vertical blank; frames are paced by us
+    fmt.setDepthBufferSize(24)
+    QSurfaceFormat.setDefaultFormat(fmt)
 
 
 def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None) -> int:
@@ -289,7 +328,7 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
         from PySide6.QtCore import QEvent, QObject
 
         class FirstPaint(QObject):
-            def eventFilter(self, obj, ev):  # noqa: N802
+            def eventFilter(self, obj, ev):
                 if ev.type() == QEvent.Type.Paint:
                     print(f"startup_ms {(time.perf_counter() - (t0 or 0)) * 1e3:.1f}", flush=True)
                     QTimer.singleShot(0, win.close)
@@ -299,14 +338,21 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
         filt = FirstPaint()
         app.installEventFilter(filt)
     if screenshot:
-        def grab_when_ready(tries=[0]):
+        tries = [0]
+
+        def grab_when_ready():
             labw = win.lab()
             ready = getattr(labw, "landscape", True) is not None and not getattr(labw.grid_worker, "busy", False)
             tries[0] += 1
             if not ready and tries[0] < 200:
                 QTimer.singleShot(100, grab_when_ready)
                 return
-            QTimer.singleShot(600, lambda: (win.grab().save(screenshot), win.close()))
+            QTimer.singleShot(600, lambda: (grab_window(win).save(screenshot), win.close()))
 
         QTimer.singleShot(300, grab_when_ready)
-    return app.exec()
+    code = app.exec()
+    # Everything is saved and every worker stopped in closeEvent. Skip the interpreter's teardown of Qt
+    # objects: PySide's exit-time destruction of GL windows inside window containers is crash-prone.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

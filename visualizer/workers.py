@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator
 
 from PySide6.QtCore import QThread, Signal
 
-_LIVE: "weakref.WeakSet[QThread]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
 
 
 def live_threads() -> list[QThread]:
@@ -81,7 +81,7 @@ class GeneratorRunner(QThread):
             self.wait(wait_ms)
 
     # --- the thread ----------------------------------------------------------------------------
-    def run(self) -> None:  # noqa: D401 - Qt override
+    def run(self) -> None:
         if self._torch_threads:
             try:
                 import torch
@@ -162,7 +162,7 @@ class LatestJobWorker(QThread):
         if self.isRunning():
             self.wait(wait_ms)
 
-    def run(self) -> None:  # noqa: D401 - Qt override
+    def run(self) -> None:
         while True:
             with self._cond:
                 while not self._has_pending and not self._stop:
@@ -235,7 +235,7 @@ class ProcessRunner(QThread):
         if self.isRunning() and QThread.currentThread() is not self:
             self.wait(wait_ms)
 
-    def run(self) -> None:  # noqa: D401 - Qt override
+    def run(self) -> None:
         from models.procrun import ProcessRun
 
         try:

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from models import toy2d
-from models.trajectory import Trajectory
 from models.train import OptimizerConfig, train
+from models.trajectory import Trajectory
 
 
 def run_to_end(gen):

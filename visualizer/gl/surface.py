@@ -13,6 +13,8 @@ import pyqtgraph as pg
 from pyqtgraph.opengl import shaders
 from pyqtgraph.opengl.items.GLMeshItem import DirtyFlag, GLMeshItem
 
+# Lighting is computed per vertex (Gouraud): on a regular grid whose vertices are a few pixels apart it looks
+# the same as per-pixel lighting, and a software rasterizer spends far less per fragment.
 _SHADER = shaders.ShaderProgram("losslab_surface", [
     shaders.VertexShader("""
         uniform mat4 u_mvp;
@@ -21,10 +23,12 @@ _SHADER = shaders.ShaderProgram("losslab_surface", [
         attribute vec3 a_normal;
         attribute vec4 a_color;
         varying vec4 v_color;
-        varying vec3 v_normal;
         void main() {
-            v_normal = normalize(u_normal * a_normal);
-            v_color = a_color;
+            vec3 n = normalize(u_normal * a_normal);
+            float d = abs(dot(n, normalize(vec3(0.35, 0.45, 0.82))));
+            float rim = pow(1.0 - abs(n.z), 2.0);
+            vec3 rgb = a_color.rgb * (0.50 + 0.55 * d) + 0.06 * rim;
+            v_color = vec4(min(rgb, vec3(1.0)), a_color.a);
             gl_Position = u_mvp * a_position;
         }
     """),
@@ -33,13 +37,8 @@ _SHADER = shaders.ShaderProgram("losslab_surface", [
         precision mediump float;
         #endif
         varying vec4 v_color;
-        varying vec3 v_normal;
         void main() {
-            vec3 n = normalize(v_normal);
-            float d = abs(dot(n, normalize(vec3(0.35, 0.45, 0.82))));
-            float rim = pow(1.0 - abs(n.z), 2.0);
-            vec3 rgb = v_color.rgb * (0.50 + 0.55 * d) + 0.06 * rim;
-            gl_FragColor = vec4(min(rgb, vec3(1.0)), v_color.a);
+            gl_FragColor = v_color;
         }
     """),
 ])
@@ -50,7 +49,8 @@ def grid_faces(nx: int, ny: int) -> np.ndarray:
     idx = np.arange(nx * ny, dtype=np.uint32).reshape(nx, ny)
     a, b = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel()
     c, d = idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
-    return np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]).astype(np.uint32)
+    # the two triangles of each cell are adjacent in the index buffer (friendlier to vertex caches)
+    return np.stack([a, b, c, a, c, d], 1).reshape(-1, 3).astype(np.uint32)
 
 
 def grid_edges(nx: int, ny: int, every: int = 1) -> np.ndarray:
@@ -151,11 +151,11 @@ class SurfaceItem(GLMeshItem):
         self.update()
 
     # --- GLMeshItem hooks -----------------------------------------------------------------------
-    def parseMeshData(self) -> DirtyFlag:  # noqa: N802 - pyqtgraph override
+    def parseMeshData(self) -> DirtyFlag:
         dirty, self._pending = self._pending, DirtyFlag(0)
         return dirty
 
-    def meshDataChanged(self) -> None:  # noqa: N802 - pyqtgraph override
+    def meshDataChanged(self) -> None:
         self.update()
 
     def paint(self) -> None:

@@ -18,8 +18,22 @@ import pyqtgraph.opengl as gl
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from visualizer import settings as store
@@ -67,7 +81,7 @@ class Manifold2DState:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Manifold2DState":
+    def from_dict(cls, d: dict) -> Manifold2DState:
         """Restore what is valid in ``d``; anything malformed falls back to its default."""
         s = cls()
         for f in dataclasses.fields(cls):
@@ -174,7 +188,7 @@ def compute_landscape(req: GridRequest) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 class Run:
-    def __init__(self, lab: "Manifold2DLab", starts: np.ndarray, colors: list[str]) -> None:
+    def __init__(self, lab: Manifold2DLab, starts: np.ndarray, colors: list[str]) -> None:
         from models.trajectory import Trajectory
 
         self.lab = lab
@@ -352,7 +366,7 @@ class Manifold2DLab(Lab):
         self.plane.installEventFilter(self)
         self.scene.installEventFilter(self)
 
-    def eventFilter(self, obj, ev):  # noqa: N802 - Qt override
+    def eventFilter(self, obj, ev):
         from PySide6.QtCore import QEvent
 
         if ev.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.FocusIn):
@@ -563,11 +577,10 @@ class Manifold2DLab(Lab):
 
     def _on_model_changed(self) -> None:
         key = self.model_combo.currentData()
-        if key == "custom":
-            if not self._validate_expression(self.expr_edit.text()):
-                self.state.model = "custom"
-                self._update_enabled()
-                return
+        if key == "custom" and not self._validate_expression(self.expr_edit.text()):
+            self.state.model = "custom"
+            self._update_enabled()
+            return
         self.state.model = key
         self._update_enabled()
         self._problem_changed()
@@ -816,7 +829,7 @@ class Manifold2DLab(Lab):
     def _schedule_redraw(self) -> None:
         # adaptive frame pacing: never spend more than about a third of the GUI thread on drawing
         if not self._redraw_timer.isActive():
-            self._redraw_timer.start(int(min(150, max(30, 3 * self.scene.last_frame_ms))))
+            self._redraw_timer.start(int(min(150, max(40, 3 * self.scene.last_frame_ms))))
 
     def _redraw_runs(self) -> None:
         latest = None
@@ -835,7 +848,7 @@ class Manifold2DLab(Lab):
             self.loss_curve.setPen(pg.mkPen(latest.colors[0], width=1.5))
             self._draw_fit(tr.last_params, latest)
 
-    def _draw_fit(self, w: np.ndarray, run: "Run") -> None:
+    def _draw_fit(self, w: np.ndarray, run: Run) -> None:
         try:
             import torch
 

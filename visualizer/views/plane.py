@@ -58,6 +58,12 @@ class PlaneView(pg.GraphicsLayoutWidget):
         for z, item in enumerate((self.zero_shadow, self.zero_curve, self.zero_points)):
             item.setZValue(10 + z)
             self.plot.addItem(item)
+        # static layers are cached as pixmaps, so a moving trajectory repaints cheaply
+        from PySide6.QtWidgets import QGraphicsItem
+
+        for item in (self.image, self.overlay, self.overlay_outline, self.contours, self.zero_shadow,
+                     self.zero_curve):
+            item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.legend = self.plot.addLegend(offset=(8, 8), labelTextColor="#dddddd",
                                           brush=pg.mkBrush(10, 12, 16, 190))
         self.legend.addItem(self.zero_curve, "zero-loss set (solutions)")

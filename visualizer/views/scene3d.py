@@ -14,16 +14,15 @@ import weakref
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
+from pyqtgraph.opengl.GLViewWidget import GLViewMixin
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtOpenGL import QOpenGLWindow
 from PySide6.QtWidgets import QWidget
-from pyqtgraph.opengl.GLViewWidget import GLViewMixin
 
 from visualizer.gl.surface import SurfaceItem
 
-
-_SCENES: "weakref.WeakSet[Scene3D]" = weakref.WeakSet()
+_SCENES: weakref.WeakSet[Scene3D] = weakref.WeakSet()
 
 
 def _delete_containers_at_exit() -> None:
@@ -96,7 +95,7 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
 
         return QRect(0, 0, self.width(), self.height())
 
-    def paintGL(self, *args, **kwargs):  # noqa: N802 - Qt override
+    def paintGL(self, *args, **kwargs):
         if self.software_gl is None:
             self._detect_renderer()
         t = time.perf_counter()
@@ -119,7 +118,7 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
                 if isinstance(item, gl.GLLinePlotItem):
                     item.antialias = False
 
-    def addItem(self, item) -> None:  # noqa: N802 - pyqtgraph override
+    def addItem(self, item) -> None:
         if self.software_gl and isinstance(item, gl.GLLinePlotItem):
             item.antialias = False
         super().addItem(item)
