@@ -39,13 +39,22 @@ if [ ! -x .venv/bin/python ]; then
 fi
 STAMP=.venv/.losslab-installed-$MODE
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  LOG=.venv/setup.log
+  echo "setup: installing losslab and its pinned dependencies into .venv (log: $LOG)"
+  pip_install() {
+    if ! .venv/bin/python -m pip install "$@" >>"$LOG" 2>&1; then
+      tail -n 40 "$LOG" >&2
+      echo "setup: pip install $* failed (full log: $LOG)" >&2
+      exit 1
+    fi
+  }
+  .venv/bin/python -m pip install -q --upgrade pip >>"$LOG" 2>&1 || true
   # torch first and alone, pinned, so nothing pulls a multi-gigabyte CUDA build
-  .venv/bin/python -m pip install -q "torch==2.13.0"
+  pip_install "torch==2.13.0"
   if [ "$MODE" = test ]; then
-    .venv/bin/python -m pip install -q -e ".[test]"
+    pip_install -e ".[test]"
   else
-    .venv/bin/python -m pip install -q -e .
+    pip_install -e .
   fi
   touch "$STAMP"
 fi

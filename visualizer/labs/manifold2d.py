@@ -339,6 +339,12 @@ class Manifold2DLab(Lab):
         self.scene.addItem(self.zero3d)
         self.sol3d = gl.GLScatterPlotItem(size=14, color=(1, 1, 1, 1), pxMode=True)
         self.scene.addItem(self.sol3d)
+        # legend samples (never drawn in the plot: only their symbols show in the legend)
+        self._legend_land = pg.ScatterPlotItem(symbol="star", size=14, brush=pg.mkBrush("#ff9f1c"),
+                                               pen=pg.mkPen("#000"))
+        self._legend_proj = pg.ScatterPlotItem(symbol="o", size=14, brush=pg.mkBrush(0, 0, 0, 0),
+                                               pen=pg.mkPen("#ffffff", width=2))
+        self._legend_neg = pg.PlotDataItem(pen=pg.mkPen("#ff5a5a", width=6))
         self.banner = QLabel()
         self.banner.setWordWrap(True)
         self.banner.setVisible(False)
@@ -757,6 +763,8 @@ class Manifold2DLab(Lab):
         self.scene.set_surface(w1[::st], w2[::st], sub, out["range"], req.log_scale, out["floor"],
                                colors=colors, reset_camera=reset)
         self.plane.set_overlay(out["neg_mask"], out["neg_outline"])
+        self.plane.set_legend_entry("neg", self._legend_neg, "Hessian has a negative eigenvalue",
+                                    out["neg_mask"] is not None)
         self.plane.set_contours([p for _, polys in out["contours"] for p in polys])
         self.scene.set_contours(out["contours"])
         sol = out["solution"]
@@ -787,6 +795,9 @@ class Manifold2DLab(Lab):
     def start_descent(self, starts) -> Run:
         starts = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
         run = Run(self, starts, self._next_colors(len(starts)))
+        self.plane.set_legend_entry("land", self._legend_land, "landing point of a descent", True)
+        self.plane.set_legend_entry("proj", self._legend_proj, "projection of the start onto M",
+                                    run.projections is not None)
         self.runs.append(run)
         run.start()
         self.status.emit({"running": True})
@@ -868,6 +879,8 @@ class Manifold2DLab(Lab):
         for r in self.runs:
             r.remove()
         self.runs = []
+        self.plane.set_legend_entry("land", None, "", False)
+        self.plane.set_legend_entry("proj", None, "", False)
         self.loss_curve.setData([], [])
         self.fit_curve.setData([], [])
 

@@ -67,6 +67,15 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.legend = self.plot.addLegend(offset=(8, 8), labelTextColor="#dddddd",
                                           brush=pg.mkBrush(10, 12, 16, 190))
         self.legend.addItem(self.zero_curve, "zero-loss set (solutions)")
+        self._legend_extra: dict[str, object] = {}
+
+    def set_legend_entry(self, key: str, item, label: str, show: bool) -> None:
+        """Add or remove an optional legend entry (landing points, projections, curvature shading)."""
+        if show and key not in self._legend_extra:
+            self.legend.addItem(item, label)
+            self._legend_extra[key] = item
+        elif not show and key in self._legend_extra:
+            self.legend.removeItem(self._legend_extra.pop(key))
         self._rect = QRectF(-1, -1, 2, 2)
         self.plot.scene().sigMouseClicked.connect(self._on_click)
 

@@ -158,7 +158,8 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
             self.floor.setSize(w1[-1] - w1[0], w2[-1] - w2[0])
             self.floor.setSpacing((w1[-1] - w1[0]) / 12, (w2[-1] - w2[0]) / 12)
             self.floor.translate(cx, cy, -0.002 * self.zheight)
-            self.setCameraPosition(pos=pg.Vector(cx, cy, 0.35 * self.zheight), distance=1.9 * span)
+            self.setCameraPosition(pos=pg.Vector(cx, cy, 0.3 * self.zheight), distance=1.45 * span,
+                                   elevation=30, azimuth=-60)
             self.labels[0].setData(pos=(w1[-1] + 0.06 * span, cy, 0))
             self.labels[1].setData(pos=(cx, w2[-1] + 0.06 * span, 0))
             self.labels[2].setData(pos=(w1[0], w2[-1], self.zheight * 1.08))

@@ -1,0 +1,139 @@
+"""Checks the CUDA path of the engine on a machine with a GPU: grid evaluation and training on ``cuda``.
+
+Run from the repository root: ``PYTHONPATH=. python3 scripts/gpu_check.py [OUT.json]``. Needs torch, numpy
+and scikit-image only (no Qt). Prints each check and writes the figures as JSON when a path is given.
+Exits non-zero when a check fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def timed(fn, repeats=5):
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t)
+    return out, float(np.median(ts) * 1e3)
+
+
+def run_gen(gen):
+    snaps = []
+    while True:
+        try:
+            snaps.append(next(gen))
+        except StopIteration as stop:
+            return snaps, stop.value
+
+
+def main() -> int:
+    from models import toy2d
+    from models.procrun import ProcessRun
+    from models.train import available_devices
+
+    fig: dict = {"torch": torch.__version__, "devices": available_devices()}
+    ok = True
+    dev = os.environ.get("GPU_CHECK_DEVICE", "cuda:0")  # 'cpu' dry-runs the script without a GPU
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available here")
+        return 2
+    fig["gpu"] = torch.cuda.get_device_name(0) if dev.startswith("cuda") else "none (dry run on cpu)"
+    print("GPU:", fig["gpu"], "torch", torch.__version__)
+
+    # 1. grid evaluation on the GPU equals the CPU's, float64
+    model, data = toy2d.make_model("tanh"), toy2d.Data([1.0, 2.0], [0.8, 1.2])
+    for res in (201, 1601):  # noqa: B007
+        spec = toy2d.GridSpec(3.0, res)
+        g_cpu, t_cpu = timed(lambda spec=spec: toy2d.evaluate_grid(model, data, spec, curvature=True))
+        g_gpu, t_gpu = timed(lambda spec=spec: toy2d.evaluate_grid(model, data, spec, curvature=True, device=dev))
+        diff = float(np.max(np.abs(g_cpu.loss - g_gpu.loss)))
+        cdiff = float(np.nanmax(np.abs(g_cpu.min_hessian_eig - g_gpu.min_hessian_eig)))
+        fig[f"grid{res}_cpu_ms"], fig[f"grid{res}_cuda_ms"] = t_cpu, t_gpu
+        fig[f"grid{res}_max_abs_diff"] = diff
+        good = diff < 1e-12 and cdiff < 1e-9
+        ok &= good
+        print(f"grid {res}x{res} (+curvature): cpu {t_cpu:.2f} ms, cuda {t_gpu:.2f} ms, |loss diff| {diff:.1e}, "
+              f"|curv diff| {cdiff:.1e} {'OK' if good else 'FAIL'}")
+    sol = toy2d.solution_set(model, data, toy2d.evaluate_grid(model, data, toy2d.GridSpec(3.0, 201), device=dev))
+    good = len(sol.points) == 2
+    ok &= good
+    print("solution set from the cuda grid:", sol.points.round(6).tolist(), "OK" if good else "FAIL")
+
+    # 2. training on cuda: the linear model lands on the projection; cuda and cpu agree
+    kw = dict(model_key="linear", expression="", xs=(1.5,), ys=(0.7,), optimizer="gd", lr=0.1, momentum=0.9,
+              batch_size=1, steps=5000, seed=0)
+    starts = np.array([[2.0, -1.0], [-2.5, 2.5]])
+    snaps, result = run_gen(toy2d.descent(starts=starts, device=dev, **kw))
+    proj = np.array([toy2d.projection_onto_linear_solutions(toy2d.Data([1.5], [0.7]), w) for w in starts])
+    err = float(np.max(np.linalg.norm(snaps[-1].params - proj, axis=1)))
+    fig["cuda_linear_landing_error"] = err
+    good = err < 1e-6
+    ok &= good
+    print(f"cuda descent, linear model: {result.message}; |landing - projection| = {err:.1e}", "OK" if good else "FAIL")
+    kw2 = dict(kw, model_key="tanh", ys=(0.8,), xs=(1.0,), steps=2000)
+    s_gpu, _ = run_gen(toy2d.descent(starts=starts, device=dev, **kw2))
+    s_cpu, _ = run_gen(toy2d.descent(starts=starts, device="cpu", **kw2))
+    d = float(np.max(np.abs(s_gpu[-1].params - s_cpu[-1].params)))
+    fig["cuda_vs_cpu_tanh_param_diff"] = d
+    good = d < 1e-9
+    ok &= good
+    print(f"cuda vs cpu, tanh descent after {s_cpu[-1].step} steps: max |dw| = {d:.1e}", "OK" if good else "FAIL")
+
+    # 3. steps per second, one trajectory and 4096 at once (the GPU pays off for many)
+    for n in (1, 4096):
+        st = np.random.default_rng(0).uniform(-3, 3, (n, 2))
+        for where in ("cpu", dev):
+            gen = toy2d.descent(starts=st, device=where, **dict(kw2, steps=10**9))
+            next(gen)
+            t = time.perf_counter()
+            for _ in range(300):
+                next(gen)
+            rate = 300 / (time.perf_counter() - t)
+            key = f"steps_per_s_{n}traj_{'cpu' if where == 'cpu' else 'dev'}"
+            fig[key] = rate
+            print(f"{key}: {rate:.0f} steps/s ({rate * n:.3g} trajectory-steps/s)")
+            gen.close()
+
+    # 4. the app's path: a descent on cuda in a child process, streamed back through the pipe
+    pr = ProcessRun("models.toy2d:descent", dict(kw, starts=starts, device=dev))
+    got, done = 0, None
+    t_end = time.time() + 120
+    while time.time() < t_end:
+        if pr.poll(0.2):
+            kind, payload = pr.recv()
+            if kind == "batch":
+                got += len(payload)
+            elif kind == "done":
+                done = payload
+                break
+            elif kind == "error":
+                print("child error:", payload)
+                break
+    pr.close()
+    good = done is not None and got > 10
+    ok &= good
+    print(f"child process on cuda: {got} snapshots streamed, result: {done.message if done else None}",
+          "OK" if good else "FAIL")
+    fig["all_ok"] = bool(ok)
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as fh:
+            json.dump(fig, fh, indent=2)
+    print("ALL OK" if ok else "SOME CHECKS FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
