@@ -55,7 +55,7 @@ def main() -> int:
 
     # 1. grid evaluation on the GPU equals the CPU's, float64
     model, data = toy2d.make_model("tanh"), toy2d.Data([1.0, 2.0], [0.8, 1.2])
-    for res in (201, 1601):  # noqa: B007
+    for res in (201, 1601):
         spec = toy2d.GridSpec(3.0, res)
         g_cpu, t_cpu = timed(lambda spec=spec: toy2d.evaluate_grid(model, data, spec, curvature=True))
         g_gpu, t_gpu = timed(lambda spec=spec: toy2d.evaluate_grid(model, data, spec, curvature=True, device=dev))

@@ -31,6 +31,13 @@ def _no_leftover_threads(request):
         time.sleep(0.02)
     left = live_threads()
     assert not left, f"worker threads outlived the test: {left}"
+    import multiprocessing
+
+    deadline = time.time() + 5
+    while multiprocessing.active_children() and time.time() < deadline:
+        time.sleep(0.05)
+    procs = multiprocessing.active_children()
+    assert not procs, f"training processes outlived the test: {procs}"
 
 
 @pytest.fixture

@@ -69,6 +69,8 @@ class MainWindow(QMainWindow):
         self.labs: dict[str, QWidget] = {}
         self._frames = 0
         self._closing = False
+        self._started = False
+        self._started_labs: set[int] = set()
 
         self.stack = QStackedWidget()
         self.setCentralWidget(self.stack)
@@ -100,7 +102,25 @@ class MainWindow(QMainWindow):
         self._fps_timer.start()
         self._loader = TorchLoader(self)
         self._loader.devices.connect(self._on_devices)
-        QTimer.singleShot(0, self._loader.start)
+
+    def paintEvent(self, ev) -> None:
+        super().paintEvent(ev)
+        if not self._started:
+            # Heavy work (importing torch, the first grid) starts only once the window is on screen: an
+            # import in a thread holds the GIL for long stretches and would delay the first frame.
+            self._started = True
+            QTimer.singleShot(30, self._start_background)
+
+    def _start_background(self) -> None:
+        if self._closing:
+            return
+        self._loader.start()
+        self._start_lab(self.lab())
+
+    def _start_lab(self, lab) -> None:
+        if id(lab) not in self._started_labs:
+            self._started_labs.add(id(lab))
+            lab.start()
 
     # ----------------------------------------------------------------------------- building
     def _build_toolbar(self) -> None:
@@ -161,7 +181,7 @@ class MainWindow(QMainWindow):
             return
         if key not in self.labs:
             cls = LABS[key].load()
-            lab = cls(device=self.device)
+            lab = cls(device=self.device, start=False)
             lab.status.connect(self._on_status)
             lab.message.connect(self._on_message)
             lab.frame_drawn.connect(self._count_frame)
@@ -169,6 +189,8 @@ class MainWindow(QMainWindow):
             self.stack.addWidget(lab)
         lab = self.labs[key]
         self.stack.setCurrentWidget(lab)
+        if self._started:
+            self._start_lab(lab)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(lab.controls())

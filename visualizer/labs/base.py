@@ -19,6 +19,9 @@ class Lab(QWidget):
     message = Signal(str, bool)
     frame_drawn = Signal()
 
+    def start(self) -> None:
+        """Begin the lab's first computation; labs are created with start=False by the main window."""
+
     def controls(self) -> QWidget:
         raise NotImplementedError
 

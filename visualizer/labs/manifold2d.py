@@ -300,7 +300,7 @@ class Manifold2DLab(Lab):
     key = "manifold2d"
     title = "Solution manifolds (2 parameters)"
 
-    def __init__(self, device: str = "cpu", parent=None, restore: bool = True) -> None:
+    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
         super().__init__(parent)
         self.device = device
         self.state = Manifold2DState.from_dict(store.load_json(SETTINGS_KEY)) if restore else Manifold2DState()
@@ -324,6 +324,12 @@ class Manifold2DLab(Lab):
         self._rerun_timer.setInterval(180)
         self._rerun_timer.timeout.connect(self._rerun_after_change)
         self._pending_rerun: list[np.ndarray] = []
+        self._reset_view_pending = True
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Begin computing (the main window calls this once its first frame is on screen)."""
         self.request_landscape(reset_view=True)
 
     # ----------------------------------------------------------------------------- layout
