@@ -165,8 +165,10 @@ def bench_stream(results: dict, wanted: set, seconds: float = 4.0) -> None:
 
     from visualizer.labs.manifold2d import Manifold2DLab
 
+    headless = []
     if "headless_steps_per_s" in wanted or "stream_steps_per_s" in wanted:
-        results["headless_steps_per_s"] = _headless_rate(seconds)
+        headless.append(_headless_rate(seconds / 2))
+        results["headless_steps_per_s"] = headless[0]
     if not ({"stream_steps_per_s", "gui_max_stall_ms"} & wanted):
         return
     app = _app()
@@ -223,6 +225,10 @@ def bench_stream(results: dict, wanted: set, seconds: float = 4.0) -> None:
         lab.close()
         lab.deleteLater()
         app.processEvents()
+    if headless:
+        # the machine drifts: the peer is measured before and after the streaming run, and averaged
+        headless.append(_headless_rate(seconds / 2))
+        results["headless_steps_per_s"] = sum(headless) / len(headless)
 
 
 def bench_startup(results: dict, wanted: set, repeats: int = 3) -> None:

@@ -112,6 +112,9 @@ def test_typed_data_point_and_bad_cell(qtbot, lab):
     assert lab.state.xs == [1.0] and any("not a number" in t for t, _ in messages)
     lab.table.item(0, 0).setText("2")
     qtbot.waitUntil(lambda: lab.landscape["request"].xs == (2.0,), timeout=10000)
+    # the draggable point moved and its label says where it is
+    assert lab.targets[0].pos().x() == 2.0
+    assert lab.targets[0].label().toPlainText() == "(2.00, 0.80)"
 
 
 def test_two_points_give_isolated_solutions(qtbot, lab):

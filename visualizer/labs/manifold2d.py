@@ -268,7 +268,8 @@ class Run:
         lab = self.lab
         ends = []
         for k, tr in enumerate(self.trajs):
-            path = tr.path
+            # a diverged path keeps huge (finite) values: clip what is drawn, never what is measured
+            path = np.clip(tr.path, -1e6, 1e6)
             if len(path) == 0:
                 continue
             self.curves2d[k].setData(path[:, 0], path[:, 1])
@@ -664,6 +665,8 @@ class Manifold2DLab(Lab):
         self.table.blockSignals(False)
 
     def _on_target_moved(self, i: int, item) -> None:
+        if getattr(self, "_moving_target", False):
+            return
         p = item.pos()
         self.set_data_point(i, float(p.x()), float(p.y()), from_target=True)
 
@@ -671,9 +674,11 @@ class Manifold2DLab(Lab):
         """Move data point i to (x, y): the landscape and the manifold update at once."""
         self.state.xs[i], self.state.ys[i] = float(x), float(y)
         if not from_target:
-            self.targets[i].blockSignals(True)
-            self.targets[i].setPos(x, y)
-            self.targets[i].blockSignals(False)
+            self._moving_target = True  # setPos re-emits sigPositionChanged (which also updates its label)
+            try:
+                self.targets[i].setPos(x, y)
+            finally:
+                self._moving_target = False
         self.table.blockSignals(True)
         self.table.item(i, 0).setText(f"{x:.4g}")
         self.table.item(i, 1).setText(f"{y:.4g}")

@@ -93,7 +93,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self._rect = rect
 
     def set_overlay(self, mask: np.ndarray | None, outline: list[np.ndarray] | None = None,
-                    color=(255, 70, 70, 95)) -> None:
+                    color=(255, 60, 90, 62)) -> None:
         if mask is None:
             self.overlay.clear()
             self.overlay.setVisible(False)
