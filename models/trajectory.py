@@ -31,8 +31,12 @@ class _Growable:
 class Trajectory:
     """One trajectory: full per-step metrics, decimated parameter path."""
 
-    def __init__(self, n_params: int, max_points: int = 4096) -> None:
+    def __init__(self, n_params: int, max_points: int = 4096, max_measured: int | None = None) -> None:
+        """``max_measured`` None keeps every step's metrics; a number caps them (stride doubling), for
+        runs of many trajectories at once where every step of every one would not fit in memory."""
         self.max_points = max_points
+        self.max_measured = max_measured
+        self._mstride = 1
         self.steps = _Growable(dtype=np.int64)
         self.loss = _Growable()
         self.grad_norm = _Growable()
@@ -45,9 +49,17 @@ class Trajectory:
         self.diverged = False
 
     def append(self, step: int, params: np.ndarray, loss: float, grad_norm: float) -> None:
-        self.steps.append(step)
-        self.loss.append(loss)
-        self.grad_norm.append(grad_norm)
+        if step % self._mstride == 0:
+            self.steps.append(step)
+            self.loss.append(loss)
+            self.grad_norm.append(grad_norm)
+            if self.max_measured is not None and self.steps.n >= self.max_measured:
+                self._mstride *= 2
+                keep = self.steps.view() % self._mstride == 0
+                for g in (self.steps, self.loss, self.grad_norm):
+                    kept = g.view()[keep].copy()
+                    g.n = len(kept)
+                    g.data[: g.n] = kept
         self.last_params = np.array(params, dtype=np.float64)
         self.last_loss = float(loss)
         self.last_step = int(step)

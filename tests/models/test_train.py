@@ -83,6 +83,17 @@ def test_trajectory_memory_is_bounded_and_measurements_kept():
     assert len(tr.path_loss) == len(path)
 
 
+def test_many_trajectory_runs_cap_their_measurements():
+    tr = Trajectory(2, max_points=500, max_measured=1000)
+    for k in range(100_000):
+        tr.append(k, np.array([k, 0.0]), float(k), 0.0)
+    assert len(tr.loss.view()) <= 1000 and len(tr.path) <= 501
+    steps = tr.steps.view()
+    assert steps[0] == 0 and np.all(np.diff(steps) == steps[1] - steps[0])  # evenly spaced samples
+    assert np.array_equal(tr.loss.view(), steps.astype(float))  # each kept value belongs to its step
+    assert tr.last_step == 99_999
+
+
 def test_float32_and_device_argument():
     loss_fn, data = problem()
     snaps, _ = run_to_end(train(loss_fn, [[1.0, 1.0]], data.n, OptimizerConfig("gd", 0.1), 10,

@@ -179,3 +179,15 @@ def test_curvature_toggle_shades_a_region_touching_the_manifold(qtbot, lab):
     j = np.clip(np.searchsorted(w2, curve[:, 1]), 1, len(w2) - 1)
     touching = mask[i, j] | mask[i - 1, j] | mask[i, j - 1] | mask[i - 1, j - 1]
     assert touching.any()
+
+
+def test_changing_the_step_size_reruns_the_descents_from_their_starts(qtbot, lab):
+    lab.steps_spin.setValue(500)
+    lab.start_descent([2.0, -2.0])
+    wait_done(qtbot, lab)
+    slow = lab.runs[0].trajs[0].last_step
+    lab.lr_spin.setValue(0.4)
+    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["lr"] == 0.4, timeout=10000)
+    assert np.allclose(lab.runs[0].starts, [[2.0, -2.0]])
+    wait_done(qtbot, lab)
+    assert lab.runs[0].trajs[0].last_step < slow  # a larger stable step converges in fewer steps

@@ -194,7 +194,9 @@ class Run:
         self.lab = lab
         self.starts = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
         self.colors = colors
-        self.trajs = [Trajectory(2) for _ in range(len(self.starts))]
+        # one descent keeps every step's loss; many at once keep an evenly thinned record (bounded memory)
+        cap = None if len(self.starts) <= 4 else 65536
+        self.trajs = [Trajectory(2, max_measured=cap) for _ in range(len(self.starts))]
         self.finished = False
         self.result = None
         self.dirty = True
@@ -456,7 +458,7 @@ class Manifold2DLab(Lab):
         for key, label in OPTIMIZER_CHOICES:
             self.opt_combo.addItem(label, key)
         self.opt_combo.setCurrentIndex([k for k, _ in OPTIMIZER_CHOICES].index(s.optimizer))
-        self.opt_combo.setToolTip("Applies to the next descents you start")
+        self.opt_combo.setToolTip("Changing it re-runs the descents on screen from their starting points")
         self.opt_combo.currentIndexChanged.connect(self._on_descent_setting)
         f.addRow("optimizer", self.opt_combo)
         self.lr_spin = QDoubleSpinBox()
@@ -464,7 +466,8 @@ class Manifold2DLab(Lab):
         self.lr_spin.setRange(1e-5, 100.0)
         self.lr_spin.setSingleStep(0.01)
         self.lr_spin.setValue(s.lr)
-        self.lr_spin.setToolTip("Step size η. Too large and the descent diverges: try 5 to see it.")
+        self.lr_spin.setToolTip("Step size η (re-runs the descents on screen). Too large and the descent "
+                                "diverges: try 5 with w₁·w₂·x to see it.")
         self.lr_spin.valueChanged.connect(self._on_descent_setting)
         f.addRow("learning rate η", self.lr_spin)
         self.mom_spin = QDoubleSpinBox()
@@ -708,9 +711,15 @@ class Manifold2DLab(Lab):
         s.momentum = float(self.mom_spin.value())
         s.batch_size = int(self.batch_spin.value())
         s.steps = int(self.steps_spin.value())
+        rerun = s.n_random == int(self.n_random_spin.value())
         s.n_random = int(self.n_random_spin.value())
         self._update_enabled()
         self.save_state()
+        if rerun and self.runs:
+            # a new step size or optimizer re-runs the descents on screen from their starts
+            self._pending_rerun = [r.starts for r in self.runs]
+            self.clear_runs()
+            self._rerun_timer.start()
 
     def _on_view_setting(self) -> None:
         s = self.state
