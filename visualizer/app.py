@@ -325,6 +325,9 @@ def prepare_qt() -> None:
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtGui import QSurfaceFormat
 
+    if QCoreApplication.instance() is not None:
+        return  # too late (and already done): these settings only act before the application exists
+
     # Mesa's software rasterizer (llvmpipe) starts one thread per core; on a small machine they steal the
     # training process's core (measured here: streaming fell to ~75% of headless). Leave two cores free.
     os.environ.setdefault("LP_NUM_THREADS", str(max(0, (os.cpu_count() or 2) - 2)))

@@ -42,24 +42,33 @@ def grid_edges(nx: int, ny: int, every: int = 1) -> np.ndarray:
 
 
 def grid_normals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Unit normals of the height field z[i, j] over axes x[i], y[j], by central differences."""
-    dzdx = np.gradient(z, x, axis=0)
-    dzdy = np.gradient(z, y, axis=1)
-    n = np.empty(z.shape + (3,), dtype=np.float32)
-    n[..., 0] = -dzdx
-    n[..., 1] = -dzdy
-    n[..., 2] = 1.0
-    n /= np.sqrt((n * n).sum(-1, keepdims=True))
-    return n.reshape(-1, 3)
+    """Unit normals (nx*ny, 3) of the height field z[i, j] over axes x[i], y[j], by central differences."""
+    gx, gy, inv = _slopes(x, y, z)
+    return np.stack([-gx * inv, -gy * inv, inv], axis=-1).reshape(-1, 3)
 
 
-def shade(colors: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """Lit vertex colours: ambient plus two-sided diffuse from LIGHT, with a faint rim on steep walls."""
-    d = np.abs(normals @ LIGHT.astype(np.float32))
-    rim = (1.0 - np.abs(normals[:, 2])) ** 2
-    out = np.empty_like(colors)
-    out[:, :3] = np.minimum(colors[:, :3] * (0.48 + 0.6 * d)[:, None] + 0.05 * rim[:, None], 1.0)
-    out[:, 3] = colors[:, 3]
+def _slopes(x: np.ndarray, y: np.ndarray, z: np.ndarray):
+    z32 = z.astype(np.float32, copy=False)
+    gx = np.gradient(z32, x.astype(np.float32), axis=0)
+    gy = np.gradient(z32, y.astype(np.float32), axis=1)
+    inv = 1.0 / np.sqrt(gx * gx + gy * gy + np.float32(1.0))
+    return gx, gy, inv
+
+
+def shaded_colors(x: np.ndarray, y: np.ndarray, z: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Lit vertex colours as uint8 RGBA (nx*ny, 4): ambient plus two-sided diffuse from LIGHT (the normal
+    is (-dz/dx, -dz/dy, 1) normalized), with a faint rim on steep walls; float32, no (n, 3) temporaries."""
+    gx, gy, inv = _slopes(x, y, z)
+    lx, ly, lz = (np.float32(v) for v in LIGHT)
+    d = np.abs((lz - lx * gx - ly * gy) * inv)
+    rim = (1.0 - inv) ** 2
+    gain = (0.48 + 0.6 * d).reshape(-1, 1)
+    c = np.asarray(colors, dtype=np.float32).reshape(-1, 4)
+    out = np.empty(c.shape, dtype=np.uint8)
+    rgb = c[:, :3] * gain + (0.05 * rim).reshape(-1, 1)
+    np.clip(rgb * 255.0 + 0.5, 0, 255, out=rgb)
+    out[:, :3] = rgb
+    out[:, 3] = np.clip(c[:, 3] * 255.0 + 0.5, 0, 255)
     return out
 
 
@@ -152,7 +161,7 @@ class SurfaceItem(GLGraphicsItem):
         self.vertexes = verts.reshape(-1, 3)
         if colors is None:
             colors = self.colors_for(zf, (lo, hi))
-        self.colors = shade(np.asarray(colors, dtype=np.float32).reshape(-1, 4), grid_normals(x, y, zf))
+        self.colors = shaded_colors(x, y, zf, colors)  # uint8: 4 bytes a vertex instead of 16
         self._dirty |= {"position", "color"}
         self.update()
 
@@ -197,7 +206,7 @@ class SurfaceItem(GLGraphicsItem):
         with shader:
             GL.glUniformMatrix4fv(GL.glGetUniformLocation(program, "u_mvp"), 1, False, mvp)
             self._buffers["color"].bind()
-            GL.glVertexAttribPointer(col_loc, 4, GL.GL_FLOAT, False, 0, None)
+            GL.glVertexAttribPointer(col_loc, 4, GL.GL_UNSIGNED_BYTE, True, 0, None)
             self._buffers["color"].release()
             GL.glEnableVertexAttribArray(col_loc)
             GL.glEnable(GL.GL_PRIMITIVE_RESTART)
