@@ -328,9 +328,6 @@ def prepare_qt() -> None:
     if QCoreApplication.instance() is not None:
         return  # too late (and already done): these settings only act before the application exists
 
-    # Mesa's software rasterizer (llvmpipe) starts one thread per core; on a small machine they steal the
-    # training process's core (measured here: streaming fell to ~75% of headless). Leave two cores free.
-    os.environ.setdefault("LP_NUM_THREADS", str(max(0, (os.cpu_count() or 2) - 2)))
 
     QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
     fmt = QSurfaceFormat.defaultFormat()
