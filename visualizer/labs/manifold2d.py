@@ -38,9 +38,10 @@ from PySide6.QtWidgets import (
 
 from visualizer import settings as store
 from visualizer.labs.base import Lab
+from visualizer.runs import DescentRun
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
-from visualizer.workers import LatestJobWorker, ProcessRunner
+from visualizer.workers import LatestJobWorker
 
 MODEL_CHOICES = [
     ("tanh", "w₂ · tanh(w₁ x)"),
@@ -184,118 +185,6 @@ def compute_landscape(req: GridRequest) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# Runs (one runner, N trajectories)
-# ------------------------------------------------------------------------------------------------
-
-class Run:
-    def __init__(self, lab: Manifold2DLab, starts: np.ndarray, colors: list[str]) -> None:
-        from models.trajectory import Trajectory
-
-        self.lab = lab
-        self.starts = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
-        self.colors = colors
-        # one descent keeps every step's loss; many at once keep an evenly thinned record (bounded memory)
-        cap = None if len(self.starts) <= 4 else 65536
-        self.trajs = [Trajectory(2, max_measured=cap) for _ in range(len(self.starts))]
-        self.finished = False
-        self.result = None
-        self.dirty = True
-        s = lab.state
-        self.params = dict(model_key=s.model, expression=s.expression, xs=tuple(s.xs), ys=tuple(s.ys),
-                           optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, batch_size=s.batch_size,
-                           steps=s.steps, device=lab.device, seed=s.seed)
-        self.runner = ProcessRunner("models.toy2d:descent", dict(self.params, starts=self.starts),
-                                    start_paused=lab.paused)
-        self.runner.batch.connect(self._on_batch)
-        self.runner.done.connect(self._on_done)
-        self.runner.failed.connect(self._on_failed)
-        # views
-        plot = lab.plane.plot
-        self.curves2d, self.ends2d, self.lines3d = [], [], []
-        for c in colors:
-            curve = pg.PlotCurveItem(pen=pg.mkPen(c, width=2.2))
-            curve.setZValue(20)
-            plot.addItem(curve)
-            self.curves2d.append(curve)
-            line = gl.GLLinePlotItem(color=pg.mkColor(c).getRgbF(), width=2.5, antialias=True,
-                                     glOptions="translucent")
-            lab.scene.addItem(line)
-            self.lines3d.append(line)
-        self.start_marks = pg.ScatterPlotItem(pos=self.starts, symbol="o", size=9,
-                                              brush=[pg.mkBrush(c) for c in colors], pen=pg.mkPen("#000", width=1))
-        self.start_marks.setZValue(21)
-        plot.addItem(self.start_marks)
-        self.land_marks = pg.ScatterPlotItem(symbol="star", size=16, pen=pg.mkPen("#000", width=1))
-        self.land_marks.setZValue(22)
-        plot.addItem(self.land_marks)
-        self.land3d = gl.GLScatterPlotItem(size=12, pxMode=True)
-        self.land3d.setGLOptions("translucent")
-        lab.scene.addItem(self.land3d)
-        self.projections = None
-        self.proj_marks = None
-        if s.model == "linear":
-            from models.toy2d import Data, projection_onto_linear_solutions
-
-            data = Data(list(s.xs), list(s.ys))
-            self.projections = np.array([projection_onto_linear_solutions(data, w) for w in self.starts])
-            self.proj_marks = pg.ScatterPlotItem(pos=self.projections, symbol="o", size=17,
-                                                 brush=pg.mkBrush(0, 0, 0, 0), pen=pg.mkPen("#ffffff", width=2))
-            self.proj_marks.setZValue(23)
-            plot.addItem(self.proj_marks)
-
-    def start(self) -> None:
-        self.runner.start()
-
-    def _on_batch(self, snaps: list) -> None:
-        for snap in snaps:
-            for k, tr in enumerate(self.trajs):
-                frozen = not snap.active[k] and tr.last_step >= 0 and np.array_equal(snap.params[k], tr.last_params)
-                if not frozen:
-                    tr.append(snap.step, snap.params[k], float(snap.loss[k]), float(snap.grad_norm[k]))
-                tr.diverged = bool(snap.diverged[k])
-        self.dirty = True
-        self.lab._schedule_redraw()
-
-    def _on_done(self, result) -> None:
-        self.finished = True
-        self.result = result
-        self.dirty = True
-        self.lab._on_run_done(self, result)
-
-    def _on_failed(self, text: str) -> None:
-        self.finished = True
-        self.lab.message.emit("Descent failed: " + text.splitlines()[0], True)
-
-    def redraw(self) -> None:
-        lab = self.lab
-        ends = []
-        for k, tr in enumerate(self.trajs):
-            # a diverged path keeps huge (finite) values: clip what is drawn, never what is measured
-            path = np.clip(tr.path, -1e6, 1e6)
-            if len(path) == 0:
-                continue
-            self.curves2d[k].setData(path[:, 0], path[:, 1])
-            z = lab.scene.height_of(tr.path_loss, lift=0.012)
-            self.lines3d[k].setData(pos=np.column_stack([path, z]))
-            ends.append(path[-1])
-        if self.finished and ends:
-            ends = np.array(ends)
-            self.land_marks.setData(pos=ends, brush=[pg.mkBrush(c) for c in self.colors[: len(ends)]])
-            z = lab.scene.height_of(np.array([tr.last_loss for tr in self.trajs[: len(ends)]]), lift=0.02)
-            self.land3d.setData(pos=np.column_stack([ends, z]),
-                                color=np.array([pg.mkColor(c).getRgbF() for c in self.colors[: len(ends)]]))
-        self.dirty = False
-
-    def remove(self) -> None:
-        self.runner.abort()
-        plot = self.lab.plane.plot
-        for item in self.curves2d + [self.start_marks, self.land_marks] + ([self.proj_marks] if self.proj_marks else []):
-            plot.removeItem(item)
-        for item in self.lines3d + [self.land3d]:
-            self.lab.scene.removeItem(item)
-
-
-# ------------------------------------------------------------------------------------------------
 # The lab
 # ------------------------------------------------------------------------------------------------
 
@@ -308,7 +197,7 @@ class Manifold2DLab(Lab):
         self.device = device
         self.state = Manifold2DState.from_dict(store.load_json(SETTINGS_KEY)) if restore else Manifold2DState()
         self.paused = False
-        self.runs: list[Run] = []
+        self.runs: list[DescentRun] = []
         self.landscape: dict | None = None
         self._palette_i = 0
         self._last_view = "3d"
@@ -812,9 +701,20 @@ class Manifold2DLab(Lab):
         self._palette_i += n
         return out
 
-    def start_descent(self, starts) -> Run:
+    def start_descent(self, starts) -> DescentRun:
         starts = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
-        run = Run(self, starts, self._next_colors(len(starts)))
+        s = self.state
+        params = dict(model_key=s.model, expression=s.expression, xs=tuple(s.xs), ys=tuple(s.ys),
+                      optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, batch_size=s.batch_size,
+                      steps=s.steps, device=self.device, seed=s.seed)
+        projections = None
+        if s.model == "linear":
+            from models.toy2d import Data, projection_onto_linear_solutions
+
+            data = Data(list(s.xs), list(s.ys))
+            projections = np.array([projection_onto_linear_solutions(data, w) for w in starts])
+        run = DescentRun(self, "models.toy2d:descent", params, starts, self._next_colors(len(starts)),
+                         to2d=lambda p: p, to3d=self._to3d, projections=projections)
         self.plane.set_legend_entry("land", self._legend_land, "landing point of a descent", True)
         self.plane.set_legend_entry("proj", self._legend_proj, "projection of the start onto M",
                                     run.projections is not None)
@@ -823,13 +723,16 @@ class Manifold2DLab(Lab):
         self.status.emit({"running": True})
         return run
 
+    def _to3d(self, path: np.ndarray, loss: np.ndarray, lift: float) -> np.ndarray:
+        return np.column_stack([path, self.scene.height_of(loss, lift=lift)])
+
     def _on_plane_click(self, w1: float, w2: float) -> None:
         if self.paused:
             self.set_paused(False)
         self.start_descent([w1, w2])
         self.message.emit(f"Gradient descent from w₀ = ({w1:.3f}, {w2:.3f})", False)
 
-    def random_starts(self) -> Run:
+    def random_starts(self) -> DescentRun:
         s = self.state
         rng = np.random.default_rng(s.seed + 1000 * len(self.runs) + self._palette_i)
         starts = rng.uniform(-s.extent, s.extent, size=(s.n_random, 2))
@@ -841,7 +744,7 @@ class Manifold2DLab(Lab):
         e = self.state.extent
         return np.array([-0.6 * e, 0.75 * e])
 
-    def _on_run_done(self, run: Run, result) -> None:
+    def _on_run_done(self, run: DescentRun, result) -> None:
         run.redraw()
         if result is None:
             return
@@ -879,7 +782,7 @@ class Manifold2DLab(Lab):
             self.loss_curve.setPen(pg.mkPen(latest.colors[0], width=1.5))
             self._draw_fit(tr.last_params, latest)
 
-    def _draw_fit(self, w: np.ndarray, run: Run) -> None:
+    def _draw_fit(self, w: np.ndarray, run: DescentRun) -> None:
         try:
             import torch
 
