@@ -16,7 +16,6 @@ import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,14 +23,11 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +35,7 @@ from PySide6.QtWidgets import (
 from visualizer import settings as store
 from visualizer.labs.base import Lab
 from visualizer.runs import DescentRun
+from visualizer.views.data_panel import DATA_COLORS, DataPanel
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
 from visualizer.workers import LatestJobWorker
@@ -53,7 +50,6 @@ OPTIMIZER_CHOICES = [("gd", "gradient descent"), ("sgd", "SGD (mini-batch)"), ("
                      ("adam", "Adam")]
 PALETTE = ["#ff9f1c", "#ff4d6d", "#4cc9f0", "#b8f35a", "#ffd60a", "#c77dff", "#2ec4b6", "#f72585",
            "#90e0ef", "#fb8500"]
-DATA_COLORS = ["#ffb703", "#8ecae6"]
 MAX_GRID = 1601
 MAX_SURFACE = 401  # the 3D mesh is subsampled past this; the 2D map keeps every point
 SETTINGS_KEY = "labs/manifold2d"
@@ -309,36 +305,15 @@ class Manifold2DLab(Lab):
         # data
         g = QGroupBox("Data (drag the points, or type)")
         dl = QVBoxLayout(g)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("points:"))
-        self.n_points = QSpinBox()
-        self.n_points.setRange(1, 2)
-        self.n_points.setValue(len(s.xs))
-        self.n_points.setToolTip("One point: the solutions form a curve (p − n = 1). Two points: isolated solutions.")
-        self.n_points.valueChanged.connect(self._on_n_points)
-        row.addWidget(self.n_points)
-        row.addStretch(1)
-        dl.addLayout(row)
-        self.data_plot = pg.PlotWidget()
-        self.data_plot.setBackground("#14161c")
-        self.data_plot.setMinimumHeight(150)
-        self.data_plot.setLabel("bottom", "x")
-        self.data_plot.setLabel("left", "y")
-        self.data_plot.setXRange(-3, 3, padding=0)
-        self.data_plot.setYRange(-2, 2, padding=0)
-        self.data_plot.showGrid(x=True, y=True, alpha=0.15)
-        self.fit_curve = self.data_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.6))
-        self.fit_curve.setToolTip("the model f(x; w) at the latest descent's current parameters")
-        self.targets: list[pg.TargetItem] = []
-        dl.addWidget(self.data_plot)
-        self.table = QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["x", "y"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setMaximumHeight(90)
-        self.table.itemChanged.connect(self._on_table_edit)
-        dl.addWidget(self.table)
+        self.data_panel = DataPanel(s.xs, s.ys, 2, "One point: the solutions form a curve (p − n = 1). "
+                                    "Two points: isolated solutions.")
+        self.data_panel.changed.connect(self._on_data_changed)
+        self.data_panel.error.connect(lambda text: self.message.emit(text, True))
+        # names the tests and the rest of the lab use
+        self.n_points, self.table, self.fit_curve = (self.data_panel.n_points, self.data_panel.table,
+                                                     self.data_panel.fit_curve)
+        dl.addWidget(self.data_panel)
         v.addWidget(g)
-        self._rebuild_data_widgets()
 
         # descent
         g = QGroupBox("Gradient descent")
@@ -524,74 +499,17 @@ class Manifold2DLab(Lab):
         self._apply_expression()
         return self._expr_ok
 
-    def _on_n_points(self, n: int) -> None:
-        s = self.state
-        if n > len(s.xs):
-            s.xs.append(-1.5 if s.xs[0] > 0 else 1.5)
-            s.ys.append(-0.6)
-        else:
-            s.xs, s.ys = s.xs[:n], s.ys[:n]
-        self._rebuild_data_widgets()
+    @property
+    def targets(self) -> list:
+        return self.data_panel.targets
+
+    def _on_data_changed(self) -> None:
         self._update_enabled()
         self._problem_changed()
 
-    def _rebuild_data_widgets(self) -> None:
-        for t in self.targets:
-            self.data_plot.removeItem(t)
-        self.targets = []
-        for i, (x, y) in enumerate(zip(self.state.xs, self.state.ys)):
-            t = pg.TargetItem(pos=(x, y), size=14, movable=True, symbol="o",
-                              pen=pg.mkPen("#000", width=1), brush=pg.mkBrush(DATA_COLORS[i]),
-                              hoverBrush=pg.mkBrush("#ffffff"), label="({:.2f}, {:.2f})",
-                              labelOpts={"color": DATA_COLORS[i], "offset": (8, -8)})
-            t.sigPositionChanged.connect(lambda item, i=i: self._on_target_moved(i, item))
-            self.data_plot.addItem(t)
-            self.targets.append(t)
-        self.table.blockSignals(True)
-        self.table.setRowCount(len(self.state.xs))
-        for i, (x, y) in enumerate(zip(self.state.xs, self.state.ys)):
-            for j, val in enumerate((x, y)):
-                item = QTableWidgetItem(f"{val:.4g}")
-                item.setForeground(QColor(DATA_COLORS[i]))
-                self.table.setItem(i, j, item)
-        self.table.blockSignals(False)
-
-    def _on_target_moved(self, i: int, item) -> None:
-        if getattr(self, "_moving_target", False):
-            return
-        p = item.pos()
-        self.set_data_point(i, float(p.x()), float(p.y()), from_target=True)
-
-    def set_data_point(self, i: int, x: float, y: float, from_target: bool = False) -> None:
+    def set_data_point(self, i: int, x: float, y: float) -> None:
         """Move data point i to (x, y): the landscape and the manifold update at once."""
-        self.state.xs[i], self.state.ys[i] = float(x), float(y)
-        if not from_target:
-            self._moving_target = True  # setPos re-emits sigPositionChanged (which also updates its label)
-            try:
-                self.targets[i].setPos(x, y)
-            finally:
-                self._moving_target = False
-        self.table.blockSignals(True)
-        self.table.item(i, 0).setText(f"{x:.4g}")
-        self.table.item(i, 1).setText(f"{y:.4g}")
-        self.table.blockSignals(False)
-        self._problem_changed()
-
-    def _on_table_edit(self, item: QTableWidgetItem) -> None:
-        i, j = item.row(), item.column()
-        try:
-            val = float(item.text())
-            if not math.isfinite(val):
-                raise ValueError
-        except ValueError:
-            self.message.emit(f"'{item.text()}' is not a number: point {i + 1} keeps its {'xy'[j]}", True)
-            self.table.blockSignals(True)
-            item.setText(f"{(self.state.xs if j == 0 else self.state.ys)[i]:.4g}")
-            self.table.blockSignals(False)
-            return
-        x = val if j == 0 else self.state.xs[i]
-        y = val if j == 1 else self.state.ys[i]
-        self.set_data_point(i, x, y)
+        self.data_panel.set_point(i, x, y)
 
     def _on_descent_setting(self) -> None:
         s = self.state
