@@ -163,6 +163,7 @@ class Mesh:
     vertices: np.ndarray  # (V, 3) parameter coordinates
     faces: np.ndarray  # (F, 3) int
     residual: np.ndarray  # |residual| at each vertex
+    normals: np.ndarray | None = None  # (V, 3) unit normals (from the field's gradient)
 
     @property
     def empty(self) -> bool:
@@ -180,7 +181,7 @@ def zero_mesh(field3: np.ndarray, spec: GridSpec3, refine: tuple[Model3, Data, i
     f = np.nan_to_num(field3, nan=1e300, posinf=1e300, neginf=-1e300)
     if f.min() > 0 or f.max() < 0:
         return Mesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), np.zeros(0))
-    verts, faces, _, _ = marching_cubes(f, level=0.0, spacing=(spec.spacing,) * 3, allow_degenerate=False)
+    verts, faces, normals, _ = marching_cubes(f, level=0.0, spacing=(spec.spacing,) * 3, allow_degenerate=False)
     verts = verts + spec.lo
     res = np.zeros(len(verts))
     if refine is not None:
@@ -192,7 +193,18 @@ def zero_mesh(field3: np.ndarray, spec: GridSpec3, refine: tuple[Model3, Data, i
         x, y = data.tensors()
         with torch.no_grad():
             res = (model.forward(torch.as_tensor(verts), x[[i]]) - y[[i]]).abs()[:, 0].numpy()
-    return Mesh(verts, faces.astype(np.int64), res)
+    return Mesh(verts, faces.astype(np.int64), res, normals)
+
+
+def level_mesh(field3: np.ndarray, spec: GridSpec3, level: float) -> Mesh:
+    """Marching cubes of any field at ``level`` (the loss shells): no refinement."""
+    from skimage.measure import marching_cubes
+
+    f = np.nan_to_num(field3, nan=1e300, posinf=1e300, neginf=-1e300)
+    if f.min() > level or f.max() < level:
+        return Mesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), np.zeros(0))
+    verts, faces, normals, _ = marching_cubes(f, level=level, spacing=(spec.spacing,) * 3, allow_degenerate=False)
+    return Mesh(verts + spec.lo, faces.astype(np.int64), np.zeros(len(verts)), normals)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,7 +319,7 @@ def solution_set(model: Model3, data: Data, spec: GridSpec3, residuals: np.ndarr
     return out
 
 
-def loss_grid(residuals: np.ndarray, alpha_shift: np.ndarray | None = None) -> np.ndarray:
+def loss_grid(residuals: np.ndarray) -> np.ndarray:
     """The sum square loss on the grid from its residuals."""
     return 0.5 * np.sum(residuals * residuals, axis=0)
 

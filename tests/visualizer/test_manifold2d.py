@@ -29,6 +29,11 @@ def test_click_starts_a_descent_that_streams_into_both_views(qtbot, lab):
     qtbot.mouseClick(lab.plane.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(int(pos.x()), int(pos.y())))
     assert len(lab.runs) == 1
     wait_done(qtbot, lab)
+    # a second click starts exactly one more descent (no handler connected twice)
+    pos2 = lab.plane.view_to_widget(-1.0, 2.0)
+    qtbot.mouseClick(lab.plane.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(int(pos2.x()), int(pos2.y())))
+    assert len(lab.runs) == 2
+    wait_done(qtbot, lab)
     run = lab.runs[0]
     start = run.trajs[0].path[0]
     assert np.allclose(start, [1.5, -2.0], atol=0.05)

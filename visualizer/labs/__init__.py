@@ -27,6 +27,9 @@ LABS: dict[str, LabInfo] = {
         LabInfo("manifold2d", "Solution manifolds (2 parameters)",
                 "the set of parameters that fit the data exactly, for models f(x; w1, w2)",
                 "visualizer.labs.manifold2d", "Manifold2DLab"),
+        LabInfo("manifold3d", "Solution manifolds (3 parameters)",
+                "surfaces, curves and points of solutions in a parameter cube; lazy training with α",
+                "visualizer.labs.manifold3d", "Manifold3DLab"),
     ]
 }
 DEFAULT_LAB = "manifold2d"

@@ -68,6 +68,8 @@ class PlaneView(pg.GraphicsLayoutWidget):
                                           brush=pg.mkBrush(10, 12, 16, 190))
         self.legend.addItem(self.zero_curve, "zero-loss set (solutions)")
         self._legend_extra: dict[str, object] = {}
+        self._rect = QRectF(-1, -1, 2, 2)
+        self.plot.scene().sigMouseClicked.connect(self._on_click)
 
     def set_legend_entry(self, key: str, item, label: str, show: bool) -> None:
         """Add or remove an optional legend entry (landing points, projections, curvature shading)."""
@@ -76,8 +78,6 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self._legend_extra[key] = item
         elif not show and key in self._legend_extra:
             self.legend.removeItem(self._legend_extra.pop(key))
-        self._rect = QRectF(-1, -1, 2, 2)
-        self.plot.scene().sigMouseClicked.connect(self._on_click)
 
     # --- content ---------------------------------------------------------------------------------
     def set_field(self, w1: np.ndarray, w2: np.ndarray, values: np.ndarray, levels: tuple[float, float],
