@@ -17,6 +17,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 FIGURES: dict[str, tuple[str, str]] = {
     "surface_update_201_ms": ("ms", "201x201 surface update + render at 1280x720, our item"),
     "surface_update_201_stock_ms": ("ms", "the same with pyqtgraph's GLSurfacePlotItem(computeNormals, smooth)"),
@@ -27,6 +29,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "headless_steps_per_s": ("steps/s", "the same trainer with no GUI"),
     "gui_max_stall_ms": ("ms", "longest GUI event-loop stall while streaming"),
     "startup_ms": ("ms", "process start to the first painted window"),
+    "residual_grid_128_ms": ("ms", "3-parameter residual w3*tanh(w1*x+w2) on a 128^3 grid (vectorized)"),
+    "marching_cubes_128_ms": ("ms", "zero-level mesh extraction on that 128^3 grid"),
+    "manifold3d_update_64_ms": ("ms", "a data point moved: 64^3 re-extraction, refinement, slice and GL upload+render"),
 }
 
 
@@ -248,11 +253,54 @@ def bench_startup(results: dict, wanted: set, repeats: int = 3) -> None:
     results["startup_ms"] = statistics.median(ts) if ts else float("nan")
 
 
+def bench_manifold3d(results: dict, wanted: set) -> None:
+    import torch
+
+    from models import toy2d, toy3d
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model, data = toy3d.make_model("tanh"), toy2d.Data([1.0], [0.5])
+    spec = toy3d.GridSpec3(2.5, 128)
+    res = toy3d.residual_grid(model, data, spec)
+    if "residual_grid_128_ms" in wanted:
+        results["residual_grid_128_ms"] = _median_ms(lambda: toy3d.residual_grid(model, data, spec), 7)
+    if "marching_cubes_128_ms" in wanted:
+        results["marching_cubes_128_ms"] = _median_ms(lambda: toy3d.zero_mesh(res[0], spec), 7)
+    if "manifold3d_update_64_ms" in wanted:
+        from OpenGL import GL
+
+        from visualizer.labs.manifold3d import Manifold3DLab, Request3, compute_landscape3d
+
+        app = _app()
+        with tempfile.TemporaryDirectory() as cfg:
+            os.environ["LOSSLAB_CONFIG_DIR"] = cfg
+            lab = Manifold3DLab(restore=False, start=False)
+            lab.resize(1280, 720)
+            lab.show()
+            for _ in range(10):
+                app.processEvents()
+            ys = iter(np.linspace(0.3, 0.7, 64))
+
+            def update():
+                req = Request3("tanh", "", (1.0,), (float(next(ys)),), 2.5, 64, 0.8, False, 0.05)
+                lab._on_landscape(req, compute_landscape3d(req))
+                lab.scene.makeCurrent()
+                lab.scene.paintGL()
+                GL.glFinish()
+
+            results["manifold3d_update_64_ms"] = _median_ms(update, 9)
+            lab.shutdown()
+            lab.close()
+            lab.deleteLater()
+            app.processEvents()
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
     ({"stream_steps_per_s", "headless_steps_per_s", "gui_max_stall_ms"}, bench_stream),
     ({"startup_ms"}, bench_startup),
+    ({"residual_grid_128_ms", "marching_cubes_128_ms", "manifold3d_update_64_ms"}, bench_manifold3d),
 ]
 
 

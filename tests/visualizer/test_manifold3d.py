@@ -1,0 +1,93 @@
+"""Widget and pixel tests of the manifold3d lab (Xvfb + Mesa)."""
+
+import numpy as np
+import pytest
+
+from visualizer.labs.manifold3d import Manifold3DLab
+
+
+@pytest.fixture
+def lab(qtbot, fresh_settings):
+    w = Manifold3DLab(restore=False)
+    w.resize(1200, 650)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.landscape is not None, timeout=30000)
+    yield w
+    w.shutdown()
+
+
+def mesh_vertices(lab):
+    return np.concatenate([m.opts["meshdata"].vertexes() for m in lab._mesh_items])
+
+
+def test_dragging_a_data_point_re_extracts_the_mesh(qtbot, lab):
+    before = mesh_vertices(lab).copy()
+    lab.data_panel.targets[0].setPos(1.0, -0.7)  # what a drag does
+    qtbot.waitUntil(lambda: lab.landscape["request"].ys == (-0.7,), timeout=20000)
+    after = mesh_vertices(lab)
+    assert after.shape != before.shape or not np.allclose(after, before)
+    # the new surface solves w3 tanh(w1 + w2) = -0.7
+    assert np.allclose(after[:, 2] * np.tanh(after[:, 0] + after[:, 1]), -0.7, atol=1e-8)
+
+
+def test_alpha_slider_makes_training_lazy(qtbot, lab):
+    lab.steps_spin.setValue(20000)
+    run = lab.start_descent([0.7, -0.4, 1.2])
+    qtbot.waitUntil(lambda: run.finished, timeout=60000)
+    d1 = lab.last_distance
+    lab.alpha_slider.setValue(150)  # alpha = 10^1.5
+    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["alpha"] > 30, timeout=10000)
+    qtbot.waitUntil(lambda: lab.runs[0].finished, timeout=60000)
+    qtbot.wait(100)
+    assert lab.last_distance < 0.2 * d1
+    assert "distance travelled" in lab.caption.text() or lab.state.alpha > 30
+
+
+def test_two_and_three_points(qtbot, lab):
+    lab.data_panel.n_points.setValue(2)
+    qtbot.waitUntil(lambda: len(lab.landscape["request"].xs) == 2, timeout=30000)
+    assert lab.landscape["solution"].curves
+    assert len(lab.curve_item.pos) > 20
+    lab.model_combo.setCurrentIndex(1)  # linear in w
+    lab.data_panel.n_points.setValue(3)
+    qtbot.waitUntil(lambda: len(lab.landscape["request"].xs) == 3 and lab.landscape["request"].model == "quadratic",
+                    timeout=30000)
+    assert len(lab.landscape["solution"].points) == 1
+
+
+def test_typed_start_bad_input_and_linear_projection(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append((t, e)))
+    lab.start_edit.setText("1, two, 3")
+    lab._start_typed()
+    assert lab.runs == [] and any("three numbers" in t for t, e in msgs)
+    lab.model_combo.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: lab.landscape["request"].model == "quadratic", timeout=20000)
+    lab.start_edit.setText("1.5, -1.0, 0.8")
+    lab._start_typed()
+    run = lab.runs[0]
+    qtbot.waitUntil(lambda: run.finished, timeout=60000)
+    assert np.linalg.norm(run.trajs[0].last_params - run.projections[0]) < 1e-6
+
+
+def test_bad_expression_and_huge_grid(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append((t, e)))
+    lab.expr_edit.setText("w3 * (")
+    lab.model_combo.setCurrentIndex(3)
+    assert not lab.expr_error.isHidden() and lab.state.model != "custom"
+    lab.res_spin.setValue(1000)
+    lab.res_spin.editingFinished.emit()
+    assert lab.state.resolution == 160 and any("clamped" in t for t, _ in msgs)
+
+
+def test_manifold_mesh_is_drawn(qtbot, lab):
+    from tests.gl.test_render import qimage_to_array
+
+    qtbot.wait(300)
+    shot = qimage_to_array(lab.scene.grabFramebuffer())
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    # the translucent light-blue solution surface over the dark background
+    bluish = (b > 60) & (b > r + 15) & (g > r)
+    assert bluish.sum() > 2000
