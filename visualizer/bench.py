@@ -32,6 +32,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "residual_grid_128_ms": ("ms", "3-parameter residual w3*tanh(w1*x+w2) on a 128^3 grid (vectorized)"),
     "marching_cubes_128_ms": ("ms", "zero-level mesh extraction on that 128^3 grid"),
     "manifold3d_update_64_ms": ("ms", "a data point moved: 64^3 re-extraction, refinement, slice and GL upload+render"),
+    "manifold_walk_steps_per_s": ("steps/s", "walk on the solution manifold of an MLP 1-64-1 on 10 points"),
 }
 
 
@@ -295,12 +296,28 @@ def bench_manifold3d(results: dict, wanted: set) -> None:
             app.processEvents()
 
 
+def bench_walk(results: dict, wanted: set) -> None:
+    from models import netmanifold as nm
+
+    net = nm.MLP1D(64)
+    x, y = nm.make_data(10)
+    w = nm.find_solution(net, x, y)
+    gen = nm.walk(net, x, y, w, steps=10**6, step_size=0.05, seed=0)
+    next(gen)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 3.0:
+        next(gen)
+        n += 1
+    results["manifold_walk_steps_per_s"] = n / (time.perf_counter() - t0)
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
     ({"stream_steps_per_s", "headless_steps_per_s", "gui_max_stall_ms"}, bench_stream),
     ({"startup_ms"}, bench_startup),
     ({"residual_grid_128_ms", "marching_cubes_128_ms", "manifold3d_update_64_ms"}, bench_manifold3d),
+    ({"manifold_walk_steps_per_s"}, bench_walk),
 ]
 
 
