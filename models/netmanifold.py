@@ -167,3 +167,11 @@ def segment_loss(net: MLP1D, x, y, wa: np.ndarray, wb: np.ndarray, n: int = 101)
     """The loss along the straight segment (1 - t) wa + t wb: it rises between two solutions."""
     t = np.linspace(0, 1, n)
     return t, loss(net, wa[None, :] * (1 - t[:, None]) + wb[None, :] * t[:, None], x, y)
+
+
+def walk_run(width: int, n_points: int, seed: int, steps: int, step_size: float, device: str = "cpu"):
+    """The generator a lab streams: a solution for MLP 1-width-1 on n_points, then a walk from it."""
+    net = MLP1D(width)
+    x, y = make_data(n_points, seed)
+    w = find_solution(net, x, y, seed)
+    return walk(net, x, y, w, steps, step_size, seed)

@@ -30,6 +30,9 @@ LABS: dict[str, LabInfo] = {
         LabInfo("manifold3d", "Solution manifolds (3 parameters)",
                 "surfaces, curves and points of solutions in a parameter cube; lazy training with α",
                 "visualizer.labs.manifold3d", "Manifold3DLab"),
+        LabInfo("netmanifold", "Inside a network's solution manifold",
+                "walks on and slices through the solution set of an MLP 1-h-1",
+                "visualizer.labs.netmanifold", "NetManifoldLab"),
     ]
 }
 DEFAULT_LAB = "manifold2d"

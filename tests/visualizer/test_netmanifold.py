@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from visualizer.labs.netmanifold import NetManifoldLab
+
+
+@pytest.fixture
+def lab(qtbot, fresh_settings):
+    w = NetManifoldLab(restore=False, start=False)
+    w.resize(1200, 800)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def test_walk_streams_samples_on_the_manifold(qtbot, lab):
+    lab.width_spin.setValue(6)
+    lab.n_spin.setValue(8)
+    lab.steps_spin.setValue(40)
+    lab.restart()
+    qtbot.waitUntil(lambda: len(lab.samples) == 41, timeout=60000)
+    qtbot.waitUntil(lambda: lab.landscape is not None, timeout=30000)
+    assert max(s.loss for s in lab.samples) < 1e-10
+    assert lab.samples[-1].tangent_dim == 3 * 6 + 1 - 8
+    assert "tangent dimension measured: <b>11</b>" in lab.info.text()
+    seg = lab.landscape["seg"]
+    assert seg[0] < 1e-20 and seg.max() > seg[0]
+    assert len(lab.cloud.pos) == 41 and np.isfinite(lab.cloud.pos).all()
+
+
+def test_more_points_than_parameters_is_refused(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append((t, e)))
+    lab.width_spin.setValue(2)
+    lab.n_spin.setValue(9)
+    lab.restart()
+    assert lab.runner is None and any("no manifold" in t for t, e in msgs)
