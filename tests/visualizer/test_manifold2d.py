@@ -196,3 +196,32 @@ def test_changing_the_step_size_reruns_the_descents_from_their_starts(qtbot, lab
     assert np.allclose(lab.runs[0].starts, [[2.0, -2.0]])
     wait_done(qtbot, lab)
     assert lab.runs[0].trajs[0].last_step < slow  # a larger stable step converges in fewer steps
+
+
+def test_kernel_colouring_outlines_where_pl_star_fails(qtbot, lab):
+    lab.mu_spin.setValue(0.05)
+    lab.colorby_combo.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: lab.landscape["request"].color_by == "kernel", timeout=10000)
+    lam = lab.landscape["kernel"]
+    assert lab.landscape["plane_label"].startswith("log₁₀ λ_min")
+    # for w2 tanh(w1 x) the kernel vanishes only at the origin: the outline is a small closed curve around it
+    outline = np.concatenate(lab.landscape["mu_outline"])
+    assert len(outline) > 10 and np.abs(outline).max() < 1.0
+    i = np.argmin(lam)
+    w1, w2 = lab.landscape["w1"], lab.landscape["w2"]
+    assert abs(w1[i // lam.shape[1]]) < 0.05 and abs(w2[i % lam.shape[1]]) < 0.05
+
+
+def test_pl_ball_contains_the_descent_and_bound_is_drawn(qtbot, lab):
+    lab.ball_check.setChecked(True)
+    lab.lr_spin.setValue(0.05)
+    lab.steps_spin.setValue(3000)
+    run = lab.start_descent([1.2, 1.0])
+    qtbot.waitUntil(lambda: getattr(lab, "last_ball", None) is not None, timeout=20000)
+    wait_done(qtbot, lab)
+    b = lab.last_ball
+    assert b.holds and lab.state.lr <= 1 / b.beta
+    path = run.trajs[0].path
+    assert np.linalg.norm(path - np.array([1.2, 1.0]), axis=1).max() <= b.radius
+    assert lab.ball_items and lab.bound_curve is not None
+    assert "μ =" in lab.ball_label.text()

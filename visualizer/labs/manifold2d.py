@@ -74,6 +74,9 @@ class Manifold2DState:
     contours: bool = True
     wireframe: bool = False
     curvature: bool = False
+    color_by: str = "loss"
+    mu: float = 0.05
+    pl_ball: bool = False
     n_random: int = 8
     seed: int = 0
 
@@ -109,6 +112,9 @@ class Manifold2DState:
             s.model = "tanh"
         if s.optimizer not in dict(OPTIMIZER_CHOICES):
             s.optimizer = "gd"
+        if s.color_by not in ("loss", "kernel"):
+            s.color_by = "loss"
+        s.mu = float(min(max(s.mu, 1e-8), 1e6))
         s.resolution = int(min(max(s.resolution, 21), MAX_GRID))
         s.extent = float(min(max(s.extent, 0.1), 1000.0))
         s.steps = int(min(max(s.steps, 1), 1_000_000))
@@ -132,6 +138,16 @@ class GridRequest:
     curvature: bool
     contours: bool
     device: str = "cpu"
+    color_by: str = "loss"
+    mu: float = 0.05
+
+
+def compute_ball(req: tuple):
+    """The PL* ball of one descent's start (worker thread)."""
+    from models import plstar, toy2d
+
+    model_key, expression, xs, ys, w0, color, lr = req
+    return plstar.ball(toy2d.make_model(model_key, expression), toy2d.Data(list(xs), list(ys)), np.array(w0))
 
 
 def compute_landscape(req: GridRequest) -> dict:
@@ -169,6 +185,18 @@ def compute_landscape(req: GridRequest) -> dict:
     if req.contours:
         levels = toy2d.contour_levels(values, 12)
         out["contours"] = toy2d.contour_lines(values, spec, levels)
+    out["plane_values"], out["plane_range"], out["plane_label"], out["mu_outline"] = values, vrange, label, []
+    if req.color_by == "kernel":
+        from models import plstar
+
+        lam = plstar.kernel_min_eig_grid(model, data, spec)
+        top = math.log10(max(float(np.nanmax(lam)), 1e-300))
+        lo = top - 6
+        out["plane_values"] = np.log10(np.maximum(lam, 10**lo))
+        out["plane_range"] = (lo, top if top > lo else lo + 1)
+        out["plane_label"] = "log₁₀ λ_min(K(w))"
+        out["mu_outline"] = toy2d._contours(lam, spec, req.mu)
+        out["kernel"] = lam
     if req.curvature and grid.min_hessian_eig is not None:
         e = grid.min_hessian_eig
         scale = max(1e-300, float(np.nanmax(np.abs(e))) if np.isfinite(e).any() else 1.0)
@@ -200,6 +228,9 @@ class Manifold2DLab(Lab):
         self.cmap = pg.colormap.get("viridis")
         self._build_views()
         self._build_controls()
+        self.ball_worker = LatestJobWorker(compute_ball, self)
+        self.ball_worker.result.connect(self._on_ball)
+        self.ball_worker.failed.connect(lambda req, text: self.message.emit(f"PL* ball: {text}", True))
         self.grid_worker = LatestJobWorker(compute_landscape, self)
         self.grid_worker.result.connect(self._on_landscape)
         self.grid_worker.failed.connect(self._on_landscape_failed)
@@ -239,6 +270,12 @@ class Manifold2DLab(Lab):
         self._legend_proj = pg.ScatterPlotItem(symbol="o", size=14, brush=pg.mkBrush(0, 0, 0, 0),
                                                pen=pg.mkPen("#ffffff", width=2))
         self._legend_neg = pg.PlotDataItem(pen=pg.mkPen("#ff5a5a", width=6))
+        self.mu_curve = pg.PlotCurveItem(pen=pg.mkPen("#ff4df0", width=2, style=Qt.PenStyle.DashLine),
+                                         connect="finite")
+        self.mu_curve.setZValue(9)
+        self.plane.plot.addItem(self.mu_curve)
+        self.ball_items: list = []
+        self.bound_curve = None
         self.banner = QLabel()
         self.banner.setWordWrap(True)
         self.banner.setVisible(False)
@@ -398,6 +435,36 @@ class Manifold2DLab(Lab):
             f.addRow(cb)
         v.addWidget(g)
 
+        # tangent kernel and PL*
+        g = QGroupBox("Tangent kernel and PL*")
+        f = QFormLayout(g)
+        self.colorby_combo = QComboBox()
+        self.colorby_combo.addItem("loss L(w)", "loss")
+        self.colorby_combo.addItem("λ_min of the tangent kernel K(w) = DF DFᵀ", "kernel")
+        self.colorby_combo.setCurrentIndex(0 if s.color_by == "loss" else 1)
+        self.colorby_combo.setToolTip("What the 2D map shows. Uniform conditioning λ_min(K) ≥ μ implies PL*: "
+                                      "½‖∇L‖² ≥ μ L (sum loss).")
+        self.colorby_combo.currentIndexChanged.connect(self._on_view_setting)
+        f.addRow("2D map", self.colorby_combo)
+        self.mu_spin = QDoubleSpinBox()
+        self.mu_spin.setDecimals(4)
+        self.mu_spin.setRange(1e-4, 1e4)
+        self.mu_spin.setValue(s.mu)
+        self.mu_spin.setToolTip("Outline the set where λ_min(K) < μ: outside it the loss is μ-PL*")
+        self.mu_spin.editingFinished.connect(self._on_view_setting)
+        f.addRow("μ", self.mu_spin)
+        self.ball_check = QCheckBox("PL* ball B(w₀, R) for new descents")
+        self.ball_check.setChecked(s.pl_ball)
+        self.ball_check.setToolTip("R = 2√(2βL(w₀))/μ with μ (min λ_min(K)) and β (max Hessian eigenvalue) "
+                                   "sampled in the ball. With η ≤ 1/β the descent stays inside and "
+                                   "L(w_t) ≤ (1 − ημ)ᵗ L(w₀) (dashed, in the loss plot).")
+        self.ball_check.toggled.connect(self._on_view_setting)
+        f.addRow(self.ball_check)
+        self.ball_label = QLabel()
+        self.ball_label.setWordWrap(True)
+        f.addRow(self.ball_label)
+        v.addWidget(g)
+
         # loss curve
         g = QGroupBox("Loss of the latest descent")
         gl_ = QVBoxLayout(g)
@@ -546,6 +613,9 @@ class Manifold2DLab(Lab):
         s.contours = self.contour_check.isChecked()
         s.wireframe = self.wire_check.isChecked()
         s.curvature = self.curv_check.isChecked()
+        s.color_by = self.colorby_combo.currentData()
+        s.mu = float(self.mu_spin.value())
+        s.pl_ball = self.ball_check.isChecked()
         self.scene.surface.set_wireframe(s.wireframe)
         self.save_state()
         self.request_landscape(reset_view=extent_changed)
@@ -569,7 +639,8 @@ class Manifold2DLab(Lab):
         s = self.state
         self._reset_view_pending = getattr(self, "_reset_view_pending", False) or reset_view
         self.grid_worker.submit(GridRequest(s.model, s.expression, tuple(s.xs), tuple(s.ys), s.extent,
-                                            s.resolution, s.log_scale, s.curvature, s.contours, self.device))
+                                            s.resolution, s.log_scale, s.curvature, s.contours, self.device,
+                                            s.color_by, s.mu))
 
     def _on_landscape_failed(self, req, text: str) -> None:
         self.show_error(f"Cannot evaluate the loss: {text}")
@@ -579,7 +650,13 @@ class Manifold2DLab(Lab):
         reset = self._reset_view_pending
         self._reset_view_pending = False
         w1, w2, values = out["w1"], out["w2"], out["values"]
-        self.plane.set_field(w1, w2, values, out["range"], out["label"], reset_view=reset)
+        self.plane.set_field(w1, w2, out["plane_values"], out["plane_range"], out["plane_label"], reset_view=reset)
+        from visualizer.views.plane import polylines_to_nan_separated
+
+        mx, my = polylines_to_nan_separated(out["mu_outline"])
+        self.mu_curve.setData(mx, my, connect="finite")
+        self.plane.set_legend_entry("mu", self.mu_curve, f"λ_min(K) = μ = {req.mu:g} (PL* fails inside)",
+                                    req.color_by == "kernel")
         st = out["surface_step"]
         colors = None
         sub = values[::st, ::st]
@@ -633,6 +710,9 @@ class Manifold2DLab(Lab):
             projections = np.array([projection_onto_linear_solutions(data, w) for w in starts])
         run = DescentRun(self, "models.toy2d:descent", params, starts, self._next_colors(len(starts)),
                          to2d=lambda p: p, to3d=self._to3d, projections=projections)
+        if s.pl_ball and len(starts) == 1:
+            self.ball_worker.submit((s.model, s.expression, tuple(s.xs), tuple(s.ys), tuple(starts[0]), run.colors[0],
+                                     s.lr))
         self.plane.set_legend_entry("land", self._legend_land, "landing point of a descent", True)
         self.plane.set_legend_entry("proj", self._legend_proj, "projection of the start onto M",
                                     run.projections is not None)
@@ -716,10 +796,40 @@ class Manifold2DLab(Lab):
         except Exception:  # the fit preview is cosmetic; never let it break the lab
             self.fit_curve.setData([], [])
 
+    def _on_ball(self, req: tuple, b) -> None:
+        color, lr = req[5], req[6]
+        for item in self.ball_items:
+            self.plane.plot.removeItem(item)
+        self.ball_items = []
+        if b.radius > 0:
+            t = np.linspace(0, 2 * np.pi, 200)
+            circle = pg.PlotCurveItem(b.w0[0] + b.radius * np.cos(t), b.w0[1] + b.radius * np.sin(t),
+                                      pen=pg.mkPen(color, width=1.6, style=Qt.PenStyle.DashLine))
+            circle.setZValue(19)
+            self.plane.plot.addItem(circle)
+            self.ball_items.append(circle)
+        ok = b.holds and lr <= 1.0 / b.beta
+        cond = (f"η = {lr:g} ≤ 1/β = {1 / b.beta:.3g}: the descent must stay in the ball and under the bound"
+                if ok else f"η = {lr:g} > 1/β = {1 / b.beta:.3g}: the theorem's step condition does not hold")
+        self.ball_label.setText(f"{b.note}<br>{cond if b.holds else ''}<br><i>sum loss ½Σ(f−y)²</i>")
+        self.last_ball = b
+        if self.bound_curve is not None:
+            self.loss_plot.removeItem(self.bound_curve)
+            self.bound_curve = None
+        if b.holds and b.mu > 0:
+            steps = np.unique(np.geomspace(1, max(2, self.state.steps), 200).astype(int))
+            steps = np.concatenate([[0], steps])
+            bound = np.maximum(b.bound(lr, steps), 1e-300)
+            self.bound_curve = self.loss_plot.plot(steps, bound, pen=pg.mkPen("#ffffff", width=1.2,
+                                                                              style=Qt.PenStyle.DashLine))
+
     def clear_runs(self) -> None:
         for r in self.runs:
             r.remove()
         self.runs = []
+        for item in self.ball_items:
+            self.plane.plot.removeItem(item)
+        self.ball_items = []
         self.plane.set_legend_entry("land", None, "", False)
         self.plane.set_legend_entry("proj", None, "", False)
         self.loss_curve.setData([], [])
@@ -778,4 +888,5 @@ class Manifold2DLab(Lab):
         for r in self.runs:
             r.runner.abort()
         self.grid_worker.stop()
+        self.ball_worker.stop()
         self.save_state()
