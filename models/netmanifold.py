@@ -163,6 +163,18 @@ def slice_loss(net: MLP1D, x, y, center: np.ndarray, d1: np.ndarray, d2: np.ndar
     return t, loss(net, w, x, y)
 
 
+def plane_through(w_a: np.ndarray, w_b: np.ndarray, w_c: np.ndarray):
+    """Orthonormal directions (d1, d2) of the plane through three points, and their (a, b) coordinates
+    relative to w_a."""
+    d1 = w_b - w_a
+    d1 = d1 / np.linalg.norm(d1)
+    v = w_c - w_a
+    d2 = v - (v @ d1) * d1
+    d2 = d2 / np.linalg.norm(d2)
+    coords = np.array([[0.0, 0.0], [(w_b - w_a) @ d1, 0.0], [v @ d1, v @ d2]])
+    return d1, d2, coords
+
+
 def segment_loss(net: MLP1D, x, y, wa: np.ndarray, wb: np.ndarray, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
     """The loss along the straight segment (1 - t) wa + t wb: it rises between two solutions."""
     t = np.linspace(0, 1, n)

@@ -91,3 +91,17 @@ def test_manifold_mesh_is_drawn(qtbot, lab):
     # the translucent light-blue solution surface over the dark background
     bluish = (b > 60) & (b > r + 15) & (g > r)
     assert bluish.sum() > 2000
+
+
+def test_slice_coloured_by_the_tangent_kernel(qtbot, lab):
+    lab.slice_combo.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: lab.landscape["request"].slice_color == "kernel", timeout=20000)
+    lam = lab.landscape["kernel"]
+    assert lam.shape == (161, 161) and (lam >= -1e-12).all()
+    # one data point: K = |grad f|^2, which matches the formula for w3 tanh(w1 x + w2) at x = 1
+    w1, w2, c = lab.landscape["w1"], lab.landscape["w2"], lab.state.slice_w3
+    i, j = 30, 100
+    t = np.tanh(w1[i] + w2[j])
+    want = (c * (1 - t * t)) ** 2 * 2 + t * t
+    assert lam[i, j] == pytest.approx(want, rel=1e-10)
+    assert "λ_min" in lab.landscape["label"]

@@ -36,3 +36,23 @@ def test_more_points_than_parameters_is_refused(qtbot, lab):
     lab.n_spin.setValue(9)
     lab.restart()
     assert lab.runner is None and any("no manifold" in t for t, e in msgs)
+
+
+def test_plane_through_three_solutions_has_three_zeros(qtbot, lab):
+    lab.width_spin.setValue(6)
+    lab.n_spin.setValue(8)
+    lab.steps_spin.setValue(5)
+    lab.restart()
+    qtbot.waitUntil(lambda: len(lab.samples) == 6 and lab.landscape is not None, timeout=60000)
+    lab.slice_combo.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: lab.landscape["mode"] == "three", timeout=60000)
+    stars, t, grid = lab.landscape["stars"], lab.landscape["t"], lab.landscape["grid"]
+    assert stars.shape == (3, 2)
+    from models import netmanifold as nm
+
+    net = nm.MLP1D(6)
+    x, y = nm.make_data(8, 0)
+    # each star is a solution: the loss at the grid point nearest to it is small compared with the ridge
+    for a, b in stars:
+        i, j = np.argmin(np.abs(t - a)), np.argmin(np.abs(t - b))
+        assert grid[i, j] < 0.05 * grid.max()

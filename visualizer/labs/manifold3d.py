@@ -72,6 +72,8 @@ class Manifold3DState:
     slice_w3: float = 0.8
     shells: bool = False
     shell_level: float = 0.05
+    slice_color: str = "loss"
+    mu: float = 0.05
     seed: int = 0
 
     @classmethod
@@ -110,6 +112,8 @@ class Manifold3DState:
         s.extent = float(min(max(s.extent, 0.1), 100.0))
         s.alpha = float(min(max(s.alpha, 0.01), 1000.0))
         s.steps = int(min(max(s.steps, 1), 1_000_000))
+        if s.slice_color not in ("loss", "kernel"):
+            s.slice_color = "loss"
         return s
 
 
@@ -124,6 +128,8 @@ class Request3:
     slice_w3: float
     shells: bool
     shell_level: float
+    slice_color: str = "loss"
+    mu: float = 0.05
 
 
 def compute_landscape3d(req: Request3) -> dict:
@@ -153,8 +159,19 @@ def compute_landscape3d(req: Request3) -> dict:
     values = np.log10(np.maximum(np.nan_to_num(lv, nan=10**top), 10**floor))
     spec2 = toy2d.GridSpec(req.extent, n2)
     slice_curves = [toy2d._contours(r2[..., i], spec2) for i in range(data.n)]
-    return {"request": req, "solution": sol, "shell": shell, "w1": w1, "w2": w2, "values": values,
-            "range": (floor, top if top > floor else floor + 1), "slice_curves": slice_curves}
+    out = {"request": req, "solution": sol, "shell": shell, "w1": w1, "w2": w2, "values": values,
+           "range": (floor, top if top > floor else floor + 1), "slice_curves": slice_curves,
+           "label": "log₁₀ L on the slice", "mu_outline": []}
+    if req.slice_color == "kernel":
+        j = toy3d.jacobian(model, pts, x)
+        lam = torch.linalg.eigvalsh(j @ j.transpose(-1, -2))[..., 0].numpy()
+        top = math.log10(max(float(lam.max()), 1e-300))
+        out["values"] = np.log10(np.maximum(lam, 10 ** (top - 6)))
+        out["range"] = (top - 6, top)
+        out["label"] = "log₁₀ λ_min(K) on the slice"
+        out["mu_outline"] = toy2d._contours(lam, spec2, req.mu)
+        out["kernel"] = lam
+    return out
 
 
 def lit_colors(normals: np.ndarray | None, rgba: tuple, n: int) -> np.ndarray:
@@ -204,6 +221,10 @@ class Manifold3DLab(Lab):
         self.plane.plot.setTitle("slice w₃ = c (click to start a descent here)", color="#c9d1d9", size="10pt")
         self.plane.setToolTip("The loss on the slice w₃ = c. Click to start gradient descent from (w₁, w₂, c).")
         self.plane.clicked.connect(lambda a, b: self.start_descent([a, b, self.state.slice_w3]))
+        self.mu_curve = pg.PlotCurveItem(pen=pg.mkPen("#ff4df0", width=2, style=Qt.PenStyle.DashLine),
+                                         connect="finite")
+        self.mu_curve.setZValue(9)
+        self.plane.plot.addItem(self.mu_curve)
         self.scene = Scene3D(self.cmap, labels=("w₁", "w₂", "w₃"))
         self.scene.surface.setVisible(False)
         self.scene.frame_drawn.connect(self.frame_drawn)
@@ -348,6 +369,20 @@ class Manifold3DLab(Lab):
         self.shell_slider.setValue(int(round(100 * math.log10(s.shell_level))))
         self.shell_slider.valueChanged.connect(self._on_view)
         f.addRow("shell level", self.shell_slider)
+        self.slice_combo = QComboBox()
+        self.slice_combo.addItem("loss L(w)", "loss")
+        self.slice_combo.addItem("λ_min of the tangent kernel K(w)", "kernel")
+        self.slice_combo.setCurrentIndex(0 if s.slice_color == "loss" else 1)
+        self.slice_combo.setToolTip("Colour of the slice; with the kernel, the dashed line is λ_min(K) = μ: "
+                                    "PL* holds (with constant μ) outside it")
+        self.slice_combo.currentIndexChanged.connect(self._on_view)
+        f.addRow("slice shows", self.slice_combo)
+        self.mu_spin = QDoubleSpinBox()
+        self.mu_spin.setDecimals(4)
+        self.mu_spin.setRange(1e-4, 1e4)
+        self.mu_spin.setValue(s.mu)
+        self.mu_spin.editingFinished.connect(self._on_view)
+        f.addRow("μ", self.mu_spin)
         v.addWidget(g)
         v.addStretch(1)
         self._controls = panel
@@ -425,6 +460,8 @@ class Manifold3DLab(Lab):
         s.slice_w3 = s.extent * self.slice_slider.value() / 100
         s.shells = self.shell_check.isChecked()
         s.shell_level = 10 ** (self.shell_slider.value() / 100)
+        s.slice_color = self.slice_combo.currentData()
+        s.mu = float(self.mu_spin.value())
         self._update_labels()
         self.save_state()
         self.request()
@@ -452,13 +489,17 @@ class Manifold3DLab(Lab):
     def request(self) -> None:
         s = self.state
         self.worker.submit(Request3(s.model, s.expression, tuple(s.xs), tuple(s.ys), s.extent, s.resolution,
-                                    s.slice_w3, s.shells, s.shell_level))
+                                    s.slice_w3, s.shells, s.shell_level, s.slice_color, s.mu))
 
     # ----------------------------------------------------------------------------- drawing
     def _on_landscape(self, req: Request3, out: dict) -> None:
         self.landscape = out
         e = req.extent
-        self.plane.set_field(out["w1"], out["w2"], out["values"], out["range"], "log₁₀ L on the slice")
+        self.plane.set_field(out["w1"], out["w2"], out["values"], out["range"], out["label"])
+        from visualizer.views.plane import polylines_to_nan_separated
+
+        mx, my = polylines_to_nan_separated(out["mu_outline"])
+        self.mu_curve.setData(mx, my, connect="finite")
         sol = out["solution"]
         n = len(req.xs)
         if n == 1:

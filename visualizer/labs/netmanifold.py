@@ -18,6 +18,7 @@ import pyqtgraph as pg
 import pyqtgraph.opengl as gl
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -46,6 +47,7 @@ class NetState:
     steps: int = 300
     step_size: float = 0.08
     slice_extent: float = 1.5
+    slice_mode: str = "random"
 
     @classmethod
     def from_dict(cls, d: dict) -> NetState:
@@ -69,13 +71,25 @@ def compute_slice(req: tuple) -> dict:
     """Loss on a random plane through the solution, and along the segment to the latest sample (worker)."""
     from models import netmanifold as nm
 
-    width, n, seed, w_star, w_last, extent = req
+    width, n, seed, w_star, w_last, extent, mode = req
     net = nm.MLP1D(width)
     x, y = nm.make_data(n, seed)
-    d1, d2 = nm.random_plane(net.n_params, seed + 11)
-    t, grid = nm.slice_loss(net, x, y, w_star, d1, d2, extent, 121)
+    stars = np.zeros((1, 2))
+    center = w_star
+    if mode == "three":
+        # the plane spanned by three solutions (w* and two from other initializations)
+        w_b = nm.find_solution(net, x, y, seed + 5)
+        w_c = nm.find_solution(net, x, y, seed + 9)
+        d1, d2, stars = nm.plane_through(w_star, w_b, w_c)
+        mid = stars.mean(0)
+        center = w_star + mid[0] * d1 + mid[1] * d2
+        stars = stars - mid
+        extent = 1.35 * float(np.abs(stars).max())
+    else:
+        d1, d2 = nm.random_plane(net.n_params, seed + 11)
+    t, grid = nm.slice_loss(net, x, y, center, d1, d2, extent, 121)
     ts, seg = nm.segment_loss(net, x, y, w_star, w_last)
-    return {"t": t, "grid": grid, "ts": ts, "seg": seg}
+    return {"t": t, "grid": grid, "ts": ts, "seg": seg, "stars": stars, "mode": mode}
 
 
 class NetManifoldLab(Lab):
@@ -176,6 +190,14 @@ class NetManifoldLab(Lab):
         self.step_spin.setValue(s.step_size)
         self.step_spin.setToolTip("Length of each tangent move before projecting back onto F(w) = y")
         f.addRow("step length", self.step_spin)
+        self.slice_combo = QComboBox()
+        self.slice_combo.addItem("random plane through w*", "random")
+        self.slice_combo.addItem("plane through three solutions", "three")
+        self.slice_combo.setCurrentIndex(0 if s.slice_mode == "random" else 1)
+        self.slice_combo.setToolTip("A random plane meets M only at w* (M has dimension p − n, the plane 2); "
+                                    "the plane through three solutions shows three zeros and the ridges between")
+        self.slice_combo.currentIndexChanged.connect(self._on_slice_mode)
+        f.addRow("slice", self.slice_combo)
         btn = QPushButton("New solution and walk (Space)")
         btn.clicked.connect(self.restart)
         f.addRow(btn)
@@ -274,7 +296,12 @@ class NetManifoldLab(Lab):
             with torch.no_grad():
                 f = net.forward(torch.as_tensor(smp.w), torch.as_tensor(xs)).numpy()
             item.setData(xs, f)
-        self.worker.submit((s.width, s.n_points, s.seed, self.samples[0].w, last.w, s.slice_extent))
+        self.worker.submit((s.width, s.n_points, s.seed, self.samples[0].w, last.w, s.slice_extent, s.slice_mode))
+
+    def _on_slice_mode(self) -> None:
+        self.state.slice_mode = self.slice_combo.currentData()
+        store.save_json(SETTINGS_KEY, dataclasses.asdict(self.state))
+        self._draw_samples()
 
     def _on_slice(self, req, out: dict) -> None:
         self.landscape = out
@@ -282,7 +309,7 @@ class NetManifoldLab(Lab):
         top = math.log10(max(float(lv.max()), 1e-300))
         values = np.log10(np.maximum(lv, 10 ** (top - 8)))
         self.plane.set_field(out["t"], out["t"], values, (top - 8, top), "log₁₀ L")
-        self.plane.set_zero_set([], np.zeros((1, 2)))
+        self.plane.set_zero_set([], out["stars"])
         self.seg_curve.setData(out["ts"], out["seg"])
 
     # ----------------------------------------------------------------------------- Lab API
