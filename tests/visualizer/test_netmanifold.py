@@ -48,11 +48,21 @@ def test_plane_through_three_solutions_has_three_zeros(qtbot, lab):
     qtbot.waitUntil(lambda: lab.landscape["mode"] == "three", timeout=60000)
     stars, t, grid = lab.landscape["stars"], lab.landscape["t"], lab.landscape["grid"]
     assert stars.shape == (3, 2)
-    from models import netmanifold as nm
-
-    net = nm.MLP1D(6)
-    x, y = nm.make_data(8, 0)
     # each star is a solution: the loss at the grid point nearest to it is small compared with the ridge
     for a, b in stars:
         i, j = np.argmin(np.abs(t - a)), np.argmin(np.abs(t - b))
         assert grid[i, j] < 0.05 * grid.max()
+
+
+def test_random_3d_subspace_shows_a_closed_loss_shell(qtbot, lab):
+    lab.width_spin.setValue(6)
+    lab.n_spin.setValue(8)
+    lab.steps_spin.setValue(3)
+    lab.restart()
+    qtbot.waitUntil(lambda: len(lab.samples) == 4 and lab.landscape is not None, timeout=60000)
+    lab.slice_combo.setCurrentIndex(2)
+    qtbot.waitUntil(lambda: lab.landscape["mode"] == "cube", timeout=60000)
+    shell = lab.landscape["shell"]
+    assert not shell.empty and lab.shell_item is not None and not lab.cloud.visible()
+    # n = 8 > 3: the shell closes around w* (the origin of the subspace)
+    assert np.linalg.norm(shell.vertices.mean(0)) < 0.5 * np.abs(shell.vertices).max()

@@ -89,7 +89,21 @@ def compute_slice(req: tuple) -> dict:
         d1, d2 = nm.random_plane(net.n_params, seed + 11)
     t, grid = nm.slice_loss(net, x, y, center, d1, d2, extent, 121)
     ts, seg = nm.segment_loss(net, x, y, w_star, w_last)
-    return {"t": t, "grid": grid, "ts": ts, "seg": seg, "stars": stars, "mode": mode}
+    out = {"t": t, "grid": grid, "ts": ts, "seg": seg, "stars": stars, "mode": mode, "shell": None}
+    if mode == "cube":
+        # a random 3D affine subspace through w*: the loss on a 41^3 grid and its shell L = level
+        from models import toy3d
+
+        q, _ = np.linalg.qr(np.random.default_rng(seed + 11).normal(size=(net.n_params, 3)))
+        r = 41
+        tt = np.linspace(-extent, extent, r)
+        a, b, c = np.meshgrid(tt, tt, tt, indexing="ij")
+        w = w_star + a[..., None] * q[:, 0] + b[..., None] * q[:, 1] + c[..., None] * q[:, 2]
+        cube = nm.loss(net, w, x, y)
+        level = 1e-3 * float(cube.max())
+        out["shell"] = toy3d.level_mesh(cube, toy3d.GridSpec3(extent, r), level)
+        out["shell_level"] = level
+    return out
 
 
 class NetManifoldLab(Lab):
@@ -129,6 +143,7 @@ class NetManifoldLab(Lab):
         self.scene.addItem(self.path)
         self.scene.addItem(self.cloud)
         self.scene.setCameraPosition(distance=8, elevation=25, azimuth=-50)
+        self.shell_item = None
         self.fit_plot = pg.PlotWidget(title="f(x; w) of the latest samples: all pass through the data")
         self.fit_plot.setBackground("#14161c")
         self.fit_plot.setLabel("bottom", "x")
@@ -193,7 +208,9 @@ class NetManifoldLab(Lab):
         self.slice_combo = QComboBox()
         self.slice_combo.addItem("random plane through w*", "random")
         self.slice_combo.addItem("plane through three solutions", "three")
-        self.slice_combo.setCurrentIndex(0 if s.slice_mode == "random" else 1)
+        self.slice_combo.addItem("random 3D subspace through w* (loss shell in 3D)", "cube")
+        self.slice_combo.setCurrentIndex(max(0, ["random", "three", "cube"].index(s.slice_mode)
+                                             if s.slice_mode in ("random", "three", "cube") else 0))
         self.slice_combo.setToolTip("A random plane meets M only at w* (M has dimension p − n, the plane 2); "
                                     "the plane through three solutions shows three zeros and the ridges between")
         self.slice_combo.currentIndexChanged.connect(self._on_slice_mode)
@@ -311,6 +328,25 @@ class NetManifoldLab(Lab):
         self.plane.set_field(out["t"], out["t"], values, (top - 8, top), "log₁₀ L")
         self.plane.set_zero_set([], out["stars"])
         self.seg_curve.setData(out["ts"], out["seg"])
+        if self.shell_item is not None:
+            self.scene.removeItem(self.shell_item)
+            self.shell_item = None
+        cube = out["mode"] == "cube"
+        self.cloud.setVisible(not cube)
+        self.path.setVisible(not cube)
+        if cube and out["shell"] is not None and not out["shell"].empty:
+            from pyqtgraph.opengl.MeshData import MeshData
+
+            from visualizer.labs.manifold3d import lit_colors
+
+            sh = out["shell"]
+            span = max(float(np.abs(sh.vertices).max()), 1e-9)
+            md = MeshData(vertexes=sh.vertices / span * 2.0, faces=sh.faces,
+                          vertexColors=lit_colors(sh.normals, (0.35, 0.75, 1.0, 0.6), len(sh.vertices)))
+            self.shell_item = gl.GLMeshItem(meshdata=md, smooth=True, computeNormals=False, glOptions="translucent")
+            self.scene.addItem(self.shell_item)
+            self.info.setText(self.info.text() + f"<br>3D view: the shell L = {out['shell_level']:.2g} in a random "
+                              "3D subspace through w*: with n ≥ 3 it meets M only at w*, so the shell closes around it")
 
     # ----------------------------------------------------------------------------- Lab API
     def toggle_run(self) -> None:
