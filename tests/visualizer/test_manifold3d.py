@@ -105,3 +105,13 @@ def test_slice_coloured_by_the_tangent_kernel(qtbot, lab):
     want = (c * (1 - t * t)) ** 2 * 2 + t * t
     assert lam[i, j] == pytest.approx(want, rel=1e-10)
     assert "λ_min" in lab.landscape["label"]
+
+
+def test_no_solutions_in_view_is_said_not_drawn(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append(t))
+    lab.expr_edit.setText("w1**2 + w2**2 + w3**2 + 1")
+    lab.model_combo.setCurrentIndex(3)
+    qtbot.waitUntil(lambda: lab.landscape["request"].model == "custom", timeout=20000)
+    assert lab._mesh_items == []
+    assert any("no solutions in view" in t for t in msgs)
