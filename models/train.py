@@ -205,3 +205,13 @@ def train(loss_fn: LossFn, w0, n_data: int, config: OptimizerConfig, steps: int,
 def max_stable_lr(hessian_top_eig: float) -> float:
     """Gradient descent on a quadratic with top curvature lambda is stable for lr < 2 / lambda."""
     return 2.0 / hessian_top_eig if hessian_top_eig > 0 else float("inf")
+
+
+def run_to_end(gen: Generator) -> tuple[list, object]:
+    """Drain a trainer (or any) generator: every yielded item, and its return value."""
+    items = []
+    while True:
+        try:
+            items.append(next(gen))
+        except StopIteration as stop:
+            return items, stop.value

@@ -30,19 +30,10 @@ def timed(fn, repeats=5):
     return out, float(np.median(ts) * 1e3)
 
 
-def run_gen(gen):
-    snaps = []
-    while True:
-        try:
-            snaps.append(next(gen))
-        except StopIteration as stop:
-            return snaps, stop.value
-
-
 def main() -> int:
     from models import toy2d
     from models.procrun import ProcessRun
-    from models.train import available_devices
+    from models.train import available_devices, run_to_end
 
     fig: dict = {"torch": torch.__version__, "devices": available_devices()}
     ok = True
@@ -76,7 +67,7 @@ def main() -> int:
     kw = dict(model_key="linear", expression="", xs=(1.5,), ys=(0.7,), optimizer="gd", lr=0.1, momentum=0.9,
               batch_size=1, steps=5000, seed=0)
     starts = np.array([[2.0, -1.0], [-2.5, 2.5]])
-    snaps, result = run_gen(toy2d.descent(starts=starts, device=dev, **kw))
+    snaps, result = run_to_end(toy2d.descent(starts=starts, device=dev, **kw))
     proj = np.array([toy2d.projection_onto_linear_solutions(toy2d.Data([1.5], [0.7]), w) for w in starts])
     err = float(np.max(np.linalg.norm(snaps[-1].params - proj, axis=1)))
     fig["cuda_linear_landing_error"] = err
@@ -84,8 +75,8 @@ def main() -> int:
     ok &= good
     print(f"cuda descent, linear model: {result.message}; |landing - projection| = {err:.1e}", "OK" if good else "FAIL")
     kw2 = dict(kw, model_key="tanh", ys=(0.8,), xs=(1.0,), steps=2000)
-    s_gpu, _ = run_gen(toy2d.descent(starts=starts, device=dev, **kw2))
-    s_cpu, _ = run_gen(toy2d.descent(starts=starts, device="cpu", **kw2))
+    s_gpu, _ = run_to_end(toy2d.descent(starts=starts, device=dev, **kw2))
+    s_cpu, _ = run_to_end(toy2d.descent(starts=starts, device="cpu", **kw2))
     d = float(np.max(np.abs(s_gpu[-1].params - s_cpu[-1].params)))
     fig["cuda_vs_cpu_tanh_param_diff"] = d
     good = d < 1e-9

@@ -5,16 +5,7 @@ import pytest
 import torch
 
 from models import toy2d
-from models.train import OptimizerConfig, train
-
-
-def run_to_end(gen):
-    snaps = []
-    while True:
-        try:
-            snaps.append(next(gen))
-        except StopIteration as stop:
-            return snaps, stop.value
+from models.train import OptimizerConfig, run_to_end, train
 
 
 def descend(model, data, w0, lr=0.1, steps=20000, optimizer="gd"):

@@ -6,16 +6,7 @@ import torch
 
 from models import toy3d
 from models.toy2d import Data, GridTooLargeError
-from models.train import OptimizerConfig, train
-
-
-def run_to_end(gen):
-    snaps = []
-    while True:
-        try:
-            snaps.append(next(gen))
-        except StopIteration as stop:
-            return snaps, stop.value
+from models.train import OptimizerConfig, run_to_end, train
 
 
 @pytest.mark.parametrize("key", ["tanh", "quadratic", "product"])

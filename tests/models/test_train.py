@@ -3,17 +3,8 @@ import pytest
 import torch
 
 from models import toy2d
-from models.train import OptimizerConfig, train
+from models.train import OptimizerConfig, run_to_end, train
 from models.trajectory import Trajectory
-
-
-def run_to_end(gen):
-    snaps = []
-    while True:
-        try:
-            snaps.append(next(gen))
-        except StopIteration as stop:
-            return snaps, stop.value
 
 
 def problem(key="tanh", xs=(1.0,), ys=(0.8,)):

@@ -8,14 +8,13 @@ marked: gradient descent lands exactly there.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from visualizer import settings as store
-from visualizer.labs.base import Lab
+from visualizer.labs.descent_lab import DescentLab, restore_state
 from visualizer.runs import DescentRun
 from visualizer.views.data_panel import DATA_COLORS, DataPanel
 from visualizer.views.plane import PlaneView
@@ -83,29 +82,7 @@ class Manifold2DState:
     @classmethod
     def from_dict(cls, d: dict) -> Manifold2DState:
         """Restore what is valid in ``d``; anything malformed falls back to its default."""
-        s = cls()
-        for f in dataclasses.fields(cls):
-            if f.name not in d:
-                continue
-            v, cur = d[f.name], getattr(s, f.name)
-            try:
-                if isinstance(cur, bool):
-                    v = bool(v)
-                elif isinstance(cur, int):
-                    v = int(v)
-                elif isinstance(cur, float):
-                    v = float(v)
-                    if not math.isfinite(v):
-                        continue
-                elif isinstance(cur, str):
-                    v = str(v)
-                elif isinstance(cur, list):
-                    v = [float(a) for a in v][:2]
-                    if not v or not all(math.isfinite(a) for a in v):
-                        continue
-            except (TypeError, ValueError):
-                continue
-            setattr(s, f.name, v)
+        s = restore_state(cls, d, 2)
         if len(s.xs) != len(s.ys):
             s.xs, s.ys = [1.0], [0.8]
         if s.model not in dict(MODEL_CHOICES):
@@ -212,16 +189,16 @@ def compute_landscape(req: GridRequest) -> dict:
 # The lab
 # ------------------------------------------------------------------------------------------------
 
-class Manifold2DLab(Lab):
+class Manifold2DLab(DescentLab):
     key = "manifold2d"
     title = "Solution manifolds (2 parameters)"
+    settings_key = SETTINGS_KEY
 
     def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
         super().__init__(parent)
         self.device = device
         self.state = Manifold2DState.from_dict(store.load_json(SETTINGS_KEY)) if restore else Manifold2DState()
-        self.paused = False
-        self.runs: list[DescentRun] = []
+        self._init_descents()
         self.landscape: dict | None = None
         self._palette_i = 0
         self._last_view = "3d"
@@ -234,15 +211,7 @@ class Manifold2DLab(Lab):
         self.grid_worker = LatestJobWorker(compute_landscape, self)
         self.grid_worker.result.connect(self._on_landscape)
         self.grid_worker.failed.connect(self._on_landscape_failed)
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(30)
-        self._redraw_timer.timeout.connect(self._redraw_runs)
-        self._rerun_timer = QTimer(self)
-        self._rerun_timer.setSingleShot(True)
-        self._rerun_timer.setInterval(180)
-        self._rerun_timer.timeout.connect(self._rerun_after_change)
-        self._pending_rerun: list[np.ndarray] = []
+        self._workers = [self.grid_worker, self.ball_worker]
         self._reset_view_pending = True
         if start:
             self.start()
@@ -276,13 +245,7 @@ class Manifold2DLab(Lab):
         self.plane.plot.addItem(self.mu_curve)
         self.ball_items: list = []
         self.bound_curve = None
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setVisible(False)
-        self.banner.setStyleSheet("QLabel{background:#5c1d24;color:#ffe3e3;padding:6px 10px;border-radius:4px;}")
-        self._banner_timer = QTimer(self)
-        self._banner_timer.setSingleShot(True)
-        self._banner_timer.timeout.connect(lambda: self.banner.setVisible(False))
+        self._make_banner()
         self.caption = QLabel()
         self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
         self.caption.setTextFormat(Qt.TextFormat.RichText)
@@ -589,11 +552,8 @@ class Manifold2DLab(Lab):
         s.n_random = int(self.n_random_spin.value())
         self._update_enabled()
         self.save_state()
-        if rerun and self.runs:
-            # a new step size or optimizer re-runs the descents on screen from their starts
-            self._pending_rerun = [r.starts for r in self.runs]
-            self.clear_runs()
-            self._rerun_timer.start()
+        if rerun:
+            self._schedule_rerun()  # a new step size or optimizer re-runs the descents on screen
 
     def _on_view_setting(self) -> None:
         s = self.state
@@ -625,15 +585,7 @@ class Manifold2DLab(Lab):
         self._update_caption()
         self.save_state()
         self.request_landscape()
-        if self.runs:
-            self._pending_rerun = [r.starts for r in self.runs]
-            self.clear_runs()
-            self._rerun_timer.start()
-
-    def _rerun_after_change(self) -> None:
-        starts, self._pending_rerun = self._pending_rerun, []
-        for st in starts:
-            self.start_descent(st)
+        self._schedule_rerun()
 
     def request_landscape(self, reset_view: bool = False) -> None:
         s = self.state
@@ -758,20 +710,10 @@ class Manifold2DLab(Lab):
         if all(r.finished for r in self.runs):
             self.status.emit({"running": False})
 
-    def _schedule_redraw(self) -> None:
-        # adaptive frame pacing: never spend more than about a third of the GUI thread on drawing
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start(int(min(150, max(40, 3 * self.scene.last_frame_ms))))
-
-    def _redraw_runs(self) -> None:
-        latest = None
-        for r in self.runs:
-            if r.dirty:
-                r.redraw()
-            latest = r
-        if latest is not None and latest.trajs and latest.trajs[0].last_step >= 0:
+    def _redraw_runs(self):
+        latest = super()._redraw_runs()
+        if latest is not None:
             tr = latest.trajs[0]
-            self.status.emit({"step": tr.last_step, "loss": tr.last_loss})
             lv = tr.loss.view()
             steps = tr.steps.view()
             stride = max(1, len(lv) // 2000)
@@ -779,6 +721,7 @@ class Manifold2DLab(Lab):
             self.loss_curve.setData(steps[::stride], y)
             self.loss_curve.setPen(pg.mkPen(latest.colors[0], width=1.5))
             self._draw_fit(tr.last_params, latest)
+        return latest
 
     def _draw_fit(self, w: np.ndarray, run: DescentRun) -> None:
         try:
@@ -836,57 +779,5 @@ class Manifold2DLab(Lab):
         self.fit_curve.setData([], [])
 
     # ----------------------------------------------------------------------------- Lab API
-    def set_paused(self, paused: bool) -> None:
-        self.paused = paused
-        for r in self.runs:
-            if not r.finished:
-                (r.runner.pause if paused else r.runner.resume)()
-        self.status.emit({"paused": paused})
-
-    def toggle_run(self) -> None:
-        if not any(not r.finished for r in self.runs):
-            self.paused = False
-            self.start_descent(self.default_start())
-            return
-        self.set_paused(not self.paused)
-        self.message.emit("Paused: Space resumes, S steps" if self.paused else "Running", False)
-
-    def single_step(self) -> None:
-        if not any(not r.finished for r in self.runs):
-            self.paused = True
-            self.start_descent(self.default_start())
-        self.paused = True
-        for r in self.runs:
-            if not r.finished:
-                r.runner.step_once()
-        self.status.emit({"paused": True})
-
-    def reset(self) -> None:
-        self._rerun_timer.stop()
-        self._pending_rerun = []
-        self.clear_runs()
-        self.paused = False
-        self.status.emit({"step": 0, "loss": float("nan"), "running": False})
-        self.message.emit("Cleared all descents", False)
-
-    def set_device(self, device: str) -> None:
-        self.device = device
-
-    def show_error(self, text: str) -> None:
-        self.banner.setText("⚠ " + text)
-        self.banner.setVisible(True)
-        self._banner_timer.start(10000)
-        self.message.emit(text, True)
-
-    def save_state(self) -> None:
-        store.save_json(SETTINGS_KEY, dataclasses.asdict(self.state))
-
-    def shutdown(self) -> None:
-        self._redraw_timer.stop()
-        self._rerun_timer.stop()
-        self._banner_timer.stop()
-        for r in self.runs:
-            r.runner.abort()
-        self.grid_worker.stop()
-        self.ball_worker.stop()
-        self.save_state()
+    def _start_default(self) -> None:
+        self.start_descent(self.default_start())

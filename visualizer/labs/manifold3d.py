@@ -9,7 +9,6 @@ its start (lazy training).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -17,7 +16,7 @@ import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
 from pyqtgraph.opengl.MeshData import MeshData
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from visualizer import settings as store
-from visualizer.labs.base import Lab
+from visualizer.labs.descent_lab import DescentLab, restore_state
 from visualizer.runs import DescentRun
 from visualizer.views.data_panel import DATA_COLORS, DataPanel
 from visualizer.views.plane import PlaneView
@@ -78,30 +77,7 @@ class Manifold3DState:
 
     @classmethod
     def from_dict(cls, d: dict) -> Manifold3DState:
-        s = cls()
-        for f in dataclasses.fields(cls):
-            if f.name not in d:
-                continue
-            cur = getattr(s, f.name)
-            try:
-                v = d[f.name]
-                if isinstance(cur, bool):
-                    v = bool(v)
-                elif isinstance(cur, int):
-                    v = int(v)
-                elif isinstance(cur, float):
-                    v = float(v)
-                    if not math.isfinite(v):
-                        continue
-                elif isinstance(cur, str):
-                    v = str(v)
-                elif isinstance(cur, list):
-                    v = [float(a) for a in v][:3]
-                    if not v or not all(math.isfinite(a) for a in v):
-                        continue
-            except (TypeError, ValueError):
-                continue
-            setattr(s, f.name, v)
+        s = restore_state(cls, d, 3)
         if len(s.xs) != len(s.ys):
             s.xs, s.ys = [1.0], [0.5]
         if s.model not in dict(MODEL_CHOICES):
@@ -184,16 +160,16 @@ def lit_colors(normals: np.ndarray | None, rgba: tuple, n: int) -> np.ndarray:
     return base
 
 
-class Manifold3DLab(Lab):
+class Manifold3DLab(DescentLab):
     key = "manifold3d"
     title = "Solution manifolds (3 parameters)"
+    settings_key = SETTINGS_KEY
 
     def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
         super().__init__(parent)
         self.device = device
         self.state = Manifold3DState.from_dict(store.load_json(SETTINGS_KEY)) if restore else Manifold3DState()
-        self.paused = False
-        self.runs: list[DescentRun] = []
+        self._init_descents()
         self.landscape: dict | None = None
         self._palette_i = 0
         self._last_view = "3d"
@@ -204,14 +180,7 @@ class Manifold3DLab(Lab):
         self.worker = LatestJobWorker(compute_landscape3d, self)
         self.worker.result.connect(self._on_landscape)
         self.worker.failed.connect(lambda req, text: self.show_error(f"Cannot compute the solution set: {text}"))
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.timeout.connect(self._redraw_runs)
-        self._rerun_timer = QTimer(self)
-        self._rerun_timer.setSingleShot(True)
-        self._rerun_timer.setInterval(200)
-        self._rerun_timer.timeout.connect(self._rerun)
-        self._pending: list[np.ndarray] = []
+        self._workers = [self.worker]
         if start:
             self.start()
 
@@ -239,13 +208,7 @@ class Manifold3DLab(Lab):
                                         color=(0.55, 0.75, 1.0, 0.12), glOptions="translucent", smooth=False,
                                         computeNormals=False)
         self.scene.addItem(self.slice_item)
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setVisible(False)
-        self.banner.setStyleSheet("QLabel{background:#5c1d24;color:#ffe3e3;padding:6px 10px;border-radius:4px;}")
-        self._banner_timer = QTimer(self)
-        self._banner_timer.setSingleShot(True)
-        self._banner_timer.timeout.connect(lambda: self.banner.setVisible(False))
+        self._make_banner()
         self.caption = QLabel()
         self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -472,17 +435,6 @@ class Manifold3DLab(Lab):
         self.request()
         self._schedule_rerun()
 
-    def _schedule_rerun(self) -> None:
-        if self.runs:
-            self._pending = [r.starts for r in self.runs]
-            self.clear_runs()
-            self._rerun_timer.start()
-
-    def _rerun(self) -> None:
-        starts, self._pending = self._pending, []
-        for st in starts:
-            self.start_descent(st)
-
     def start(self) -> None:
         self.request()
 
@@ -609,18 +561,6 @@ class Manifold3DLab(Lab):
         if all(r.finished for r in self.runs):
             self.status.emit({"running": False})
 
-    def _schedule_redraw(self) -> None:
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start(int(min(150, max(40, 3 * self.scene.last_frame_ms))))
-
-    def _redraw_runs(self) -> None:
-        for r in self.runs:
-            if r.dirty:
-                r.redraw()
-        if self.runs and self.runs[-1].trajs[0].last_step >= 0:
-            tr = self.runs[-1].trajs[0]
-            self.status.emit({"step": tr.last_step, "loss": tr.last_loss})
-
     def clear_runs(self) -> None:
         for r in self.runs:
             if getattr(r, "proj3d", None) is not None:
@@ -629,52 +569,5 @@ class Manifold3DLab(Lab):
         self.runs = []
 
     # ----------------------------------------------------------------------------- Lab API
-    def set_paused(self, paused: bool) -> None:
-        self.paused = paused
-        for r in self.runs:
-            if not r.finished:
-                (r.runner.pause if paused else r.runner.resume)()
-        self.status.emit({"paused": paused})
-
-    def toggle_run(self) -> None:
-        if not any(not r.finished for r in self.runs):
-            self._start_typed()
-            return
-        self.set_paused(not self.paused)
-
-    def single_step(self) -> None:
-        if not any(not r.finished for r in self.runs):
-            self.paused = True
-            self._start_typed()
-        self.paused = True
-        for r in self.runs:
-            if not r.finished:
-                r.runner.step_once()
-
-    def reset(self) -> None:
-        self._rerun_timer.stop()
-        self._pending = []
-        self.clear_runs()
-        self.paused = False
-        self.status.emit({"step": 0, "loss": float("nan"), "running": False})
-
-    def set_device(self, device: str) -> None:
-        self.device = device
-
-    def show_error(self, text: str) -> None:
-        self.banner.setText("⚠ " + text)
-        self.banner.setVisible(True)
-        self._banner_timer.start(10000)
-        self.message.emit(text, True)
-
-    def save_state(self) -> None:
-        store.save_json(SETTINGS_KEY, dataclasses.asdict(self.state))
-
-    def shutdown(self) -> None:
-        self._redraw_timer.stop()
-        self._rerun_timer.stop()
-        self._banner_timer.stop()
-        for r in self.runs:
-            r.runner.abort()
-        self.worker.stop()
-        self.save_state()
+    def _start_default(self) -> None:
+        self._start_typed()

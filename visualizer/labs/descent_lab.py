@@ -1,0 +1,160 @@
+"""What the labs that run descents share: run control (Space/S/R), pacing of redraws, re-running the
+descents on screen after a change, the error banner, persisted state, and a clean shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QLabel
+
+from visualizer import settings as store
+from visualizer.labs.base import Lab
+
+
+def restore_state(cls, d: dict, max_list: int):
+    """A ``cls`` dataclass from a stored dict, keeping only well-typed, finite values (defaults elsewhere)."""
+    s = cls()
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        cur = getattr(s, f.name)
+        try:
+            v = d[f.name]
+            if isinstance(cur, bool):
+                v = bool(v)
+            elif isinstance(cur, int):
+                v = int(v)
+            elif isinstance(cur, float):
+                v = float(v)
+                if not math.isfinite(v):
+                    continue
+            elif isinstance(cur, str):
+                v = str(v)
+            elif isinstance(cur, list):
+                v = [float(a) for a in v][:max_list]
+                if not v or not all(math.isfinite(a) for a in v):
+                    continue
+        except (TypeError, ValueError):
+            continue
+        setattr(s, f.name, v)
+    return s
+
+
+class DescentLab(Lab):
+    """Base of labs whose ``runs`` are DescentRuns. Subclasses set ``settings_key``, hold ``state``,
+    ``scene`` and implement ``start_descent``, ``clear_runs`` and ``_start_default``."""
+
+    settings_key = ""
+
+    def _init_descents(self) -> None:
+        self.paused = False
+        self.runs: list = []
+        self._workers: list = []
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self._redraw_runs)
+        self._rerun_timer = QTimer(self)
+        self._rerun_timer.setSingleShot(True)
+        self._rerun_timer.setInterval(180)
+        self._rerun_timer.timeout.connect(self._rerun)
+        self._pending_rerun: list[np.ndarray] = []
+
+    def _make_banner(self) -> QLabel:
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        self.banner.setStyleSheet("QLabel{background:#5c1d24;color:#ffe3e3;padding:6px 10px;border-radius:4px;}")
+        self._banner_timer = QTimer(self)
+        self._banner_timer.setSingleShot(True)
+        self._banner_timer.timeout.connect(lambda: self.banner.setVisible(False))
+        return self.banner
+
+    # --- pacing and re-running ----------------------------------------------------------------------
+    def _schedule_redraw(self) -> None:
+        # adaptive frame pacing: never spend more than about a third of the GUI thread on drawing
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start(int(min(150, max(40, 3 * self.scene.last_frame_ms))))
+
+    def _redraw_runs(self):
+        """Redraw what changed; report the latest run's step and loss. Returns that run (or None)."""
+        latest = None
+        for r in self.runs:
+            if r.dirty:
+                r.redraw()
+            latest = r
+        if latest is not None and latest.trajs and latest.trajs[0].last_step >= 0:
+            tr = latest.trajs[0]
+            self.status.emit({"step": tr.last_step, "loss": tr.last_loss})
+            return latest
+        return None
+
+    def _schedule_rerun(self) -> None:
+        """After a change of problem or optimizer: clear the descents and start them again from their starts."""
+        if self.runs:
+            self._pending_rerun = [r.starts for r in self.runs]
+            self.clear_runs()
+            self._rerun_timer.start()
+
+    def _rerun(self) -> None:
+        starts, self._pending_rerun = self._pending_rerun, []
+        for st in starts:
+            self.start_descent(st)
+
+    # --- Lab API ------------------------------------------------------------------------------------
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        for r in self.runs:
+            if not r.finished:
+                (r.runner.pause if paused else r.runner.resume)()
+        self.status.emit({"paused": paused})
+
+    def toggle_run(self) -> None:
+        if not any(not r.finished for r in self.runs):
+            self.paused = False
+            self._start_default()
+            return
+        self.set_paused(not self.paused)
+        self.message.emit("Paused: Space resumes, S steps" if self.paused else "Running", False)
+
+    def single_step(self) -> None:
+        if not any(not r.finished for r in self.runs):
+            self.paused = True
+            self._start_default()
+        self.paused = True
+        for r in self.runs:
+            if not r.finished:
+                r.runner.step_once()
+        self.status.emit({"paused": True})
+
+    def reset(self) -> None:
+        self._rerun_timer.stop()
+        self._pending_rerun = []
+        self.clear_runs()
+        self.paused = False
+        self.status.emit({"step": 0, "loss": float("nan"), "running": False})
+        self.message.emit("Cleared all descents", False)
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+
+    def show_error(self, text: str) -> None:
+        self.banner.setText("⚠ " + text)
+        self.banner.setVisible(True)
+        self._banner_timer.start(10000)
+        self.message.emit(text, True)
+
+    def save_state(self) -> None:
+        store.save_json(self.settings_key, dataclasses.asdict(self.state))
+
+    def shutdown(self) -> None:
+        self._redraw_timer.stop()
+        self._rerun_timer.stop()
+        self._banner_timer.stop()
+        for r in self.runs:
+            r.runner.abort()
+        for w in self._workers:
+            w.stop()
+        self.save_state()
