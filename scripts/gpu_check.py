@@ -98,7 +98,23 @@ def main() -> int:
             print(f"{key}: {rate:.0f} steps/s ({rate * n:.3g} trajectory-steps/s)")
             gen.close()
 
-    # 4. the app's path: a descent on cuda in a child process, streamed back through the pipe
+    # 4. three parameters: the residual cube and a lazy-training descent on the device
+    from models import toy3d
+
+    m3, d3 = toy3d.make_model("tanh"), toy2d.Data([1.0, -1.0], [0.5, 0.2])
+    spec3 = toy3d.GridSpec3(2.5, 128)
+    r_cpu, t3c = timed(lambda: toy3d.residual_grid(m3, d3, spec3))
+    r_dev, t3d = timed(lambda: toy3d.residual_grid(m3, d3, spec3, device=dev))
+    diff3 = float(np.max(np.abs(r_cpu - r_dev)))
+    fig["residual128_cpu_ms"], fig["residual128_dev_ms"], fig["residual128_max_abs_diff"] = t3c, t3d, diff3
+    s3, _ = run_to_end(toy3d.descent("tanh", "", (1.0,), (0.5,), [[0.7, -0.4, 1.2]], "gd", 0.05, 0.9, 1, 20000,
+                                     dev, 0, alpha=10.0))
+    good = diff3 < 1e-12 and s3[-1].loss[0] < 1e-16
+    ok &= good
+    print(f"residual 128^3: cpu {t3c:.1f} ms, dev {t3d:.1f} ms, |diff| {diff3:.1e}; lazy descent (alpha 10) on dev "
+          f"loss {s3[-1].loss[0]:.1e}", "OK" if good else "FAIL")
+
+    # 5. the app's path: a descent on cuda in a child process, streamed back through the pipe
     pr = ProcessRun("models.toy2d:descent", dict(kw, starts=starts, device=dev))
     got, done = 0, None
     t_end = time.time() + 120
