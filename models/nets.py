@@ -1,0 +1,124 @@
+"""Toy networks and two-dimensional toy data sets for the loss-surface lab (THEORY.md section 6).
+
+MLPs of any depth and width with relu/tanh/gelu, in the standard (PyTorch default) or the NTK
+parameterization (weights N(0, 1), each layer's output scaled by 1/sqrt(fan_in)), optionally with residual
+connections between hidden layers of equal width. Data: two spirals, moons, circles, XOR and Gaussian blobs,
+generated here from a seed (no downloads).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}
+DATASETS = ("spirals", "moons", "circles", "xor", "blobs")
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """in_dim -> hidden widths -> out_dim; ``parameterization`` 'standard' or 'ntk'."""
+
+    in_dim: int = 2
+    hidden: tuple[int, ...] = (64, 64)
+    out_dim: int = 1
+    activation: str = "tanh"
+    parameterization: str = "standard"
+    residual: bool = False
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation '{self.activation}'; choose one of {', '.join(ACTIVATIONS)}")
+        if self.parameterization not in ("standard", "ntk"):
+            raise ValueError("parameterization must be 'standard' or 'ntk'")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError("an MLP needs at least one hidden layer of positive width")
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.in_dim, *self.hidden, self.out_dim]
+
+
+class MLP(nn.Module):
+    """A plain MLP whose layers are nn.Linear (so filter normalization sees one row per output unit)."""
+
+    def __init__(self, spec: MLPSpec, seed: int = 0) -> None:
+        super().__init__()
+        self.spec = spec
+        g = torch.Generator().manual_seed(int(seed))
+        w = spec.widths
+        self.layers = nn.ModuleList(nn.Linear(w[k], w[k + 1]) for k in range(len(w) - 1))
+        with torch.no_grad():
+            for lin in self.layers:
+                fan_in = lin.in_features
+                if spec.parameterization == "ntk":
+                    lin.weight.copy_(torch.randn(lin.weight.shape, generator=g))
+                    lin.bias.copy_(torch.randn(lin.bias.shape, generator=g))
+                else:  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases
+                    bound = 1 / math.sqrt(fan_in)
+                    lin.weight.copy_(torch.rand(lin.weight.shape, generator=g) * 2 * bound - bound)
+                    lin.bias.copy_(torch.rand(lin.bias.shape, generator=g) * 2 * bound - bound)
+
+    def layer_scale(self, k: int) -> float:
+        return 1.0 / math.sqrt(self.layers[k].in_features) if self.spec.parameterization == "ntk" else 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = ACTIVATIONS[self.spec.activation]
+        h = x
+        last = len(self.layers) - 1
+        for k, lin in enumerate(self.layers):
+            z = lin(h) * self.layer_scale(k) if self.spec.parameterization == "ntk" else lin(h)
+            if k < last:
+                z = act(z)
+                if self.spec.residual and k > 0 and z.shape == h.shape:
+                    z = z + h
+            h = z
+        return h
+
+
+def make_data(name: str, n: int = 2000, noise: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (n, 2) float32, y (n,) float32 labels in {0, 1})."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set '{name}'; choose one of {', '.join(DATASETS)}")
+    if n < 2:
+        raise ValueError("a data set needs at least two points")
+    g = np.random.default_rng(seed)
+    half = n // 2
+    if name == "spirals":
+        t = np.sqrt(g.uniform(0, 1, half)) * 3 * np.pi
+        a = np.column_stack([t * np.cos(t), t * np.sin(t)]) / (3 * np.pi)
+        x = np.concatenate([a, -a[: n - half]])
+        y = np.concatenate([np.zeros(half), np.ones(n - half)])
+    elif name == "moons":
+        t = g.uniform(0, np.pi, n)
+        upper = np.arange(n) < half
+        x = np.where(upper[:, None], np.column_stack([np.cos(t), np.sin(t)]),
+                     np.column_stack([1 - np.cos(t), 0.5 - np.sin(t)]))
+        y = (~upper).astype(float)
+    elif name == "circles":
+        t = g.uniform(0, 2 * np.pi, n)
+        r = np.where(np.arange(n) < half, 1.0, 0.45)
+        x = np.column_stack([r * np.cos(t), r * np.sin(t)])
+        y = (np.arange(n) >= half).astype(float)
+    elif name == "xor":
+        x = g.uniform(-1, 1, (n, 2))
+        y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(float)
+    else:  # blobs
+        centers = np.array([[-0.6, -0.4], [0.6, 0.5]])
+        lab = (np.arange(n) >= half).astype(int)
+        x = centers[lab] + 0.35 * g.normal(size=(n, 2))
+        y = lab.astype(float)
+    x = x + noise * g.normal(size=x.shape)
+    perm = g.permutation(n)
+    return torch.as_tensor(x[perm], dtype=torch.float32), torch.as_tensor(y[perm], dtype=torch.float32)
+
+
+def bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy on logits of shape (..., n) or (..., n, 1): one value per leading index."""
+    if logits.shape[-1] == 1 and logits.dim() > y.dim():
+        logits = logits.squeeze(-1)
+    return nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(-1)

@@ -1,0 +1,118 @@
+"""Random-direction loss surfaces (THEORY.md section 6): directions, batched grids, PCA planes."""
+
+import numpy as np
+import pytest
+import torch
+
+from models import directions as dr
+from models import landscape as ls
+from models.nets import MLP, MLPSpec, bce_loss, make_data
+
+SPECS = [
+    MLPSpec(hidden=(16, 16), activation="tanh"),
+    MLPSpec(hidden=(12, 12, 12), activation="relu", residual=True),
+    MLPSpec(hidden=(20,), activation="gelu", parameterization="ntk"),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.activation}-{s.parameterization}-res{s.residual}")
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_batched_grid_equals_the_per_point_loop(spec, dtype, tol):
+    x, y = make_data("spirals", 300, seed=1)
+    x, y = x.to(dtype), y.to(dtype)
+    net = MLP(spec, seed=2).to(dtype)
+    center = dr.params_of(net)
+    d1 = dr.random_direction(net, 3)
+    d2 = dr.random_direction(net, 4)
+    t = np.linspace(-1, 1, 7)
+    fast = ls.grid_mlp(net, x, y, bce_loss, center, d1, d2, t, t, chunk=5)
+    slow = ls.grid_loop(net, x, y, bce_loss, center, d1, d2, t, t)
+    assert np.allclose(fast, slow, rtol=tol, atol=tol)
+    # the centre of the grid is the trained model itself
+    with torch.no_grad():
+        assert fast[3, 3] == pytest.approx(float(bce_loss(net(x), y)), rel=tol)
+
+
+def test_filter_normalized_rows_and_zero_biases():
+    net = MLP(MLPSpec(hidden=(32, 16)), seed=0)
+    d = dr.random_direction(net, seed=7)
+    for p, u in zip(net.parameters(), d):
+        if p.dim() == 1:
+            assert torch.all(u == 0)
+        else:
+            assert torch.allclose(u.norm(dim=1), p.detach().norm(dim=1), rtol=1e-6)
+    with_bias = dr.random_direction(net, seed=7, include_bias=True)
+    b = [u for p, u in zip(net.parameters(), with_bias) if p.dim() == 1]
+    assert all(float(u.norm()) > 0 for u in b)
+    # same seed, same plane; another seed, another
+    assert all(torch.equal(u, v) for u, v in zip(d, dr.random_direction(net, seed=7)))
+    assert not torch.equal(d[0], dr.random_direction(net, seed=8)[0])
+
+
+def test_orthogonalized_directions_have_zero_cosine():
+    net = MLP(MLPSpec(hidden=(16,)), seed=0)
+    d1, d2 = dr.random_direction(net, 1), dr.random_direction(net, 2)
+    assert abs(dr.cosine(d1, d2)) < 0.5
+    assert abs(dr.cosine(d1, dr.orthogonalize(d1, d2))) < 1e-6  # float32 parameters
+
+
+def test_pca_directions_orthonormal_and_projection_lifts_back():
+    rng = np.random.default_rng(0)
+    final = rng.normal(size=50)
+    path = final + np.cumsum(rng.normal(size=(40, 50)) * np.linspace(1, 0.1, 50), axis=0)[::-1]
+    d1, d2, var = dr.pca_directions(path, final)
+    assert abs(d1 @ d1 - 1) < 1e-12 and abs(d2 @ d2 - 1) < 1e-12 and abs(d1 @ d2) < 1e-12
+    assert var[0] >= var[1] > 0
+    coords = dr.project(path, final, d1, d2)
+    lifted = dr.lift(coords, final, d1, d2)
+    in_plane = final + ((path - final) @ d1)[:, None] * d1 + ((path - final) @ d2)[:, None] * d2
+    assert np.allclose(lifted, in_plane, atol=1e-10)
+    assert np.allclose(dr.distance_to_plane(path, final, d1, d2), np.linalg.norm(path - in_plane, axis=1))
+    assert np.allclose(dr.align(-d1, d1), d1)
+
+
+def test_filter_normalization_makes_the_surface_scale_invariant():
+    """A ReLU net with layer 1 scaled by 10 and layer 2 by 1/10 computes the same function; the filter-normalized
+    surface is the same, the raw Gaussian one is not."""
+    x, y = make_data("moons", 300, seed=0)
+    x, y = x.double(), y.double()
+    spec = MLPSpec(hidden=(16,), activation="relu")
+    net = MLP(spec, seed=0).double()
+    scaled = MLP(spec, seed=0).double()
+    with torch.no_grad():
+        scaled.layers[0].weight.mul_(10)
+        scaled.layers[0].bias.mul_(10)
+        scaled.layers[1].weight.div_(10)
+        assert torch.allclose(net(x), scaled(x))
+    t = np.linspace(-1, 1, 9)
+
+    def surface(model, normalize):
+        c = dr.params_of(model)
+        return ls.grid_mlp(model, x, y, bce_loss, c, dr.random_direction(model, 1, normalize),
+                           dr.random_direction(model, 2, normalize), t, t)
+
+    assert np.allclose(surface(net, "filter"), surface(scaled, "filter"), rtol=1e-9)
+    assert not np.allclose(surface(net, None), surface(scaled, None), rtol=1e-3)
+
+
+def test_progressive_refinement_computes_each_point_once_and_matches():
+    x, y = make_data("xor", 200, seed=0)
+    net = MLP(MLPSpec(hidden=(8, 8)), seed=0).double()
+    x, y = x.double(), y.double()
+    c, d1, d2 = dr.params_of(net), dr.random_direction(net, 1), dr.random_direction(net, 2)
+    t = np.linspace(-1, 1, 17)
+    levels = list(ls.progressive(net, x, y, bce_loss, c, d1, d2, t, t))
+    assert [st for st, _ in levels] == [8, 4, 2, 1]
+    assert np.isnan(levels[0][1]).sum() == 17 * 17 - 9
+    full = ls.grid_mlp(net, x, y, bce_loss, c, d1, d2, t, t)
+    assert np.allclose(levels[-1][1], full, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["spirals", "moons", "circles", "xor", "blobs"])
+def test_data_sets_are_balanced_and_seeded(name):
+    x, y = make_data(name, 500, seed=3)
+    assert x.shape == (500, 2) and set(np.unique(y.numpy())) == {0.0, 1.0}
+    assert abs(float(y.mean()) - 0.5) < 0.05
+    assert torch.equal(x, make_data(name, 500, seed=3)[0])
+    with pytest.raises(ValueError, match="unknown data set"):
+        make_data("mnist")
