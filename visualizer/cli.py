@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="losslab: see why neural networks train and generalize, live in OpenGL.",
         epilog="labs:\n" + _lab_list() + "\n\nother commands:\n"
-               "  losslab bench [--json PATH] [--only NAME,...]   run the benchmarks\n\n"
+               "  losslab bench [--json PATH] [--only NAME,...]   run the benchmarks\n"
+               "  losslab surface --model SPEC --data SPEC --grid N --out FILE.h5   a loss surface, headless\n\n"
                "keys: Space start/pause, S single step, R reset, Ctrl+S screenshot, F1 help",
     )
     p.add_argument("--lab", help="open this lab (default: the last one used)")
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from visualizer.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == "surface":
+        from models.surface_job import main as surface_main
+
+        return surface_main(argv[1:])
     args = build_parser().parse_args(argv)
     from visualizer.labs import LABS
 
