@@ -8,6 +8,7 @@ layer is one batched matrix product (``baddbmm``), which on this machine's CPU b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator
 
 import numpy as np
@@ -40,10 +41,69 @@ def _chunk_size(n_data: int, width: int, itemsize: int, budget_bytes: float = 2.
     return int(max(1, min(4096, budget_bytes // max(1, 3 * n_data * width * itemsize))))
 
 
+def _points_serial(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One point after another with fused in-place operations (no module dispatch, no extra copies)."""
+    spec = mlp.spec
+    act_ = {"relu": torch.Tensor.relu_, "tanh": torch.Tensor.tanh_}.get(spec.activation)
+    act = ACTIVATIONS[spec.activation]
+    n_layers = len(mlp.layers)
+    scales = [mlp.layer_scale(k) for k in range(n_layers)]
+    out = np.empty(len(a))
+    with torch.no_grad():
+        for g in range(len(a)):
+            ag, bg = float(a[g]), float(b[g])
+            h = x
+            for k in range(n_layers):
+                w = torch.add(center[2 * k], d1[2 * k], alpha=ag).add_(d2[2 * k], alpha=bg)
+                bias = torch.add(center[2 * k + 1], d1[2 * k + 1], alpha=ag).add_(d2[2 * k + 1], alpha=bg)
+                z = torch.addmm(bias, h, w.T, beta=scales[k], alpha=scales[k])
+                if k < n_layers - 1:
+                    z = act_(z) if act_ is not None else act(z)
+                    if spec.residual and k > 0 and z.shape == h.shape:
+                        z = z + h
+                h = z
+            out[g] = float(loss_fn(h, y))
+    return out
+
+
+def _points_cpu(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, a: np.ndarray, b: np.ndarray,
+                workers: int | None = None) -> np.ndarray:
+    """Grid points spread over one Python thread per core, each running torch single-threaded.
+
+    On this machine's CPU, two points evaluated side by side beat one point at a time on two intra-op threads
+    by about 1.5x (the matrices of a toy MLP are too small for intra-op threading to pay off). torch's thread
+    count is process-wide: it is set to 1 for the duration and restored afterwards.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    if workers == 1 or len(a) < 2 * workers:
+        return _points_serial(mlp, x, y, loss_fn, center, d1, d2, a, b)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as ex:
+            parts = list(ex.map(lambda i: _points_serial(mlp, x, y, loss_fn, center, d1, d2, a[i::workers],
+                                                         b[i::workers]), range(workers)))
+    finally:
+        torch.set_num_threads(before)
+    out = np.empty(len(a))
+    for i, part in enumerate(parts):
+        out[i::workers] = part
+    return out
+
+
 def grid_mlp_points(mlp: MLP, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, center: Direction,
                     d1: Direction, d2: Direction, a: torch.Tensor, b: torch.Tensor,
                     chunk: int | None = None) -> torch.Tensor:
-    """Loss at the points center + a[g] d1 + b[g] d2 (g = 0..G-1), batched with baddbmm over chunks."""
+    """Loss at the points center + a[g] d1 + b[g] d2 (g = 0..G-1).
+
+    On the CPU: points in parallel threads (see _points_cpu). On a GPU: chunks of points, each layer one
+    batched product (baddbmm), so a chunk costs a few kernel launches instead of a few per point.
+    """
+    if x.device.type == "cpu" and chunk is None:
+        vals = _points_cpu(mlp, x, y, loss_fn, center, d1, d2, a.cpu().numpy(), b.cpu().numpy())
+        return torch.as_tensor(vals, dtype=center[0].dtype)
     spec = mlp.spec
     act = ACTIVATIONS[spec.activation]
     n_layers = len(mlp.layers)

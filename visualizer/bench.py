@@ -33,6 +33,14 @@ FIGURES: dict[str, tuple[str, str]] = {
     "marching_cubes_128_ms": ("ms", "zero-level mesh extraction on that 128^3 grid"),
     "manifold3d_update_64_ms": ("ms", "a data point moved: 64^3 re-extraction, refinement, slice and GL upload+render"),
     "manifold_walk_steps_per_s": ("steps/s", "walk on the solution manifold of an MLP 1-64-1 on 10 points"),
+    "grid41_small_ms": ("ms", "41x41 loss surface, MLP 2-64-64-1 tanh, 2000 spiral points, BCE: ours (batched)"),
+    "grid41_small_loop_ms": ("ms", "the same by a per-point torch loop under no_grad"),
+    "grid41_small_losslandscapes_ms": ("ms", "the same by the loss-landscapes package (planar_interpolation)"),
+    "grid41_big_ms": ("ms", "41x41 loss surface, MLP 2-256-256-256-1: ours"),
+    "grid41_big_loop_ms": ("ms", "the same by a per-point loop"),
+    "grid41_big_losslandscapes_ms": ("ms", "the same by loss-landscapes"),
+    "grid41_big_gflops": ("GFLOP/s", "our big-model grid's arithmetic rate"),
+    "matmul_gflops": ("GFLOP/s", "a 2048x2048 float32 matmul on the same machine, same run"),
 }
 
 
@@ -311,6 +319,86 @@ def bench_walk(results: dict, wanted: set) -> None:
     results["manifold_walk_steps_per_s"] = n / (time.perf_counter() - t0)
 
 
+def _grid41(hidden: tuple, label: str, results: dict, wanted: set) -> None:
+    import torch
+
+    from models import directions as dr
+    from models import landscape as ls
+    from models.nets import MLP, MLPSpec, bce_loss, make_data
+
+    x, y = make_data("spirals", 2000, seed=0)
+    net = MLP(MLPSpec(hidden=hidden, activation="tanh"), seed=0).eval()
+    c, d1, d2 = dr.params_of(net), dr.random_direction(net, 1), dr.random_direction(net, 2)
+    t = np.linspace(-1, 1, 41)
+    reps = 3 if label == "small" else 1
+    ours = ls.grid_mlp(net, x, y, bce_loss, c, d1, d2, t, t)
+    results[f"grid41_{label}_ms"] = _median_ms(lambda: ls.grid_mlp(net, x, y, bce_loss, c, d1, d2, t, t), reps, 1)
+    loop = ls.grid_loop(net, x, y, bce_loss, c, d1, d2, t, t)
+    results[f"grid41_{label}_loop_ms"] = _median_ms(lambda: ls.grid_loop(net, x, y, bce_loss, c, d1, d2, t, t),
+                                                    reps, 0)
+    err = float(np.max(np.abs(ours - loop)))
+    print(f"grid41_{label}: max |ours - loop| = {err:.2e}", file=sys.stderr)
+    if err > 1e-4:
+        raise AssertionError(f"grid41_{label}: batched values differ from the loop by {err}")
+    try:
+        import copy
+
+        import loss_landscapes
+        import loss_landscapes.metrics
+    except ImportError:
+        print("bench: loss-landscapes is not installed (pip install '.[bench]')", file=sys.stderr)
+        return
+    # the package walks its own grid: start at the corner and step by delta along each direction
+    delta = t[1] - t[0]
+    steps = len(t)
+
+    def shifted(a, b):
+        m = copy.deepcopy(net)
+        with torch.no_grad():
+            for p, cc, u, v in zip(m.parameters(), c, d1, d2):
+                p.copy_(cc + a * u + b * v)
+        return m
+
+    start = shifted(t[0], t[0])
+    end_one = shifted(t[0] + steps * delta, t[0])
+    end_two = shifted(t[0], t[0] + steps * delta)
+    metric = loss_landscapes.metrics.Loss(bce_loss, x, y)
+
+    def run_ll():
+        return loss_landscapes.planar_interpolation(copy.deepcopy(start), end_one, end_two, metric, steps=steps)
+
+    vals = run_ll()
+    results[f"grid41_{label}_losslandscapes_ms"] = _median_ms(run_ll, reps, 0)
+    # its walk offsets every other column by one step: compare where the coordinates agree
+    diffs = []
+    for i in range(steps):
+        for j in range(steps):
+            jj = j + 1 if i % 2 == 0 else j
+            if jj < steps:
+                diffs.append(abs(vals[i][j] - loop[i, jj]))
+    print(f"grid41_{label}: max |loss-landscapes - loop| where coordinates agree = {max(diffs):.2e}",
+          file=sys.stderr)
+    if label == "big":
+        w = MLPSpec(hidden=hidden).widths
+        flops_point = 2 * x.shape[0] * sum(w[k] * w[k + 1] for k in range(len(w) - 1))
+        results["grid41_big_gflops"] = flops_point * steps * steps / (results["grid41_big_ms"] / 1e3) / 1e9
+
+
+def bench_grid41(results: dict, wanted: set) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if {"grid41_small_ms", "grid41_small_loop_ms", "grid41_small_losslandscapes_ms"} & wanted:
+        _grid41((64, 64), "small", results, wanted)
+    if {"grid41_big_ms", "grid41_big_loop_ms", "grid41_big_losslandscapes_ms", "grid41_big_gflops",
+        "matmul_gflops"} & wanted:
+        _grid41((256, 256, 256), "big", results, wanted)
+        a = torch.randn(2048, 2048)
+        b = torch.randn(2048, 2048)
+        ms = _median_ms(lambda: a @ b, 5)
+        results["matmul_gflops"] = 2 * 2048**3 / (ms / 1e3) / 1e9
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
@@ -318,6 +406,8 @@ GROUPS = [
     ({"startup_ms"}, bench_startup),
     ({"residual_grid_128_ms", "marching_cubes_128_ms", "manifold3d_update_64_ms"}, bench_manifold3d),
     ({"manifold_walk_steps_per_s"}, bench_walk),
+    ({"grid41_small_ms", "grid41_small_loop_ms", "grid41_small_losslandscapes_ms", "grid41_big_ms",
+      "grid41_big_loop_ms", "grid41_big_losslandscapes_ms", "grid41_big_gflops", "matmul_gflops"}, bench_grid41),
 ]
 
 
@@ -357,6 +447,14 @@ def main(argv: list[str] | None = None) -> int:
         ratios.append(f"surface 201: stock / ours = {r['surface_update_201_stock_ms'] / r['surface_update_201_ms']:.1f}x")
     if "manifold2d_grid_201_ms" in r and "manifold2d_grid_201_loop_ms" in r:
         ratios.append(f"grid 201: loop / vectorized = {r['manifold2d_grid_201_loop_ms'] / r['manifold2d_grid_201_ms']:.0f}x")
+    for lab in ("small", "big"):
+        if f"grid41_{lab}_ms" in r and f"grid41_{lab}_loop_ms" in r:
+            extra = ""
+            if f"grid41_{lab}_losslandscapes_ms" in r:
+                extra = f", loss-landscapes / ours = {r[f'grid41_{lab}_losslandscapes_ms'] / r[f'grid41_{lab}_ms']:.2f}x"
+            ratios.append(f"grid41 {lab}: loop / ours = {r[f'grid41_{lab}_loop_ms'] / r[f'grid41_{lab}_ms']:.2f}x{extra}")
+    if "grid41_big_gflops" in r and "matmul_gflops" in r:
+        ratios.append(f"grid41 big: {100 * r['grid41_big_gflops'] / r['matmul_gflops']:.0f}% of the matmul rate")
     if "stream_steps_per_s" in r and "headless_steps_per_s" in r:
         ratios.append(f"streaming / headless = {100 * r['stream_steps_per_s'] / r['headless_steps_per_s']:.0f}%")
     for line in ratios:
