@@ -165,3 +165,58 @@ def progressive(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, alphas: np.ndar
             done |= todo
         yield st, values.copy()
     return values
+
+
+def surface_job(hidden: tuple, activation: str, parameterization: str, residual: bool, data: str, n: int,
+                noise: float, seed: int, final: np.ndarray, initial: np.ndarray, checkpoints: np.ndarray,
+                kind: str, dir_seed: int, orthogonal: bool, include_bias: bool, grid: int, extent: float):
+    """Everything the surface lab draws, progressively: yields ('plane', info) once, then ('grid', stride,
+    values) from coarse to fine, then ('line', t, losses) for the initialization -> final segment."""
+    from . import directions as dr
+    from .nets import MLP, MLPSpec, bce_loss, make_data
+
+    spec = MLPSpec(hidden=tuple(hidden), activation=activation, parameterization=parameterization,
+                   residual=residual)
+    x, y = make_data(data, n, noise, seed)
+    net = MLP(spec, seed=seed)
+    center = dr.unflatten(torch.as_tensor(final, dtype=torch.float32), dr.params_of(net))
+    with torch.no_grad():
+        for p, c in zip(net.parameters(), center):
+            p.copy_(c)
+    cosine = None
+    explained = None
+    if kind == "pca":
+        u, v, explained = dr.pca_directions(checkpoints, final)
+        d1 = dr.unflatten(torch.as_tensor(u), center)
+        d2 = dr.unflatten(torch.as_tensor(v), center)
+    elif kind == "three":
+        mid = checkpoints[len(checkpoints) // 2]
+        d1 = dr.unflatten(torch.as_tensor(initial - final), center)
+        d2 = dr.unflatten(torch.as_tensor(mid - final), center)
+    else:
+        d1 = dr.random_direction(net, dir_seed, include_bias=include_bias)
+        d2 = dr.random_direction(net, dir_seed + 1, include_bias=include_bias)
+        if orthogonal:
+            d2 = dr.orthogonalize(d1, d2)
+    cosine = dr.cosine(d1, d2)
+    u = dr.flatten(d1).double().numpy()
+    v = dr.flatten(d2).double().numpy()
+    coords = dr.project(checkpoints, final, u, v)
+    dist = dr.distance_to_plane(checkpoints, final, u, v)
+    yield ("plane", {"cosine": cosine, "explained": explained, "coords": coords, "distance": dist, "kind": kind})
+    t = np.linspace(-extent, extent, grid)
+    if kind != "filter":  # the plane's own scale: make sure the path fits
+        span = float(np.abs(coords).max()) * 1.25 if len(coords) else extent
+        t = np.linspace(-max(span, 1e-3), max(span, 1e-3), grid)
+    for stride, values in progressive(net, x, y, bce_loss, center, d1, d2, t, t):
+        yield ("grid", stride, t, values)
+    s = np.linspace(-0.25, 1.25, 61)
+    w = initial[None, :] * s[:, None] + final[None, :] * (1 - s[:, None])  # s = 0 final, 1 initial
+    line = []
+    with torch.no_grad():
+        for row in w:
+            params = dr.unflatten(torch.as_tensor(row, dtype=torch.float32), center)
+            for p, c in zip(net.parameters(), params):
+                p.copy_(c)
+            line.append(float(bce_loss(net(x), y)))
+    yield ("line", 1 - s, np.array(line))

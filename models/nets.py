@@ -122,3 +122,47 @@ def bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if logits.shape[-1] == 1 and logits.dim() > y.dim():
         logits = logits.squeeze(-1)
     return nn.functional.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(-1)
+
+
+@dataclass
+class TrainSnapshot:
+    step: int
+    loss: float
+    accuracy: float
+    params: np.ndarray | None  # flat parameters at checkpoints, None in between
+
+
+def train_run(hidden: tuple, activation: str, parameterization: str, residual: bool, data: str, n: int,
+              noise: float, optimizer: str, lr: float, steps: int, seed: int, every: int = 10, device: str = "cpu"):
+    """Train an MLP on a toy set with full-batch BCE, yielding a snapshot per step (parameters every ``every``
+    steps and at the end); runs in the lab's child process. Diverging training stops with a message."""
+    spec = MLPSpec(hidden=tuple(hidden), activation=activation, parameterization=parameterization,
+                   residual=residual)
+    torch.manual_seed(seed)
+    x, y = make_data(data, n, noise, seed)
+    dev = torch.device(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    net = MLP(spec, seed=seed).to(dev)
+    x, y = x.to(dev), y.to(dev)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+    elif optimizer == "momentum":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=lr)
+    for k in range(steps + 1):
+        out = net(x)
+        loss = bce_loss(out, y)
+        acc = float(((out.squeeze(-1) > 0).float() == y).float().mean())
+        lv = float(loss.detach())
+        flat = None
+        if k % every == 0 or k == steps or not math.isfinite(lv):
+            flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).cpu().numpy().copy()
+        yield TrainSnapshot(k, lv, acc, flat)
+        if not math.isfinite(lv):
+            return f"training diverged at step {k} (loss {lv}): lower the learning rate"
+        if k == steps:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return f"trained {steps} steps: loss {lv:.4g}, accuracy {acc:.3f}"

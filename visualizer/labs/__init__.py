@@ -33,6 +33,9 @@ LABS: dict[str, LabInfo] = {
         LabInfo("netmanifold", "Inside a network's solution manifold",
                 "walks on and slices through the solution set of an MLP 1-h-1",
                 "visualizer.labs.netmanifold", "NetManifoldLab"),
+        LabInfo("surface", "Loss surfaces of a trained network",
+                "filter-normalized random and PCA planes around a trained MLP, with its training path",
+                "visualizer.labs.surface", "SurfaceLab"),
     ]
 }
 DEFAULT_LAB = "manifold2d"

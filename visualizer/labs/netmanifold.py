@@ -132,7 +132,7 @@ class NetManifoldLab(Lab):
             self.start()
 
     def _build_views(self) -> None:
-        self.plane = PlaneView(self.cmap, x_label="a (direction 1)", y_label="b (direction 2)")
+        self.plane = PlaneView(self.cmap, x_label="a (direction 1)", y_label="b (direction 2)", zero_legend=False)
         self.plane.plot.setTitle("L(w* + a d₁ + b d₂): a random plane through a solution", color="#c9d1d9",
                                  size="10pt")
         self.scene = Scene3D(self.cmap, labels=("PC₁", "PC₂", "PC₃"))

@@ -25,7 +25,8 @@ class PlaneView(pg.GraphicsLayoutWidget):
 
     clicked = Signal(float, float)
 
-    def __init__(self, cmap: pg.ColorMap, parent=None, x_label: str = "w₁", y_label: str = "w₂") -> None:
+    def __init__(self, cmap: pg.ColorMap, parent=None, x_label: str = "w₁", y_label: str = "w₂",
+                 zero_legend: bool = True) -> None:
         super().__init__(parent)
         self.setBackground("#14161c")
         self.plot = self.addPlot(row=0, col=0)
@@ -38,6 +39,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.plot.addItem(self.image)
         self.colorbar = pg.ColorBarItem(colorMap=cmap, interactive=False, width=14)
         self.colorbar.setImageItem(self.image)
+        self.colorbar.axis.enableAutoSIPrefix(False)
         self.addItem(self.colorbar, row=0, col=1)
         self.overlay = pg.ImageItem(axisOrder="col-major")
         self.overlay.setZValue(2)
@@ -66,7 +68,8 @@ class PlaneView(pg.GraphicsLayoutWidget):
             item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.legend = self.plot.addLegend(offset=(8, 8), labelTextColor="#dddddd",
                                           brush=pg.mkBrush(10, 12, 16, 190))
-        self.legend.addItem(self.zero_curve, "zero-loss set (solutions)")
+        if zero_legend:
+            self.legend.addItem(self.zero_curve, "zero-loss set (solutions)")
         self._legend_extra: dict[str, object] = {}
         self._rect = QRectF(-1, -1, 2, 2)
         self.plot.scene().sigMouseClicked.connect(self._on_click)

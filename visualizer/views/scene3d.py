@@ -79,7 +79,7 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
                        for t in labels]
         for item in self.labels:
             self.addItem(item)
-        self.extent = (-1.0, 1.0, -1.0, 1.0)
+        self.extent: tuple | None = None
         self.zheight = 1.0
         self.value_range = (0.0, 1.0)
         self.log_scale = False

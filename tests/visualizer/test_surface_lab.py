@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from visualizer.labs.surface import SurfaceLab
+
+
+@pytest.fixture
+def lab(qtbot, fresh_settings):
+    w = SurfaceLab(restore=False, start=False)
+    w.resize(1200, 800)
+    qtbot.addWidget(w)
+    w.show()
+    w.n_spin.setValue(300)
+    w.hidden_edit.setText("12x12")
+    w.steps_spin.setValue(120)
+    w.grid_spin.setValue(17)
+    yield w
+    w.shutdown()
+
+
+def wait_surface(qtbot, lab):
+    qtbot.waitUntil(lambda: lab.landscape is not None and lab.landscape["stride"] == 1, timeout=120000)
+    qtbot.waitUntil(lambda: lab.line_curve.getData()[0] is not None, timeout=60000)
+
+
+def test_training_streams_and_the_surface_refines(qtbot, lab):
+    strides = []
+    orig = lab._on_surface_items
+
+    def spy(items):
+        strides.extend(i[1] for i in items if i[0] == "grid")
+        orig(items)
+
+    lab._on_surface_items = spy  # connected when the surface computation starts
+    lab.train()
+    qtbot.waitUntil(lambda: len(lab.snaps) > 20, timeout=60000)
+    wait_surface(qtbot, lab)
+    assert strides[0] > 1 and strides[-1] == 1  # coarse first, then finer
+    v = lab.grid_values
+    assert v.shape == (17, 17) and np.isfinite(v).all()
+    # the centre of the plane is the trained network: its loss is the last training loss
+    assert v[8, 8] == pytest.approx(lab.snaps[-1].loss, rel=1e-4)
+    assert lab.snaps[-1].loss < lab.snaps[0].loss
+    assert abs(lab.plane["cosine"]) < 1e-5  # orthogonalized
+
+
+def test_pca_plane_holds_the_path_and_heights_toggle(qtbot, lab):
+    lab.dir_combo.setCurrentIndex(1)
+    lab.train()
+    wait_surface(qtbot, lab)
+    p = lab.plane
+    ck = np.array(lab.checkpoints)
+    # most of the path's spread is in the PCA plane: its distance from it is small next to its extent
+    spread = np.linalg.norm(ck - ck[-1], axis=1).max()
+    assert p["explained"][0] + p["explained"][1] > 0.6
+    assert p["distance"].max() < 0.8 * spread
+    z_true = lab.path3d.pos[:, 2].copy()
+    lab.height_check.setChecked(False)
+    z_surf = lab.path3d.pos[:, 2]
+    assert not np.allclose(z_true, z_surf)
+    assert "distance from the plane" in lab.info.text()
+
+
+def test_bad_hidden_layers_are_refused(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append(t))
+    lab.hidden_edit.setText("64xabc")
+    lab.train()
+    assert lab.trainer is None and any("widths" in t for t in msgs)

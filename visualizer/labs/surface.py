@@ -1,0 +1,450 @@
+"""Lab "surface": random-direction loss surfaces of a trained toy network (THEORY.md section 6).
+
+Train an MLP on a two-dimensional toy set (its training streams from a child process into the loss curve),
+then see L(theta* + a d1 + b d2) on a plane: filter-normalized random directions, the PCA plane of the
+training path, or the plane through the initialization, a midpoint and the final weights. The surface
+arrives coarse first and refines. The training path is projected onto the plane and drawn honestly: at its
+true loss or at the surface's value below it (toggle), with its distance from the plane reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.opengl as gl
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from visualizer import settings as store
+from visualizer.labs.base import Lab
+from visualizer.labs.descent_lab import restore_state
+from visualizer.views.plane import PlaneView
+from visualizer.views.scene3d import Scene3D
+from visualizer.workers import GeneratorRunner, ProcessRunner
+
+SETTINGS_KEY = "labs/surface"
+DATA = ["spirals", "moons", "circles", "xor", "blobs"]
+
+
+@dataclass
+class SurfaceState:
+    data: str = "spirals"
+    n: int = 1000
+    noise: float = 0.1
+    hidden: str = "32x32"
+    activation: str = "tanh"
+    parameterization: str = "standard"
+    residual: bool = False
+    optimizer: str = "adam"
+    lr: float = 0.01
+    steps: int = 400
+    seed: int = 0
+    directions: str = "filter"
+    orthogonal: bool = True
+    include_bias: bool = False
+    grid: int = 31
+    extent: float = 1.0
+    log_scale: bool = True
+    true_height: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SurfaceState:
+        s = restore_state(cls, d, 0)
+        if s.data not in DATA:
+            s.data = "spirals"
+        s.grid = min(max(s.grid, 5), 201)
+        s.n = min(max(s.n, 10), 20000)
+        return s
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.lower().replace(" ", "").split("x") if w)
+    except ValueError:
+        raise ValueError(f"hidden layers '{text}': write widths like 64x64") from None
+    if not widths or min(widths) < 1 or max(widths) > 1024 or len(widths) > 8:
+        raise ValueError(f"hidden layers '{text}': 1 to 8 layers of 1 to 1024 units")
+    return widths
+
+
+class SurfaceLab(Lab):
+    key = "surface"
+    title = "Loss surfaces of a trained network"
+
+    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
+        super().__init__(parent)
+        self.device = device
+        self.state = SurfaceState.from_dict(store.load_json(SETTINGS_KEY)) if restore else SurfaceState()
+        self.trainer: ProcessRunner | None = None
+        self.surface_runner: GeneratorRunner | None = None
+        self.snaps: list = []
+        self.checkpoints: list[np.ndarray] = []
+        self.plane: dict | None = None
+        self.grid_values: np.ndarray | None = None
+        self.grid_t: np.ndarray | None = None
+        self.landscape = None
+        self.paused = False
+        self.cmap = pg.colormap.get("viridis")
+        self._build_views()
+        self._build_controls()
+        if start:
+            self.start()
+
+    # ----------------------------------------------------------------------------- views
+    def _build_views(self) -> None:
+        self.plane_view = PlaneView(self.cmap, x_label="a (direction 1)", y_label="b (direction 2)", zero_legend=False)
+        self.plane_view.legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#ff9f1c", width=2)), "training path (projected)")
+        self.plane_view.plot.setTitle("L(θ* + a d₁ + b d₂)", color="#c9d1d9", size="10pt")
+        self.path2d = pg.PlotCurveItem(pen=pg.mkPen("#ff9f1c", width=2))
+        self.path2d.setZValue(20)
+        self.plane_view.plot.addItem(self.path2d)
+        self.scene = Scene3D(self.cmap, labels=("a", "b", "loss"))
+        self.scene.frame_drawn.connect(self.frame_drawn)
+        self.path3d = gl.GLLinePlotItem(color=(1.0, 0.62, 0.11, 1.0), width=3, antialias=True,
+                                        glOptions="translucent")
+        self.scene.addItem(self.path3d)
+        self.loss_plot = pg.PlotWidget(title="training loss")
+        self.loss_plot.setBackground("#14161c")
+        self.loss_plot.setLogMode(y=True)
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.5))
+        self.line_plot = pg.PlotWidget(title="loss on the line initialization (α = 0) → final (α = 1)")
+        self.line_plot.setBackground("#14161c")
+        self.line_plot.setLabel("bottom", "α")
+        self.line_curve = self.line_plot.plot(pen=pg.mkPen("#4cc9f0", width=2))
+        self.caption = QLabel()
+        self.caption.setWordWrap(True)
+        self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.plane_view)
+        top.addWidget(self.scene.container)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.loss_plot)
+        bottom.addWidget(self.line_plot)
+        outer = QSplitter(Qt.Orientation.Vertical)
+        outer.addWidget(top)
+        outer.addWidget(bottom)
+        outer.setStretchFactor(0, 3)
+        outer.setStretchFactor(1, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.caption)
+        lay.addWidget(outer, 1)
+
+    def _build_controls(self) -> None:
+        s = self.state
+        panel = QWidget()
+        v = QVBoxLayout(panel)
+        g = QGroupBox("Data and network")
+        f = QFormLayout(g)
+        self.data_combo = QComboBox()
+        self.data_combo.addItems(DATA)
+        self.data_combo.setCurrentText(s.data)
+        f.addRow("data", self.data_combo)
+        self.n_spin = QSpinBox()
+        self.n_spin.setRange(10, 20000)
+        self.n_spin.setValue(s.n)
+        f.addRow("points", self.n_spin)
+        self.noise_spin = QDoubleSpinBox()
+        self.noise_spin.setRange(0, 2)
+        self.noise_spin.setSingleStep(0.05)
+        self.noise_spin.setValue(s.noise)
+        f.addRow("noise", self.noise_spin)
+        self.hidden_edit = QLineEdit(s.hidden)
+        self.hidden_edit.setToolTip("Hidden layer widths, e.g. 64x64 for an MLP 2-64-64-1")
+        f.addRow("hidden layers", self.hidden_edit)
+        self.act_combo = QComboBox()
+        self.act_combo.addItems(["tanh", "relu", "gelu"])
+        self.act_combo.setCurrentText(s.activation)
+        f.addRow("activation", self.act_combo)
+        self.param_combo = QComboBox()
+        self.param_combo.addItems(["standard", "ntk"])
+        self.param_combo.setCurrentText(s.parameterization)
+        f.addRow("parameterization", self.param_combo)
+        self.res_check = QCheckBox("residual connections")
+        self.res_check.setChecked(s.residual)
+        f.addRow(self.res_check)
+        v.addWidget(g)
+        g = QGroupBox("Training")
+        f = QFormLayout(g)
+        self.opt_combo = QComboBox()
+        self.opt_combo.addItems(["adam", "gd", "momentum"])
+        self.opt_combo.setCurrentText(s.optimizer)
+        f.addRow("optimizer", self.opt_combo)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(1e-5, 10)
+        self.lr_spin.setValue(s.lr)
+        f.addRow("learning rate", self.lr_spin)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100000)
+        self.steps_spin.setValue(s.steps)
+        f.addRow("steps", self.steps_spin)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 10**6)
+        self.seed_spin.setValue(s.seed)
+        self.seed_spin.setToolTip("Seeds the data, the initialization and the directions: same seed, same plane")
+        f.addRow("seed", self.seed_spin)
+        btn = QPushButton("Train and plot (Space)")
+        btn.clicked.connect(self.train)
+        f.addRow(btn)
+        v.addWidget(g)
+        g = QGroupBox("Plane and grid")
+        f = QFormLayout(g)
+        self.dir_combo = QComboBox()
+        self.dir_combo.addItem("filter-normalized random directions", "filter")
+        self.dir_combo.addItem("PCA of the training path", "pca")
+        self.dir_combo.addItem("plane through initialization, midpoint, final", "three")
+        self.dir_combo.setCurrentIndex(["filter", "pca", "three"].index(s.directions))
+        f.addRow("directions", self.dir_combo)
+        self.orth_check = QCheckBox("orthogonalize the random directions")
+        self.orth_check.setChecked(s.orthogonal)
+        f.addRow(self.orth_check)
+        self.bias_check = QCheckBox("give biases a direction too")
+        self.bias_check.setChecked(s.include_bias)
+        f.addRow(self.bias_check)
+        self.grid_spin = QSpinBox()
+        self.grid_spin.setRange(5, 201)
+        self.grid_spin.setValue(s.grid)
+        f.addRow("grid points a side", self.grid_spin)
+        self.extent_spin = QDoubleSpinBox()
+        self.extent_spin.setRange(0.01, 10)
+        self.extent_spin.setValue(s.extent)
+        f.addRow("range ±", self.extent_spin)
+        self.log_check = QCheckBox("log scale")
+        self.log_check.setChecked(s.log_scale)
+        self.log_check.toggled.connect(self._redraw_surface)
+        f.addRow(self.log_check)
+        self.height_check = QCheckBox("path at its true loss (off: at the surface below it)")
+        self.height_check.setChecked(s.true_height)
+        self.height_check.toggled.connect(self._redraw_path)
+        f.addRow(self.height_check)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 4)
+        f.addRow("surface", self.progress)
+        btn = QPushButton("Recompute the surface")
+        btn.clicked.connect(self.compute_surface)
+        f.addRow(btn)
+        cancel = QPushButton("Cancel")
+        cancel.clicked.connect(self._cancel_surface)
+        f.addRow(cancel)
+        v.addWidget(g)
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        v.addWidget(self.info)
+        v.addStretch(1)
+        self._controls = panel
+
+    def controls(self) -> QWidget:
+        return self._controls
+
+    def help_html(self) -> str:
+        return ("<h3>Random-direction loss surfaces</h3><p>L(θ* + a d₁ + b d₂) around the trained weights θ*. "
+                "Random directions are Gaussian and <b>filter-normalized</b>: each output unit's row of d is "
+                "rescaled to the norm of the same row of θ* (biases get zero direction), which makes surfaces of "
+                "different networks comparable (Li et al. 2018). A training path hardly lies in a random plane: "
+                "use the PCA plane of the checkpoints' offsets θᵢ − θ* to draw it. The path is drawn at its true "
+                "loss; its distance from the plane is reported.</p>")
+
+    def active_view(self) -> QWidget:
+        return self.scene
+
+    # ----------------------------------------------------------------------------- training
+    def _read_controls(self) -> bool:
+        s = self.state
+        try:
+            parse_hidden(self.hidden_edit.text())
+        except ValueError as exc:
+            self.message.emit(str(exc), True)
+            return False
+        s.data, s.n, s.noise = self.data_combo.currentText(), self.n_spin.value(), float(self.noise_spin.value())
+        s.hidden, s.activation = self.hidden_edit.text(), self.act_combo.currentText()
+        s.parameterization, s.residual = self.param_combo.currentText(), self.res_check.isChecked()
+        s.optimizer, s.lr, s.steps = self.opt_combo.currentText(), float(self.lr_spin.value()), self.steps_spin.value()
+        s.seed, s.directions = self.seed_spin.value(), self.dir_combo.currentData()
+        s.orthogonal, s.include_bias = self.orth_check.isChecked(), self.bias_check.isChecked()
+        s.grid, s.extent = self.grid_spin.value(), float(self.extent_spin.value())
+        s.log_scale, s.true_height = self.log_check.isChecked(), self.height_check.isChecked()
+        store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
+        return True
+
+    def start(self) -> None:
+        self.train()
+
+    def train(self) -> None:
+        if not self._read_controls():
+            return
+        self._stop_all()
+        s = self.state
+        self.snaps, self.checkpoints, self.plane, self.grid_values = [], [], None, None
+        every = max(1, s.steps // 60)
+        self.trainer = ProcessRunner("models.nets:train_run", dict(
+            hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
+            residual=s.residual, data=s.data, n=s.n, noise=s.noise, optimizer=s.optimizer, lr=s.lr, steps=s.steps,
+            seed=s.seed, every=every, device=self.device))
+        self.trainer.batch.connect(self._on_train_batch)
+        self.trainer.done.connect(self._on_trained)
+        self.trainer.failed.connect(lambda t: self.message.emit("Training failed: " + t.splitlines()[0], True))
+        self.trainer.start()
+        p = sum(a * b + b for a, b in zip([2, *parse_hidden(s.hidden)], [*parse_hidden(s.hidden), 1]))
+        self.caption.setText(f"<b>MLP 2-{s.hidden.replace('x', '-')}-1</b> ({s.activation}, {s.parameterization}"
+                             f"{', residual' if s.residual else ''}), {p:,} parameters · {s.data}, {s.n} points · "
+                             f"binary cross-entropy (mean) on the full training set, eval mode")
+
+    def _on_train_batch(self, items: list) -> None:
+        self.snaps.extend(items)
+        self.checkpoints.extend(k.params for k in items if k.params is not None)
+        steps = np.array([k.step for k in self.snaps])
+        loss = np.maximum(np.array([k.loss for k in self.snaps]), 1e-12)
+        self.loss_curve.setData(steps, loss)
+        last = self.snaps[-1]
+        self.status.emit({"step": last.step, "loss": last.loss})
+
+    def _on_trained(self, result) -> None:
+        if result:
+            self.message.emit(str(result), "diverged" in str(result))
+        if len(self.checkpoints) >= 2 and "diverged" not in str(result):
+            self.compute_surface()
+
+    # ----------------------------------------------------------------------------- the surface
+    def compute_surface(self) -> None:
+        if len(self.checkpoints) < 2:
+            self.message.emit("Train first: the surface is drawn around the trained weights", True)
+            return
+        if not self._read_controls():
+            return
+        self._cancel_surface()
+        s = self.state
+        ck = np.array(self.checkpoints, dtype=np.float64)
+        kw = dict(hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
+                  residual=s.residual, data=s.data, n=s.n, noise=s.noise, seed=s.seed, final=ck[-1], initial=ck[0],
+                  checkpoints=ck, kind=s.directions, dir_seed=s.seed + 100, orthogonal=s.orthogonal,
+                  include_bias=s.include_bias, grid=s.grid, extent=s.extent)
+        from models.landscape import surface_job
+
+        self.progress.setValue(0)
+        self.surface_runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
+        self.surface_runner.batch.connect(self._on_surface_items)
+        self.surface_runner.failed.connect(lambda t: self.message.emit("Surface failed: " + t.splitlines()[0], True))
+        self.surface_runner.start()
+
+    def _on_surface_items(self, items: list) -> None:
+        for item in items:
+            if item[0] == "plane":
+                self.plane = item[1]
+                p = self.plane
+                extra = ""
+                if p["explained"] is not None:
+                    extra = f" · PCA explained variance {p['explained'][0]:.2f}, {p['explained'][1]:.2f}"
+                self.info.setText(f"directions: {p['kind']} · cos(d₁, d₂) = {p['cosine']:.3f}{extra}<br>"
+                                  f"training path: max distance from the plane {p['distance'].max():.3g} "
+                                  f"(what the picture cannot show)")
+            elif item[0] == "grid":
+                _, stride, t, values = item
+                self.grid_t, self.grid_values = t, values
+                self.progress.setValue({8: 1, 4: 2, 2: 3, 1: 4}.get(stride, 4))
+                self.landscape = {"t": t, "values": values, "stride": stride}
+                self._redraw_surface()
+            elif item[0] == "line":
+                self.line_curve.setData(item[1], item[2])
+
+    def _display(self, values: np.ndarray) -> tuple[np.ndarray, tuple]:
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if self.log_check.isChecked():
+            floor = np.log10(max(lo, 1e-12))
+            return np.log10(np.maximum(values, 10**floor)), (floor, np.log10(max(hi, 10 ** floor * 1.0001)))
+        return values, (lo, hi if hi > lo else lo + 1)
+
+    def _filled(self) -> np.ndarray:
+        """The values computed so far, gaps filled from the coarse level for drawing (never for measuring)."""
+        v = self.grid_values.copy()
+        if np.isnan(v).any():
+            ok = ~np.isnan(v)
+            idx = np.argwhere(ok)
+            miss = np.argwhere(~ok)
+            if len(idx):
+                from scipy.spatial import cKDTree
+
+                _, nearest = cKDTree(idx).query(miss)
+                v[~ok] = v[tuple(idx[nearest].T)]
+        return v
+
+    def _redraw_surface(self) -> None:
+        if self.grid_values is None:
+            return
+        t = self.grid_t
+        shown, rng = self._display(self._filled())
+        self.plane_view.set_field(t, t, shown, rng, "log₁₀ L" if self.log_check.isChecked() else "L")
+        from models.toy2d import GridSpec, contour_levels, contour_lines
+
+        spec = GridSpec(float(t[-1]), len(t))
+        self.plane_view.set_contours([p for _, ps in contour_lines(shown, spec, contour_levels(shown, 12)) for p in ps])
+        self.scene.set_surface(t, t, shown, rng, False, rng[0])
+        self._redraw_path()
+
+    def _surface_at(self, coords: np.ndarray) -> np.ndarray:
+        from scipy.interpolate import RegularGridInterpolator
+
+        f = RegularGridInterpolator((self.grid_t, self.grid_t), self._filled(), bounds_error=False, fill_value=None)
+        return f(coords)
+
+    def _redraw_path(self) -> None:
+        if self.plane is None or self.grid_values is None or not self.snaps:
+            return
+        coords = self.plane["coords"]
+        self.path2d.setData(coords[:, 0], coords[:, 1])
+        ck_steps = [k for k in self.snaps if k.params is not None]
+        true_loss = np.array([k.loss for k in ck_steps])[: len(coords)]
+        loss = true_loss if self.height_check.isChecked() else self._surface_at(coords)
+        shown, _ = self._display(np.asarray(loss, dtype=np.float64))
+        lo, hi = self.scene.value_range
+        z = (np.clip(shown, lo, hi) - lo) / (hi - lo if hi > lo else 1.0) * self.scene.zheight
+        self.path3d.setData(pos=np.column_stack([coords, z + 0.01 * self.scene.zheight]))
+
+    # ----------------------------------------------------------------------------- control
+    def _cancel_surface(self) -> None:
+        if self.surface_runner is not None:
+            self.surface_runner.abort()
+            self.surface_runner = None
+
+    def _stop_all(self) -> None:
+        self._cancel_surface()
+        if self.trainer is not None:
+            self.trainer.abort()
+            self.trainer = None
+
+    def toggle_run(self) -> None:
+        if self.trainer is not None and self.trainer.isRunning():
+            self.paused = not self.paused
+            (self.trainer.pause if self.paused else self.trainer.resume)()
+        else:
+            self.train()
+
+    def single_step(self) -> None:
+        if self.trainer is not None and self.trainer.isRunning():
+            self.paused = True
+            self.trainer.step_once()
+
+    def reset(self) -> None:
+        self._stop_all()
+
+    def shutdown(self) -> None:
+        self._stop_all()
