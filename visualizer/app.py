@@ -336,12 +336,17 @@ def prepare_qt() -> None:
     QSurfaceFormat.setDefaultFormat(fmt)
 
 
-def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None) -> int:
+def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None,
+            open_path=None) -> int:
     """Create the application and the main window; returns the exit code."""
     prepare_qt()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("losslab")
     app.setOrganizationName("losslab")
+    if open_path:
+        from visualizer.labs.surface import SurfaceLab
+
+        SurfaceLab.pending_open = open_path  # read by the lab when it starts (after the first frame)
     win = MainWindow(lab=lab, device=device)
     if size:
         win.resize(*size)
@@ -364,7 +369,8 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
 
         def grab_when_ready():
             labw = win.lab()
-            ready = getattr(labw, "landscape", True) is not None and not getattr(labw.grid_worker, "busy", False)
+            ready = (getattr(labw, "landscape", True) is not None
+                     and not getattr(getattr(labw, "grid_worker", None), "busy", False))
             tries[0] += 1
             if not ready and tries[0] < 200:
                 QTimer.singleShot(100, grab_when_ready)

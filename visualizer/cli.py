@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         from models.surface_job import main as surface_main
 
         return surface_main(argv[1:])
+    open_path = None
+    if argv and argv[0].lower().endswith((".h5", ".hdf5")):
+        open_path = argv.pop(0)
+        if "--lab" not in argv:
+            argv += ["--lab", "surface"]
     args = build_parser().parse_args(argv)
     from visualizer.labs import LABS
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from visualizer.app import run_app
 
     return run_app(lab=args.lab, device=args.device, size=size, screenshot=args.screenshot,
-                   report_startup=args.report_startup, t0=_T0)
+                   report_startup=args.report_startup, t0=_T0, open_path=open_path)
 
 
 if __name__ == "__main__":

@@ -246,6 +246,22 @@ class SurfaceLab(Lab):
         cancel.clicked.connect(self._cancel_surface)
         f.addRow(cancel)
         v.addWidget(g)
+        g = QGroupBox("Files")
+        f = QFormLayout(g)
+        for text, slot, tip in (
+                ("Save surface (HDF5)…", self._ask_save, "The reference loss-landscape layout, with a direction file"),
+                ("Open surface (HDF5)…", self._ask_open, "A surface written here or by the reference code"),
+                ("Export mesh (OBJ / PLY)…", self._ask_mesh, "The surface as a triangle mesh"),
+                ("Export data (CSV / NPZ)…", self._ask_data, "Surface values and the projected training path"),
+                ("Export 3D image (PNG)…", self._ask_png, "Rendered off screen at the size below")):
+            b = QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(slot)
+            f.addRow(b)
+        self.png_size = QLineEdit("1920x1080")
+        self.png_size.setToolTip("Width x height of the exported image, up to 3840x2160")
+        f.addRow("image size", self.png_size)
+        v.addWidget(g)
         self.info = QLabel()
         self.info.setWordWrap(True)
         v.addWidget(self.info)
@@ -285,8 +301,14 @@ class SurfaceLab(Lab):
         store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
         return True
 
+    pending_open: str | None = None
+
     def start(self) -> None:
-        self.train()
+        if self.pending_open:
+            path, self.pending_open = self.pending_open, None
+            self.open_surface(path)
+        else:
+            self.train()
 
     def train(self) -> None:
         if not self._read_controls():
@@ -418,6 +440,146 @@ class SurfaceLab(Lab):
         lo, hi = self.scene.value_range
         z = (np.clip(shown, lo, hi) - lo) / (hi - lo if hi > lo else 1.0) * self.scene.zheight
         self.path3d.setData(pos=np.column_stack([coords, z + 0.01 * self.scene.zheight]))
+
+    # ----------------------------------------------------------------------------- files
+    def _ask(self, title: str, filt: str, save: bool = True) -> str | None:
+        from PySide6.QtWidgets import QFileDialog
+
+        fn = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        path, _ = fn(self, title, "", filt)
+        return path or None
+
+    def _ask_save(self) -> None:
+        if (p := self._ask("Save surface", "HDF5 (*.h5)")):
+            self.save_surface(p)
+
+    def _ask_open(self) -> None:
+        if (p := self._ask("Open surface", "HDF5 (*.h5 *.hdf5)", save=False)):
+            self.open_surface(p)
+
+    def _ask_mesh(self) -> None:
+        if (p := self._ask("Export mesh", "Wavefront OBJ (*.obj);;PLY (*.ply)")):
+            self.export_mesh(p)
+
+    def _ask_data(self) -> None:
+        if (p := self._ask("Export data", "NumPy (*.npz);;CSV (*.csv)")):
+            self.export_data(p)
+
+    def _ask_png(self) -> None:
+        if (p := self._ask("Export image", "PNG (*.png)")):
+            try:
+                w, h = (int(t) for t in self.png_size.text().lower().split("x"))
+            except ValueError:
+                self.message.emit("Image size: write WIDTHxHEIGHT, e.g. 1920x1080", True)
+                return
+            self.export_png(p, w, h)
+
+    def _need_surface(self) -> bool:
+        if self.grid_values is None:
+            self.message.emit("No surface yet: train, or open a surface file", True)
+            return False
+        return True
+
+    def save_surface(self, path: str) -> bool:
+        from models.surface_io import Surface, write_surface
+
+        if not self._need_surface():
+            return False
+        try:
+            write_surface(path, Surface(self.grid_t, self.grid_t, {"train_loss": self.grid_values}))
+        except OSError as exc:
+            self.message.emit(f"Not saved: {exc}", True)
+            return False
+        self.message.emit(f"Saved {path}", False)
+        return True
+
+    def open_surface(self, path: str) -> bool:
+        from models.surface_io import SurfaceFileError, read_surface
+
+        try:
+            surf = read_surface(path)
+        except SurfaceFileError as exc:
+            self.message.emit(str(exc), True)
+            return False
+        values = surf.values.get("train_loss", next(iter(surf.values.values())))
+        if len(surf.x) != len(surf.y) or not np.allclose(surf.x, surf.y):
+            # the views use one axis for both directions: resample onto the x axis
+            from scipy.interpolate import RegularGridInterpolator
+
+            f = RegularGridInterpolator((surf.x, surf.y), values, bounds_error=False, fill_value=np.nan)
+            aa, bb = np.meshgrid(surf.x, surf.x, indexing="ij")
+            values = f(np.stack([aa, bb], -1))
+        self._stop_all()
+        self.snaps, self.checkpoints, self.plane = [], [], None
+        self.path2d.setData([], [])
+        self.path3d.setData(pos=np.zeros((0, 3)))
+        self.grid_t, self.grid_values = surf.x, values
+        self.landscape = {"t": surf.x, "values": values, "stride": 1}
+        self._redraw_surface()
+        self.caption.setText(f"<b>{path}</b>: a {len(surf.x)}x{len(surf.y)} surface"
+                             f"{' · directions in ' + surf.dir_file if surf.dir_file else ''}")
+        self.message.emit(f"Opened {path}", False)
+        return True
+
+    def export_mesh(self, path: str) -> bool:
+        from models import export
+
+        if not self._need_surface():
+            return False
+        verts, faces = export.grid_mesh(self.grid_t, self.grid_t, self.grid_values)
+        try:
+            (export.write_ply if path.lower().endswith(".ply") else export.write_obj)(path, verts, faces)
+        except OSError as exc:
+            self.message.emit(f"Not exported: {exc}", True)
+            return False
+        self.message.emit(f"Exported {path} ({len(verts)} vertices, {len(faces)} triangles)", False)
+        return True
+
+    def export_data(self, path: str) -> bool:
+        from models import export
+
+        if not self._need_surface():
+            return False
+        coords = self.plane["coords"] if self.plane else np.zeros((0, 2))
+        loss = np.array([k.loss for k in self.snaps if k.params is not None])[: len(coords)]
+        try:
+            if path.lower().endswith(".csv"):
+                export.write_csv(path, export.surface_columns(self.grid_t, self.grid_t, self.grid_values))
+                if len(coords):
+                    export.write_csv(path[:-4] + "_path.csv", {"a": coords[:, 0], "b": coords[:, 1], "loss": loss})
+            else:
+                export.write_npz(path, a=self.grid_t, b=self.grid_t, loss=self.grid_values, path_ab=coords,
+                                 path_loss=loss)
+        except OSError as exc:
+            self.message.emit(f"Not exported: {exc}", True)
+            return False
+        self.message.emit(f"Exported {path}", False)
+        return True
+
+    def export_png(self, path: str, width: int, height: int) -> bool:
+        from PySide6.QtGui import QImage
+
+        if not (16 <= width <= 3840 and 16 <= height <= 2160):
+            self.message.emit("Image size must be between 16x16 and 3840x2160", True)
+            return False
+        arr = np.ascontiguousarray(self.scene.renderToArray((width, height)))
+        img = QImage(arr.data, width, height, 4 * width, QImage.Format.Format_ARGB32).copy()
+        import os
+        import tempfile
+
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+            os.close(fd)
+            if not img.save(tmp, "PNG"):
+                os.unlink(tmp)
+                raise OSError("the image could not be encoded")
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.message.emit(f"Not exported: {exc}", True)
+            return False
+        self.message.emit(f"Exported {path} ({width}x{height})", False)
+        return True
 
     # ----------------------------------------------------------------------------- control
     def _cancel_surface(self) -> None:
