@@ -41,6 +41,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "grid41_big_losslandscapes_ms": ("ms", "the same by loss-landscapes"),
     "grid41_big_gflops": ("GFLOP/s", "our big-model grid's arithmetic rate"),
     "matmul_gflops": ("GFLOP/s", "a 2048x2048 float32 matmul on the same machine, same run"),
+    "first_coarse_surface_ms": ("ms", "surface lab, MLP 2-64-64-1 on 2000 spiral points: 'compute' to the first "
+                                      "coarse surface drawn"),
 }
 
 
@@ -399,6 +401,48 @@ def bench_grid41(results: dict, wanted: set) -> None:
         results["matmul_gflops"] = 2 * 2048**3 / (ms / 1e3) / 1e9
 
 
+def bench_first_surface(results: dict, wanted: set) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from visualizer.labs.surface import SurfaceLab
+
+    app = _app()
+
+    def spin(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    with tempfile.TemporaryDirectory() as cfg:
+        os.environ["LOSSLAB_CONFIG_DIR"] = cfg
+        lab = SurfaceLab(restore=False, start=False)
+        lab.resize(1280, 800)
+        lab.show()
+        lab.hidden_edit.setText("64x64")
+        lab.n_spin.setValue(2000)
+        lab.steps_spin.setValue(150)
+        lab.grid_spin.setValue(41)
+        lab.train()
+        end = time.perf_counter() + 120
+        while not (lab.landscape is not None and lab.landscape["stride"] == 1) and time.perf_counter() < end:
+            spin(50)
+        times = []
+        for _ in range(3):
+            spin(300)
+            t0 = time.perf_counter()
+            lab.compute_surface()
+            while lab.first_grid_at is None and time.perf_counter() < t0 + 30:
+                app.processEvents()
+            times.append((lab.first_grid_at - t0) * 1e3 if lab.first_grid_at else float("nan"))
+            while not (lab.landscape is not None and lab.landscape["stride"] == 1) and time.perf_counter() < t0 + 60:
+                spin(20)
+        results["first_coarse_surface_ms"] = statistics.median(times)
+        lab.shutdown()
+        lab.close()
+        lab.deleteLater()
+        app.processEvents()
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
@@ -408,6 +452,7 @@ GROUPS = [
     ({"manifold_walk_steps_per_s"}, bench_walk),
     ({"grid41_small_ms", "grid41_small_loop_ms", "grid41_small_losslandscapes_ms", "grid41_big_ms",
       "grid41_big_loop_ms", "grid41_big_losslandscapes_ms", "grid41_big_gflops", "matmul_gflops"}, bench_grid41),
+    ({"first_coarse_surface_ms"}, bench_first_surface),
 ]
 
 

@@ -100,6 +100,7 @@ class SurfaceLab(Lab):
         self.grid_values: np.ndarray | None = None
         self.grid_t: np.ndarray | None = None
         self.landscape = None
+        self.first_grid_at: float | None = None
         self.paused = False
         self.cmap = pg.colormap.get("viridis")
         self._build_views()
@@ -362,6 +363,7 @@ class SurfaceLab(Lab):
         from models.landscape import surface_job
 
         self.progress.setValue(0)
+        self.first_grid_at = None
         self.surface_runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
         self.surface_runner.batch.connect(self._on_surface_items)
         self.surface_runner.failed.connect(lambda t: self.message.emit("Surface failed: " + t.splitlines()[0], True))
@@ -384,6 +386,10 @@ class SurfaceLab(Lab):
                 self.progress.setValue({8: 1, 4: 2, 2: 3, 1: 4}.get(stride, 4))
                 self.landscape = {"t": t, "values": values, "stride": stride}
                 self._redraw_surface()
+                if self.first_grid_at is None:
+                    import time
+
+                    self.first_grid_at = time.perf_counter()
             elif item[0] == "line":
                 self.line_curve.setData(item[1], item[2])
 
