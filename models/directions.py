@@ -28,7 +28,7 @@ def unflatten(v: torch.Tensor, like: Direction) -> Direction:
     out, k = [], 0
     for t in like:
         n = t.numel()
-        out.append(v[k:k + n].reshape(t.shape).to(t.dtype))
+        out.append(v[k:k + n].reshape(t.shape).to(dtype=t.dtype, device=t.device))
         k += n
     return out
 
@@ -40,7 +40,7 @@ def random_direction(model: nn.Module, seed: int, normalize: str | None = "filte
     out = []
     for p in model.parameters():
         w = p.detach()
-        d = torch.randn(w.shape, generator=g, dtype=torch.float64).to(w.dtype)
+        d = torch.randn(w.shape, generator=g, dtype=torch.float64).to(dtype=w.dtype, device=w.device)
         if w.dim() <= 1:
             if not include_bias:
                 d = torch.zeros_like(w)
@@ -55,7 +55,7 @@ def random_direction(model: nn.Module, seed: int, normalize: str | None = "filte
 
 
 def cosine(d1: Direction, d2: Direction) -> float:
-    a, b = flatten(d1).double(), flatten(d2).double()
+    a, b = flatten(d1).double().cpu(), flatten(d2).double().cpu()
     return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-300))
 
 

@@ -169,7 +169,8 @@ def progressive(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, alphas: np.ndar
 
 def surface_job(hidden: tuple, activation: str, parameterization: str, residual: bool, data: str, n: int,
                 noise: float, seed: int, final: np.ndarray, initial: np.ndarray, checkpoints: np.ndarray,
-                kind: str, dir_seed: int, orthogonal: bool, include_bias: bool, grid: int, extent: float):
+                kind: str, dir_seed: int, orthogonal: bool, include_bias: bool, grid: int, extent: float,
+                device: str = "cpu"):
     """Everything the surface lab draws, progressively: yields ('plane', info) once, then ('grid', stride,
     values) from coarse to fine, then ('line', t, losses) for the initialization -> final segment."""
     from . import directions as dr
@@ -177,9 +178,11 @@ def surface_job(hidden: tuple, activation: str, parameterization: str, residual:
 
     spec = MLPSpec(hidden=tuple(hidden), activation=activation, parameterization=parameterization,
                    residual=residual)
+    dev = torch.device(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
     x, y = make_data(data, n, noise, seed)
-    net = MLP(spec, seed=seed)
-    center = dr.unflatten(torch.as_tensor(final, dtype=torch.float32), dr.params_of(net))
+    x, y = x.to(dev), y.to(dev)
+    net = MLP(spec, seed=seed).to(dev)
+    center = dr.unflatten(torch.as_tensor(final, dtype=torch.float32, device=dev), dr.params_of(net))
     with torch.no_grad():
         for p, c in zip(net.parameters(), center):
             p.copy_(c)
@@ -187,20 +190,20 @@ def surface_job(hidden: tuple, activation: str, parameterization: str, residual:
     explained = None
     if kind == "pca":
         u, v, explained = dr.pca_directions(checkpoints, final)
-        d1 = dr.unflatten(torch.as_tensor(u), center)
-        d2 = dr.unflatten(torch.as_tensor(v), center)
+        d1 = dr.unflatten(torch.as_tensor(u, device=dev), center)
+        d2 = dr.unflatten(torch.as_tensor(v, device=dev), center)
     elif kind == "three":
         mid = checkpoints[len(checkpoints) // 2]
-        d1 = dr.unflatten(torch.as_tensor(initial - final), center)
-        d2 = dr.unflatten(torch.as_tensor(mid - final), center)
+        d1 = dr.unflatten(torch.as_tensor(initial - final, device=dev), center)
+        d2 = dr.unflatten(torch.as_tensor(mid - final, device=dev), center)
     else:
         d1 = dr.random_direction(net, dir_seed, include_bias=include_bias)
         d2 = dr.random_direction(net, dir_seed + 1, include_bias=include_bias)
         if orthogonal:
             d2 = dr.orthogonalize(d1, d2)
     cosine = dr.cosine(d1, d2)
-    u = dr.flatten(d1).double().numpy()
-    v = dr.flatten(d2).double().numpy()
+    u = dr.flatten(d1).double().cpu().numpy()
+    v = dr.flatten(d2).double().cpu().numpy()
     coords = dr.project(checkpoints, final, u, v)
     dist = dr.distance_to_plane(checkpoints, final, u, v)
     yield ("plane", {"cosine": cosine, "explained": explained, "coords": coords, "distance": dist, "kind": kind})
@@ -215,7 +218,7 @@ def surface_job(hidden: tuple, activation: str, parameterization: str, residual:
     line = []
     with torch.no_grad():
         for row in w:
-            params = dr.unflatten(torch.as_tensor(row, dtype=torch.float32), center)
+            params = dr.unflatten(torch.as_tensor(row, dtype=torch.float32, device=dev), center)
             for p, c in zip(net.parameters(), params):
                 p.copy_(c)
             line.append(float(bce_loss(net(x), y)))

@@ -114,7 +114,37 @@ def main() -> int:
     print(f"residual 128^3: cpu {t3c:.1f} ms, dev {t3d:.1f} ms, |diff| {diff3:.1e}; lazy descent (alpha 10) on dev "
           f"loss {s3[-1].loss[0]:.1e}", "OK" if good else "FAIL")
 
-    # 5. the app's path: a descent on cuda in a child process, streamed back through the pipe
+    # 5. loss surfaces of real MLPs on the device: batched grid vs a per-point loop (41x41, 2000 spiral points)
+    from models import directions as dr
+    from models import landscape as ls
+    from models.nets import MLP, MLPSpec, bce_loss, make_data
+
+    xs, ys = make_data("spirals", 2000, seed=0)
+    for label, hidden in (("small", (64, 64)), ("big", (256, 256, 256))):
+        net = MLP(MLPSpec(hidden=hidden), seed=0).to(dev).eval()
+        xg, yg = xs.to(dev), ys.to(dev)
+        c, u, v = dr.params_of(net), dr.random_direction(net, 1), dr.random_direction(net, 2)
+        t41 = np.linspace(-1, 1, 41)
+        fast, t_fast = timed(lambda: ls.grid_mlp(net, xg, yg, bce_loss, c, u, v, t41, t41), 3)  # noqa: B023
+        slow, t_slow = timed(lambda: ls.grid_loop(net, xg, yg, bce_loss, c, u, v, t41, t41), 1)  # noqa: B023
+        err = float(np.max(np.abs(fast - slow)))
+        fig[f"grid41_{label}_dev_ms"], fig[f"grid41_{label}_dev_loop_ms"] = t_fast, t_slow
+        good = err < 1e-4
+        ok &= good
+        print(f"grid41 {label} on {dev}: batched {t_fast:.0f} ms, loop {t_slow:.0f} ms "
+              f"({t_slow / t_fast:.1f}x), max |diff| {err:.1e}", "OK" if good else "FAIL")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = np.array([dr.flatten(dr.params_of(MLP(MLPSpec(hidden=(16, 16)), seed=s))).numpy() for s in range(5)],
+                      dtype=np.float64)
+        items = list(ls.surface_job((16, 16), "tanh", "standard", False, "spirals", 500, 0.1, 0, ck[-1], ck[0], ck,
+                                    "pca", 1, True, False, 17, 1.0, device=dev))
+        good = items[-2][0] == "grid" and np.isfinite(items[-2][3]).all()
+        ok &= good
+        print(f"surface lab job on {dev}: {len(items)} items, final grid finite", "OK" if good else "FAIL")
+
+    # 6. the app's path: a descent on cuda in a child process, streamed back through the pipe
     pr = ProcessRun("models.toy2d:descent", dict(kw, starts=starts, device=dev))
     got, done = 0, None
     t_end = time.time() + 120

@@ -359,7 +359,7 @@ class SurfaceLab(Lab):
         kw = dict(hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
                   residual=s.residual, data=s.data, n=s.n, noise=s.noise, seed=s.seed, final=ck[-1], initial=ck[0],
                   checkpoints=ck, kind=s.directions, dir_seed=s.seed + 100, orthogonal=s.orthogonal,
-                  include_bias=s.include_bias, grid=s.grid, extent=s.extent)
+                  include_bias=s.include_bias, grid=s.grid, extent=s.extent, device=self.device)
         from models.landscape import surface_job
 
         self.progress.setValue(0)
@@ -613,6 +613,9 @@ class SurfaceLab(Lab):
 
     def reset(self) -> None:
         self._stop_all()
+
+    def set_device(self, device: str) -> None:
+        self.device = device
 
     def shutdown(self) -> None:
         self._stop_all()
