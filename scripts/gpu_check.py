@@ -133,9 +133,7 @@ def main() -> int:
         ok &= good
         print(f"grid41 {label} on {dev}: batched {t_fast:.0f} ms, loop {t_slow:.0f} ms "
               f"({t_slow / t_fast:.1f}x), max |diff| {err:.1e}", "OK" if good else "FAIL")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
+    if True:  # the surface lab's whole job (directions, progressive grid, line) on the device
         ck = np.array([dr.flatten(dr.params_of(MLP(MLPSpec(hidden=(16, 16)), seed=s))).numpy() for s in range(5)],
                       dtype=np.float64)
         items = list(ls.surface_job((16, 16), "tanh", "standard", False, "spirals", 500, 0.1, 0, ck[-1], ck[0], ck,
