@@ -81,6 +81,14 @@ def align(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     return -new if float(new @ old) < 0 else new
 
 
+def align_pair(u: np.ndarray, v: np.ndarray, u_old: np.ndarray, v_old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order and signs of a new PCA pair matched to the previous one, so a live plane neither swaps its axes
+    nor mirrors between updates."""
+    if abs(u @ v_old) > abs(u @ u_old) and abs(v @ u_old) > abs(v @ v_old):
+        u, v = v, u
+    return align(u, u_old), align(v, v_old)
+
+
 def project(path: np.ndarray, origin: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
     """Plane coordinates (a, b) of each point: the least-squares solution of origin + a d1 + b d2 ≈ w."""
     basis = np.column_stack([d1, d2])

@@ -170,7 +170,7 @@ def progressive(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, alphas: np.ndar
 def surface_job(hidden: tuple, activation: str, parameterization: str, residual: bool, data: str, n: int,
                 noise: float, seed: int, final: np.ndarray, initial: np.ndarray, checkpoints: np.ndarray,
                 kind: str, dir_seed: int, orthogonal: bool, include_bias: bool, grid: int, extent: float,
-                device: str = "cpu"):
+                device: str = "cpu", align_to: tuple | None = None):
     """Everything the surface lab draws, progressively: yields ('plane', info) once, then ('grid', stride,
     values) from coarse to fine, then ('line', t, losses) for the initialization -> final segment."""
     from . import directions as dr
@@ -190,6 +190,8 @@ def surface_job(hidden: tuple, activation: str, parameterization: str, residual:
     explained = None
     if kind == "pca":
         u, v, explained = dr.pca_directions(checkpoints, final)
+        if align_to is not None and align_to[0].shape == u.shape:
+            u, v = dr.align_pair(u, v, *align_to)
         d1 = dr.unflatten(torch.as_tensor(u, device=dev), center)
         d2 = dr.unflatten(torch.as_tensor(v, device=dev), center)
     elif kind == "three":
@@ -206,7 +208,8 @@ def surface_job(hidden: tuple, activation: str, parameterization: str, residual:
     v = dr.flatten(d2).double().cpu().numpy()
     coords = dr.project(checkpoints, final, u, v)
     dist = dr.distance_to_plane(checkpoints, final, u, v)
-    yield ("plane", {"cosine": cosine, "explained": explained, "coords": coords, "distance": dist, "kind": kind})
+    yield ("plane", {"cosine": cosine, "explained": explained, "coords": coords, "distance": dist, "kind": kind,
+                     "u": u, "v": v})
     t = np.linspace(-extent, extent, grid)
     if kind != "filter":  # the plane's own scale: make sure the path fits
         span = float(np.abs(coords).max()) * 1.25 if len(coords) else extent

@@ -116,3 +116,12 @@ def test_data_sets_are_balanced_and_seeded(name):
     assert torch.equal(x, make_data(name, 500, seed=3)[0])
     with pytest.raises(ValueError, match="unknown data set"):
         make_data("mnist")
+
+
+def test_live_pca_planes_keep_their_orientation():
+    rng = np.random.default_rng(1)
+    u_old, v_old = np.linalg.qr(rng.normal(size=(30, 2)))[0].T
+    # the next plane comes back swapped and mirrored, slightly rotated
+    u_new, v_new = -v_old + 0.01 * rng.normal(size=30), u_old + 0.01 * rng.normal(size=30)
+    u, v = dr.align_pair(u_new, v_new, u_old, v_old)
+    assert u @ u_old > 0.9 and v @ v_old > 0.9

@@ -117,3 +117,15 @@ def test_command_line_opens_a_surface_file(tmp_path):
     from PySide6.QtGui import QImage
 
     assert not QImage(str(tmp_path / "shot.png")).isNull()
+
+
+def test_live_pca_plane_follows_training(qtbot, lab):
+    lab.dir_combo.setCurrentIndex(1)
+    lab.steps_spin.setValue(1500)
+    lab.train()
+    qtbot.waitUntil(lambda: lab.live_updates >= 1 and lab.plane is not None, timeout=120000)
+    wait_surface(qtbot, lab)
+    u_final = lab.plane["u"]
+    assert lab._last_dirs is not None and np.allclose(lab._last_dirs[0], u_final)
+    steps, dist = lab.dist_curve.getData()
+    assert len(dist) == len(lab.plane["distance"]) and np.all(dist >= 0)

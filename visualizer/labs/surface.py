@@ -101,6 +101,9 @@ class SurfaceLab(Lab):
         self.grid_t: np.ndarray | None = None
         self.landscape = None
         self.first_grid_at: float | None = None
+        self._last_live = 0.0
+        self._last_dirs: tuple | None = None
+        self.live_updates = 0
         self.paused = False
         self.cmap = pg.colormap.get("viridis")
         self._build_views()
@@ -130,6 +133,11 @@ class SurfaceLab(Lab):
         self.line_plot.setBackground("#14161c")
         self.line_plot.setLabel("bottom", "α")
         self.line_curve = self.line_plot.plot(pen=pg.mkPen("#4cc9f0", width=2))
+        self.dist_plot = pg.PlotWidget(title="each checkpoint's distance from the plane (not in the picture)")
+        self.dist_plot.setBackground("#14161c")
+        self.dist_plot.setLabel("bottom", "step")
+        self.dist_curve = self.dist_plot.plot(pen=pg.mkPen("#c77dff", width=2), symbol="o", symbolSize=4,
+                                              symbolBrush="#c77dff")
         self.caption = QLabel()
         self.caption.setWordWrap(True)
         self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
@@ -139,6 +147,7 @@ class SurfaceLab(Lab):
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.loss_plot)
         bottom.addWidget(self.line_plot)
+        bottom.addWidget(self.dist_plot)
         outer = QSplitter(Qt.Orientation.Vertical)
         outer.addWidget(top)
         outer.addWidget(bottom)
@@ -237,6 +246,11 @@ class SurfaceLab(Lab):
         self.height_check.setChecked(s.true_height)
         self.height_check.toggled.connect(self._redraw_path)
         f.addRow(self.height_check)
+        self.live_check = QCheckBox("live PCA plane while training")
+        self.live_check.setChecked(True)
+        self.live_check.setToolTip("With PCA directions, the plane follows the checkpoints as they arrive (a coarse "
+                                   "grid, aligned between updates so the picture does not flip)")
+        f.addRow(self.live_check)
         self.progress = QProgressBar()
         self.progress.setRange(0, 4)
         f.addRow("surface", self.progress)
@@ -317,6 +331,8 @@ class SurfaceLab(Lab):
         self._stop_all()
         s = self.state
         self.snaps, self.checkpoints, self.plane, self.grid_values = [], [], None, None
+        self._last_dirs = None
+        self.live_updates = 0
         every = max(1, s.steps // 60)
         self.trainer = ProcessRunner("models.nets:train_run", dict(
             hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
@@ -332,8 +348,15 @@ class SurfaceLab(Lab):
                              f"binary cross-entropy (mean) on the full training set, eval mode")
 
     def _on_train_batch(self, items: list) -> None:
+        import time
+
         self.snaps.extend(items)
         self.checkpoints.extend(k.params for k in items if k.params is not None)
+        if (self.dir_combo.currentData() == "pca" and self.live_check.isChecked() and len(self.checkpoints) >= 4
+                and time.perf_counter() - self._last_live > 1.5
+                and (self.surface_runner is None or not self.surface_runner.isRunning())):
+            self._last_live = time.perf_counter()
+            self.compute_surface(live=True)
         steps = np.array([k.step for k in self.snaps])
         loss = np.maximum(np.array([k.loss for k in self.snaps]), 1e-12)
         self.loss_curve.setData(steps, loss)
@@ -347,7 +370,7 @@ class SurfaceLab(Lab):
             self.compute_surface()
 
     # ----------------------------------------------------------------------------- the surface
-    def compute_surface(self) -> None:
+    def compute_surface(self, live: bool = False) -> None:
         if len(self.checkpoints) < 2:
             self.message.emit("Train first: the surface is drawn around the trained weights", True)
             return
@@ -359,7 +382,10 @@ class SurfaceLab(Lab):
         kw = dict(hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
                   residual=s.residual, data=s.data, n=s.n, noise=s.noise, seed=s.seed, final=ck[-1], initial=ck[0],
                   checkpoints=ck, kind=s.directions, dir_seed=s.seed + 100, orthogonal=s.orthogonal,
-                  include_bias=s.include_bias, grid=s.grid, extent=s.extent, device=self.device)
+                  include_bias=s.include_bias, grid=min(s.grid, 15) if live else s.grid, extent=s.extent,
+                  device=self.device, align_to=self._last_dirs)
+        if live:
+            self.live_updates += 1
         from models.landscape import surface_job
 
         self.progress.setValue(0)
@@ -374,9 +400,13 @@ class SurfaceLab(Lab):
             if item[0] == "plane":
                 self.plane = item[1]
                 p = self.plane
+                if p["kind"] == "pca":
+                    self._last_dirs = (p["u"], p["v"])
                 extra = ""
                 if p["explained"] is not None:
                     extra = f" · PCA explained variance {p['explained'][0]:.2f}, {p['explained'][1]:.2f}"
+                ck_steps = [k.step for k in self.snaps if k.params is not None][: len(p["distance"])]
+                self.dist_curve.setData(ck_steps, p["distance"][: len(ck_steps)])
                 self.info.setText(f"directions: {p['kind']} · cos(d₁, d₂) = {p['cosine']:.3f}{extra}<br>"
                                   f"training path: max distance from the plane {p['distance'].max():.3g} "
                                   f"(what the picture cannot show)")
