@@ -137,6 +137,51 @@ def grid_mlp_points(mlp: MLP, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
     return out
 
 
+def grid_cnn_points(cnn, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, center: Direction, d1: Direction,
+                    d2: Direction, a: torch.Tensor, b: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """The SmallCNN at many grid points at once: G points become G groups of one grouped convolution (each
+    group with its own filters), and the last layer one batched product."""
+    act = ACTIVATIONS[cnn.activation]
+    n = x.shape[0]
+    img = x.reshape(n, 1, 8, 8)
+    dtype = center[0].dtype
+    a, b = a.to(dtype), b.to(dtype)
+    out = torch.empty(a.shape[0], dtype=dtype, device=x.device)
+
+    def at(k, ac, bc):
+        shape = (-1,) + (1,) * center[k].dim()
+        return center[k] + ac.view(shape) * d1[k] + bc.view(shape) * d2[k]  # (g, *param shape)
+
+    with torch.no_grad():
+        for s in range(0, a.shape[0], chunk):
+            ac, bc = a[s:s + chunk], b[s:s + chunk]
+            g = ac.shape[0]
+            w1, b1, w2, b2, w3, b3 = (at(k, ac, bc) for k in range(6))
+            h = torch.nn.functional.conv2d(img.repeat(1, g, 1, 1), w1.reshape(-1, *w1.shape[2:]), b1.reshape(-1),
+                                           padding=1, groups=g)
+            h = act(h)
+            h = torch.nn.functional.conv2d(h, w2.reshape(-1, *w2.shape[2:]), b2.reshape(-1), stride=2, padding=1,
+                                           groups=g)
+            h = act(h).reshape(n, g, -1).transpose(0, 1)  # (g, n, c2 * 16), flattened like the module
+            logits = torch.baddbmm(b3.unsqueeze(1), h, w3.transpose(1, 2))  # (g, n, classes)
+            out[s:s + g] = loss_fn(logits, y)
+    return out
+
+
+def grid_model(model, x, y, loss_fn: LossFn, center, d1, d2, alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    """The fastest grid evaluation for the model's type: batched for MLPs and the SmallCNN, else the loop."""
+    from .nets import SmallCNN
+
+    if isinstance(model, MLP):
+        return grid_mlp(model, x, y, loss_fn, center, d1, d2, alphas, betas)
+    if isinstance(model, SmallCNN):
+        aa, bb = np.meshgrid(alphas, betas, indexing="ij")
+        v = grid_cnn_points(model, x, y, loss_fn, center, d1, d2, torch.as_tensor(aa.ravel(), device=x.device),
+                            torch.as_tensor(bb.ravel(), device=x.device))
+        return v.cpu().numpy().reshape(aa.shape).astype(np.float64)
+    return grid_loop(model, x, y, loss_fn, center, d1, d2, alphas, betas)
+
+
 def grid_mlp(mlp: MLP, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, center: Direction, d1: Direction,
              d2: Direction, alphas: np.ndarray, betas: np.ndarray, chunk: int | None = None) -> np.ndarray:
     """values[i, j] = loss at center + alphas[i] d1 + betas[j] d2 (batched)."""
@@ -159,8 +204,11 @@ def progressive(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, alphas: np.ndar
         ii, jj = np.nonzero(todo)
         if len(ii):
             dev = x.device
-            vals = grid_mlp_points(mlp, x, y, loss_fn, center, d1, d2,
-                                   torch.as_tensor(alphas[ii], device=dev), torch.as_tensor(betas[jj], device=dev))
+            from .nets import SmallCNN
+
+            points = grid_cnn_points if isinstance(mlp, SmallCNN) else grid_mlp_points
+            vals = points(mlp, x, y, loss_fn, center, d1, d2, torch.as_tensor(alphas[ii], device=dev),
+                          torch.as_tensor(betas[jj], device=dev))
             values[ii, jj] = vals.cpu().numpy()
             done |= todo
         yield st, values.copy()
@@ -170,18 +218,17 @@ def progressive(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, alphas: np.ndar
 def surface_job(hidden: tuple, activation: str, parameterization: str, residual: bool, data: str, n: int,
                 noise: float, seed: int, final: np.ndarray, initial: np.ndarray, checkpoints: np.ndarray,
                 kind: str, dir_seed: int, orthogonal: bool, include_bias: bool, grid: int, extent: float,
-                device: str = "cpu", align_to: tuple | None = None):
+                device: str = "cpu", align_to: tuple | None = None, network: str = "mlp"):
     """Everything the surface lab draws, progressively: yields ('plane', info) once, then ('grid', stride,
     values) from coarse to fine, then ('line', t, losses) for the initialization -> final segment."""
     from . import directions as dr
-    from .nets import MLP, MLPSpec, bce_loss, make_data
+    from .nets import build_net, loss_for, make_data
 
-    spec = MLPSpec(hidden=tuple(hidden), activation=activation, parameterization=parameterization,
-                   residual=residual)
     dev = torch.device(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
     x, y = make_data(data, n, noise, seed)
+    net = build_net(network, hidden, activation, parameterization, residual, x, y, seed).to(dev)
     x, y = x.to(dev), y.to(dev)
-    net = MLP(spec, seed=seed).to(dev)
+    bce_loss = loss_for(y)
     center = dr.unflatten(torch.as_tensor(final, dtype=torch.float32, device=dev), dr.params_of(net))
     with torch.no_grad():
         for p, c in zip(net.parameters(), center):

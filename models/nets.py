@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}
-DATASETS = ("spirals", "moons", "circles", "xor", "blobs")
+DATASETS = ("spirals", "moons", "circles", "xor", "blobs", "digits")
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,24 @@ class MLP(nn.Module):
         return h
 
 
+def load_digits(n: int = 1797, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits (shipped inside the package, no download): x (n, 64) in [0, 1], y (n,) long."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    perm = np.random.default_rng(seed).permutation(len(d.target))[: min(n, len(d.target))]
+    return (torch.as_tensor(d.data[perm] / 16.0, dtype=torch.float32),
+            torch.as_tensor(d.target[perm], dtype=torch.long))
+
+
 def make_data(name: str, n: int = 2000, noise: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x (n, 2) float32, y (n,) float32 labels in {0, 1})."""
+    """Toy sets: (x (n, 2) float32, y (n,) float32 labels in {0, 1}). 'digits': (x (n, 64), y (n,) long)."""
     if name not in DATASETS:
         raise ValueError(f"unknown data set '{name}'; choose one of {', '.join(DATASETS)}")
     if n < 2:
         raise ValueError("a data set needs at least two points")
+    if name == "digits":
+        return load_digits(n, seed)
     g = np.random.default_rng(seed)
     half = n // 2
     if name == "spirals":
@@ -117,6 +129,40 @@ def make_data(name: str, n: int = 2000, noise: float = 0.1, seed: int = 0) -> tu
     return torch.as_tensor(x[perm], dtype=torch.float32), torch.as_tensor(y[perm], dtype=torch.float32)
 
 
+class SmallCNN(nn.Module):
+    """A small CNN for 8x8 images: conv 3x3 (1 -> c1) -> act -> conv 3x3 stride 2 (c1 -> c2) -> act -> linear.
+    Takes flat (n, 64) inputs."""
+
+    def __init__(self, channels: tuple[int, int] = (8, 16), activation: str = "relu", classes: int = 10,
+                 seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.activation = activation
+        self.conv1 = nn.Conv2d(1, channels[0], 3, padding=1)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, stride=2, padding=1)
+        self.fc = nn.Linear(channels[1] * 16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = ACTIVATIONS[self.activation]
+        h = act(self.conv1(x.reshape(-1, 1, 8, 8)))
+        h = act(self.conv2(h))
+        return self.fc(h.flatten(1))
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (..., n, classes) against integer labels (n,): one value per leading index."""
+    lead = logits.shape[:-2]
+    flat = logits.reshape(-1, logits.shape[-2], logits.shape[-1])
+    out = torch.stack([nn.functional.cross_entropy(f, y) for f in flat]) if flat.shape[0] > 1 else \
+        nn.functional.cross_entropy(flat[0], y).reshape(1)
+    return out.reshape(lead) if lead else out[0]
+
+
+def loss_for(y: torch.Tensor):
+    """Binary cross-entropy for float 0/1 labels, cross-entropy for integer class labels."""
+    return ce_loss if y.dtype == torch.long else bce_loss
+
+
 def bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy on logits of shape (..., n) or (..., n, 1): one value per leading index."""
     if logits.shape[-1] == 1 and logits.dim() > y.dim():
@@ -132,16 +178,29 @@ class TrainSnapshot:
     params: np.ndarray | None  # flat parameters at checkpoints, None in between
 
 
+def build_net(network: str, hidden: tuple, activation: str, parameterization: str, residual: bool,
+              x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
+    """The lab's network for these data: an MLP sized to the inputs and classes, or the SmallCNN (digits)."""
+    classes = int(y.max()) + 1 if y.dtype == torch.long else 1
+    if network == "cnn":
+        if x.shape[1] != 64:
+            raise ValueError("the small CNN takes 8x8 images: choose the digits data set")
+        return SmallCNN(activation=activation if activation != "gelu" else "relu", classes=classes, seed=seed)
+    spec = MLPSpec(in_dim=x.shape[1], hidden=tuple(hidden), out_dim=classes, activation=activation,
+                   parameterization=parameterization, residual=residual)
+    return MLP(spec, seed=seed)
+
+
 def train_run(hidden: tuple, activation: str, parameterization: str, residual: bool, data: str, n: int,
-              noise: float, optimizer: str, lr: float, steps: int, seed: int, every: int = 10, device: str = "cpu"):
-    """Train an MLP on a toy set with full-batch BCE, yielding a snapshot per step (parameters every ``every``
-    steps and at the end); runs in the lab's child process. Diverging training stops with a message."""
-    spec = MLPSpec(hidden=tuple(hidden), activation=activation, parameterization=parameterization,
-                   residual=residual)
+              noise: float, optimizer: str, lr: float, steps: int, seed: int, every: int = 10, device: str = "cpu",
+              network: str = "mlp"):
+    """Train the lab's network with full-batch cross-entropy, yielding a snapshot per step (parameters every
+    ``every`` steps and at the end); runs in the lab's child process. Diverging training stops with a message."""
     torch.manual_seed(seed)
     x, y = make_data(data, n, noise, seed)
     dev = torch.device(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
-    net = MLP(spec, seed=seed).to(dev)
+    net = build_net(network, hidden, activation, parameterization, residual, x, y, seed).to(dev)
+    lossf = loss_for(y)
     x, y = x.to(dev), y.to(dev)
     if optimizer == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -151,8 +210,11 @@ def train_run(hidden: tuple, activation: str, parameterization: str, residual: b
         opt = torch.optim.SGD(net.parameters(), lr=lr)
     for k in range(steps + 1):
         out = net(x)
-        loss = bce_loss(out, y)
-        acc = float(((out.squeeze(-1) > 0).float() == y).float().mean())
+        loss = lossf(out, y)
+        if y.dtype == torch.long:
+            acc = float((out.argmax(-1) == y).float().mean())
+        else:
+            acc = float(((out.squeeze(-1) > 0).float() == y).float().mean())
         lv = float(loss.detach())
         flat = None
         if k % every == 0 or k == steps or not math.isfinite(lv):

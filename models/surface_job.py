@@ -6,9 +6,11 @@ file is rewritten atomically, so an interrupted run leaves a valid partial file.
 arguments, it reads that file and computes only the missing points (the file records its arguments and
 refuses to resume a different job).
 
-Model SPEC: ``mlp:64x64:tanh`` (widths, activation[, ntk][, res]) or ``package.module:factory`` / a file path
+Model SPEC: ``mlp:64x64:tanh`` (widths, activation[, ntk][, res]), ``cnn`` (a small CNN, with --data digits)
+or ``package.module:factory`` / a file path
 ``path/to/file.py:factory`` whose factory returns (torch module, loss function, (x, y) tensors).
-Data SPEC: ``spirals[:n[:noise]]``, also moons, circles, xor, blobs (ignored for a user factory).
+Data SPEC: ``spirals[:n[:noise]]``, also moons, circles, xor, blobs, and digits (scikit-learn's 8x8 digits,
+10 classes, cross-entropy); ignored for a user factory.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 
 from . import directions as dr
 from . import landscape as ls
-from .nets import MLP, MLPSpec, bce_loss, make_data
+from .nets import MLP, MLPSpec, SmallCNN, loss_for, make_data
 from .surface_io import Surface, SurfaceFileError, read_surface, write_directions, write_surface
 
 
@@ -115,11 +117,26 @@ def from_factory(spec: str) -> Problem:
     return Problem(model, loss_fn, data[0], data[1], isinstance(model, MLP))
 
 
-def train_mlp(spec: MLPSpec, x: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 0.01,
+def build_model(spec: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> nn.Module:
+    """``mlp:...`` (input and output sizes follow the data) or ``cnn`` (8x8 digits only)."""
+    classes = int(y.max()) + 1 if y.dtype == torch.long else 1
+    if spec.startswith("cnn"):
+        if x.shape[1] != 64:
+            raise JobError("--model cnn needs 8x8 images: use --data digits")
+        return SmallCNN(classes=classes, seed=seed)
+    mlp = parse_mlp(spec)
+    mlp = MLPSpec(in_dim=x.shape[1], hidden=mlp.hidden, out_dim=classes, activation=mlp.activation,
+                  parameterization=mlp.parameterization, residual=mlp.residual)
+    return MLP(mlp, seed=seed)
+
+
+def train_mlp(spec, x: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: float = 0.01,
               seed: int = 0, checkpoints: int = 30) -> Problem:
-    """Full-batch Adam on the binary cross-entropy, seeded; keeps flat checkpoints for PCA directions."""
+    """Full-batch Adam on the data's cross-entropy, seeded; keeps flat checkpoints for PCA directions.
+    ``spec`` is an MLPSpec or a model spec string (mlp:... or cnn)."""
     torch.manual_seed(seed)
-    net = MLP(spec, seed=seed)
+    net = MLP(spec, seed=seed) if isinstance(spec, MLPSpec) else build_model(spec, x, y, seed)
+    bce_loss = loss_for(y)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     every = max(1, steps // checkpoints)
     traj = []
@@ -132,10 +149,12 @@ def train_mlp(spec: MLPSpec, x: torch.Tensor, y: torch.Tensor, steps: int = 300,
         loss = bce_loss(net(x), y)
         loss.backward()
         opt.step()
-    return Problem(net, bce_loss, x, y, True, np.array(traj))
+    return Problem(net, bce_loss, x, y, isinstance(net, MLP), np.array(traj))
 
 
 def accuracy_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if y.dtype == torch.long:
+        return (out.argmax(-1) == y).to(out.dtype).mean(-1)
     if out.shape[-1] == 1 and out.dim() > y.dim():
         out = out.squeeze(-1)
     return ((out > 0).to(y.dtype) == y).to(out.dtype).mean(-1)
@@ -147,7 +166,7 @@ def make_directions(problem: Problem, kind: str, seed: int) -> tuple[list, list]
         return dr.random_direction(problem.model, seed), dr.random_direction(problem.model, seed + 1)
     if kind == "pca":
         if problem.trajectory is None or len(problem.trajectory) < 3:
-            raise JobError("--directions pca needs a training path: use an mlp:... model (trained here)")
+            raise JobError("--directions pca needs a training path: use an mlp:... or cnn model (trained here)")
         d1, d2, _ = dr.pca_directions(problem.trajectory, problem.trajectory[-1])
         return (dr.unflatten(torch.as_tensor(d1), center), dr.unflatten(torch.as_tensor(d2), center))
     raise JobError(f"--directions must be 'filter' or 'pca', not '{kind}'")
@@ -157,9 +176,9 @@ def compute(args: argparse.Namespace, progress=True) -> tuple[Surface, int]:
     """Run (or resume) the job; returns the surface and how many points this run computed."""
     if args.grid < 2 or args.grid > 1001:
         raise JobError("--grid must be between 2 and 1001 points a side")
-    if args.model.startswith("mlp"):
+    if args.model.startswith(("mlp", "cnn")):
         x, y = parse_data(args.data)
-        problem = train_mlp(parse_mlp(args.model), x, y, steps=args.train_steps, seed=args.seed)
+        problem = train_mlp(args.model, x, y, steps=args.train_steps, seed=args.seed)
     else:
         problem = from_factory(args.model)
     center = dr.params_of(problem.model)
@@ -189,13 +208,10 @@ def compute(args: argparse.Namespace, progress=True) -> tuple[Surface, int]:
         js = np.nonzero(missing[i])[0]
         a = np.full(len(js), t[i])
         b = t[js]
-        if problem.is_mlp:
-            loss_v = ls.grid_mlp_points(model, problem.x, problem.y, problem.loss_fn, center, d1, d2,
-                                        torch.as_tensor(a), torch.as_tensor(b)).numpy()
-            acc_v = ls.grid_mlp_points(model, problem.x, problem.y, accuracy_fn, center, d1, d2,
-                                       torch.as_tensor(a), torch.as_tensor(b)).numpy()
+        loss_v = ls.grid_model(model, problem.x, problem.y, problem.loss_fn, center, d1, d2, a[:1], b)[0]
+        if problem.is_mlp or isinstance(model, SmallCNN):
+            acc_v = ls.grid_model(model, problem.x, problem.y, accuracy_fn, center, d1, d2, a[:1], b)[0]
         else:
-            loss_v = ls.grid_loop(model, problem.x, problem.y, problem.loss_fn, center, d1, d2, a[:1], b)[0]
             acc_v = np.full(len(js), np.nan)
         # NaN losses (the model blew up there) stay gaps, marked apart from 'not computed' with +inf
         surf.values["train_loss"][i, js] = np.where(np.isfinite(loss_v), loss_v, np.inf)

@@ -125,3 +125,22 @@ def test_live_pca_planes_keep_their_orientation():
     u_new, v_new = -v_old + 0.01 * rng.normal(size=30), u_old + 0.01 * rng.normal(size=30)
     u, v = dr.align_pair(u_new, v_new, u_old, v_old)
     assert u @ u_old > 0.9 and v @ v_old > 0.9
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_cnn_on_digits_batched_grid_equals_the_loop(dtype, tol):
+    from models.nets import SmallCNN, ce_loss
+
+    x, y = make_data("digits", 200, seed=0)
+    x = x.to(dtype)
+    cnn = SmallCNN(seed=0).to(dtype)
+    c, d1, d2 = dr.params_of(cnn), dr.random_direction(cnn, 1), dr.random_direction(cnn, 2)
+    # conv filters: every output channel of the direction has its filter's norm
+    for p, u in zip(cnn.parameters(), d1):
+        if p.dim() == 4:
+            assert torch.allclose(u.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1), rtol=1e-5)
+    t = np.linspace(-1, 1, 5)
+    fast = ls.grid_model(cnn, x, y, ce_loss, c, d1, d2, t, t)
+    slow = ls.grid_loop(cnn, x, y, ce_loss, c, d1, d2, t, t)
+    assert np.allclose(fast, slow, rtol=tol, atol=tol)
+    assert x.shape == (200, 64) and y.dtype == torch.long and int(y.max()) == 9

@@ -140,3 +140,16 @@ def test_user_factory_and_bad_factories(tmp_path):
                         "--out", str(tmp_path / "nan.h5")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "not finite at 9 grid points" in r.stderr
     assert np.isinf(read_surface(str(tmp_path / "nan.h5")).values["train_loss"]).all()
+
+
+def test_headless_cnn_on_digits(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "visualizer", "surface", "--model", "cnn", "--data", "digits:400",
+                        "--grid", "5", "--train-steps", "20", "--directions", "pca", "--out", str(tmp_path / "c.h5")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = read_surface(str(tmp_path / "c.h5"))
+    acc = s.values["train_acc"]
+    assert np.isfinite(s.values["train_loss"]).all() and (acc >= 0).all() and (acc <= 1).all()
+    bad = subprocess.run([sys.executable, "-m", "visualizer", "surface", "--model", "cnn", "--data", "moons:100",
+                          "--grid", "3", "--out", str(tmp_path / "x.h5")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "8x8 images" in bad.stderr

@@ -129,3 +129,19 @@ def test_live_pca_plane_follows_training(qtbot, lab):
     assert lab._last_dirs is not None and np.allclose(lab._last_dirs[0], u_final)
     steps, dist = lab.dist_curve.getData()
     assert len(dist) == len(lab.plane["distance"]) and np.all(dist >= 0)
+
+
+def test_small_cnn_on_digits(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append(t))
+    lab.net_combo.setCurrentIndex(1)
+    lab.train()  # spirals with a CNN: refused
+    assert lab.trainer is None and any("8x8" in t for t in msgs)
+    lab.data_combo.setCurrentText("digits")
+    lab.n_spin.setValue(300)
+    lab.steps_spin.setValue(40)
+    lab.grid_spin.setValue(9)
+    lab.train()
+    wait_surface(qtbot, lab)
+    assert np.isfinite(lab.grid_values).all() and "CNN" in lab.caption.text()
+    assert lab.snaps[-1].loss < lab.snaps[0].loss

@@ -40,7 +40,7 @@ from visualizer.views.scene3d import Scene3D
 from visualizer.workers import GeneratorRunner, ProcessRunner
 
 SETTINGS_KEY = "labs/surface"
-DATA = ["spirals", "moons", "circles", "xor", "blobs"]
+DATA = ["spirals", "moons", "circles", "xor", "blobs", "digits"]
 
 
 @dataclass
@@ -48,6 +48,7 @@ class SurfaceState:
     data: str = "spirals"
     n: int = 1000
     noise: float = 0.1
+    network: str = "mlp"
     hidden: str = "32x32"
     activation: str = "tanh"
     parameterization: str = "standard"
@@ -177,6 +178,12 @@ class SurfaceLab(Lab):
         self.noise_spin.setSingleStep(0.05)
         self.noise_spin.setValue(s.noise)
         f.addRow("noise", self.noise_spin)
+        self.net_combo = QComboBox()
+        self.net_combo.addItem("MLP", "mlp")
+        self.net_combo.addItem("small CNN (8x8 digits)", "cnn")
+        self.net_combo.setCurrentIndex(0 if s.network == "mlp" else 1)
+        self.net_combo.setToolTip("The CNN takes scikit-learn's 8x8 digits (10 classes, cross-entropy)")
+        f.addRow("network", self.net_combo)
         self.hidden_edit = QLineEdit(s.hidden)
         self.hidden_edit.setToolTip("Hidden layer widths, e.g. 64x64 for an MLP 2-64-64-1")
         f.addRow("hidden layers", self.hidden_edit)
@@ -306,6 +313,10 @@ class SurfaceLab(Lab):
             self.message.emit(str(exc), True)
             return False
         s.data, s.n, s.noise = self.data_combo.currentText(), self.n_spin.value(), float(self.noise_spin.value())
+        s.network = self.net_combo.currentData()
+        if s.network == "cnn" and s.data != "digits":
+            self.message.emit("The small CNN takes 8x8 images: choose the digits data set", True)
+            return False
         s.hidden, s.activation = self.hidden_edit.text(), self.act_combo.currentText()
         s.parameterization, s.residual = self.param_combo.currentText(), self.res_check.isChecked()
         s.optimizer, s.lr, s.steps = self.opt_combo.currentText(), float(self.lr_spin.value()), self.steps_spin.value()
@@ -337,15 +348,20 @@ class SurfaceLab(Lab):
         self.trainer = ProcessRunner("models.nets:train_run", dict(
             hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
             residual=s.residual, data=s.data, n=s.n, noise=s.noise, optimizer=s.optimizer, lr=s.lr, steps=s.steps,
-            seed=s.seed, every=every, device=self.device))
+            seed=s.seed, every=every, device=self.device, network=s.network))
         self.trainer.batch.connect(self._on_train_batch)
         self.trainer.done.connect(self._on_trained)
         self.trainer.failed.connect(lambda t: self.message.emit("Training failed: " + t.splitlines()[0], True))
         self.trainer.start()
-        p = sum(a * b + b for a, b in zip([2, *parse_hidden(s.hidden)], [*parse_hidden(s.hidden), 1]))
-        self.caption.setText(f"<b>MLP 2-{s.hidden.replace('x', '-')}-1</b> ({s.activation}, {s.parameterization}"
-                             f"{', residual' if s.residual else ''}), {p:,} parameters · {s.data}, {s.n} points · "
-                             f"binary cross-entropy (mean) on the full training set, eval mode")
+        if s.network == "cnn":
+            name = "small CNN (conv 1→8, conv 8→16 stride 2, linear 256→10)"
+        else:
+            d_in, d_out = (64, 10) if s.data == "digits" else (2, 1)
+            name = f"MLP {d_in}-{s.hidden.replace('x', '-')}-{d_out} ({s.activation}, {s.parameterization}" + \
+                   (", residual)" if s.residual else ")")
+        loss = "cross-entropy" if s.data == "digits" else "binary cross-entropy"
+        self.caption.setText(f"<b>{name}</b> · {s.data}, {s.n} points · {loss} (mean) on the full training set, "
+                             "eval mode")
 
     def _on_train_batch(self, items: list) -> None:
         import time
@@ -383,7 +399,7 @@ class SurfaceLab(Lab):
                   residual=s.residual, data=s.data, n=s.n, noise=s.noise, seed=s.seed, final=ck[-1], initial=ck[0],
                   checkpoints=ck, kind=s.directions, dir_seed=s.seed + 100, orthogonal=s.orthogonal,
                   include_bias=s.include_bias, grid=min(s.grid, 15) if live else s.grid, extent=s.extent,
-                  device=self.device, align_to=self._last_dirs)
+                  device=self.device, align_to=self._last_dirs, network=s.network)
         if live:
             self.live_updates += 1
         from models.landscape import surface_job
