@@ -221,14 +221,22 @@ def surface_job(hidden: tuple, activation: str, parameterization: str, residual:
                 device: str = "cpu", align_to: tuple | None = None, network: str = "mlp"):
     """Everything the surface lab draws, progressively: yields ('plane', info) once, then ('grid', stride,
     values) from coarse to fine, then ('line', t, losses) for the initialization -> final segment."""
-    from . import directions as dr
     from .nets import build_net, loss_for, make_data
 
     dev = torch.device(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
     x, y = make_data(data, n, noise, seed)
     net = build_net(network, hidden, activation, parameterization, residual, x, y, seed).to(dev)
     x, y = x.to(dev), y.to(dev)
-    bce_loss = loss_for(y)
+    return (yield from surface_core(net, x, y, loss_for(y), final, initial, checkpoints, kind, dir_seed, orthogonal,
+                                    include_bias, grid, extent, align_to))
+
+
+def surface_core(net, x, y, bce_loss, final, initial, checkpoints, kind, dir_seed, orthogonal, include_bias, grid,
+                 extent, align_to=None):
+    """surface_job's body for any model, data and loss already on their device."""
+    from . import directions as dr
+
+    dev = x.device
     center = dr.unflatten(torch.as_tensor(final, dtype=torch.float32, device=dev), dr.params_of(net))
     with torch.no_grad():
         for p, c in zip(net.parameters(), center):
@@ -261,8 +269,19 @@ def surface_job(hidden: tuple, activation: str, parameterization: str, residual:
     if kind != "filter":  # the plane's own scale: make sure the path fits
         span = float(np.abs(coords).max()) * 1.25 if len(coords) else extent
         t = np.linspace(-max(span, 1e-3), max(span, 1e-3), grid)
-    for stride, values in progressive(net, x, y, bce_loss, center, d1, d2, t, t):
-        yield ("grid", stride, t, values)
+    from .nets import MLP, SmallCNN
+
+    if isinstance(net, (MLP, SmallCNN)):
+        for stride, values in progressive(net, x, y, bce_loss, center, d1, d2, t, t):
+            yield ("grid", stride, t, values)
+    else:  # any other module: row by row with the reference loop (still progressive, coarse rows first)
+        values = np.full((len(t), len(t)), np.nan)
+        for st in (4, 2, 1):
+            for i in range(0, len(t), st):
+                todo = np.nonzero(np.isnan(values[i, ::st]))[0] * st
+                if len(todo):
+                    values[i, todo] = grid_loop(net, x, y, bce_loss, center, d1, d2, t[i:i + 1], t[todo])[0]
+            yield ("grid", st, t, values.copy())
     s = np.linspace(-0.25, 1.25, 61)
     w = initial[None, :] * s[:, None] + final[None, :] * (1 - s[:, None])  # s = 0 final, 1 initial
     line = []

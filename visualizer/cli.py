@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                "keys: Space start/pause, S single step, R reset, Ctrl+S screenshot, F1 help",
     )
     p.add_argument("--lab", help="open this lab (default: the last one used)")
+    p.add_argument("--model", default=None, metavar="SPEC",
+                   help="surface lab: your own model, package.module:factory or path/file.py:factory returning "
+                        "(module, loss_fn, (x, y))")
     p.add_argument("--device", default=None, help="compute device: cpu, cuda:0, ... (default: cuda if present)")
     p.add_argument("--size", default=None, help="window size WIDTHxHEIGHT, e.g. 1600x900")
     p.add_argument("--screenshot", metavar="PNG", help="open, let the lab settle, save a window screenshot, quit")
@@ -67,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from visualizer.app import run_app
 
+    if args.model:
+        from models.surface_job import JobError, load_factory
+
+        try:
+            load_factory(args.model)  # fail early, with the reason, before any window opens
+        except JobError as exc:
+            print(f"losslab: {exc}", file=sys.stderr)
+            return 2
+        from visualizer.labs.surface import SurfaceLab
+
+        SurfaceLab.user_model = args.model
+        args.lab = args.lab or "surface"
     return run_app(lab=args.lab, device=args.device, size=size, screenshot=args.screenshot,
                    report_startup=args.report_startup, t0=_T0, open_path=open_path)
 

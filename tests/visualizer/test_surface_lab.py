@@ -145,3 +145,28 @@ def test_small_cnn_on_digits(qtbot, lab):
     wait_surface(qtbot, lab)
     assert np.isfinite(lab.grid_values).all() and "CNN" in lab.caption.text()
     assert lab.snaps[-1].loss < lab.snaps[0].loss
+
+
+def test_users_own_model_in_the_lab(qtbot, lab):
+    from pathlib import Path
+
+    SurfaceLab.user_model = str(Path(__file__).resolve().parents[2] / "assets/examples/user_model.py") + ":build"
+    try:
+        lab.steps_spin.setValue(30)
+        lab.grid_spin.setValue(9)
+        lab.train()
+        wait_surface(qtbot, lab)
+        assert "your model" in lab.caption.text()
+        assert np.isfinite(lab.grid_values).all()
+        assert lab.grid_values[4, 4] == pytest.approx(lab.snaps[-1].loss, rel=1e-4)
+    finally:
+        SurfaceLab.user_model = None
+
+
+def test_command_line_refuses_a_bad_model_spec(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "visualizer", "--model", "no_such_module_xyz:build"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "cannot import" in out.stderr

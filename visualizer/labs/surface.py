@@ -328,6 +328,7 @@ class SurfaceLab(Lab):
         return True
 
     pending_open: str | None = None
+    user_model: str | None = None  # 'package.module:factory' or 'file.py:factory' from `losslab --model`
 
     def start(self) -> None:
         if self.pending_open:
@@ -345,6 +346,16 @@ class SurfaceLab(Lab):
         self._last_dirs = None
         self.live_updates = 0
         every = max(1, s.steps // 60)
+        if self.user_model:
+            self.trainer = ProcessRunner("models.surface_job:user_train_run", dict(
+                spec=self.user_model, optimizer=s.optimizer, lr=s.lr, steps=s.steps, every=every))
+            self.trainer.batch.connect(self._on_train_batch)
+            self.trainer.done.connect(self._on_trained)
+            self.trainer.failed.connect(lambda t: self.message.emit("Training failed: " + t.splitlines()[0], True))
+            self.trainer.start()
+            self.caption.setText(f"<b>your model</b> {self.user_model} · its own loss and data "
+                                 "(the data and network controls do not apply)")
+            return
         self.trainer = ProcessRunner("models.nets:train_run", dict(
             hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
             residual=s.residual, data=s.data, n=s.n, noise=s.noise, optimizer=s.optimizer, lr=s.lr, steps=s.steps,
@@ -406,7 +417,15 @@ class SurfaceLab(Lab):
 
         self.progress.setValue(0)
         self.first_grid_at = None
-        self.surface_runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
+        if self.user_model:
+            from models.surface_job import user_surface_job
+
+            core = {k: kw[k] for k in ("final", "initial", "checkpoints", "kind", "dir_seed", "orthogonal",
+                                       "include_bias", "grid", "extent", "align_to")}
+            spec = self.user_model
+            self.surface_runner = GeneratorRunner(lambda: user_surface_job(spec, **core), torch_threads=None)
+        else:
+            self.surface_runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
         self.surface_runner.batch.connect(self._on_surface_items)
         self.surface_runner.failed.connect(lambda t: self.message.emit("Surface failed: " + t.splitlines()[0], True))
         self.surface_runner.start()
