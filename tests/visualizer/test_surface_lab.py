@@ -89,6 +89,9 @@ def test_files_save_open_export(qtbot, lab, tmp_path):
     assert (img.width(), img.height()) == (800, 500)
     colors = {img.pixel(x, y) for x in range(0, 800, 40) for y in range(0, 500, 25)}
     assert len(colors) > 20  # the surface is in it, not a blank frame
+    assert lab.export_png_2d(str(tmp_path / "map.png"), 1600)
+    m = QImage(str(tmp_path / "map.png"))
+    assert m.width() == 1600 and m.height() > 300
     # reopen: the surface comes back, the path is gone
     lab.grid_values = None
     assert lab.open_surface(str(tmp_path / "s.h5"))

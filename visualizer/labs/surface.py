@@ -275,7 +275,8 @@ class SurfaceLab(Lab):
                 ("Open surface (HDF5)…", self._ask_open, "A surface written here or by the reference code"),
                 ("Export mesh (OBJ / PLY)…", self._ask_mesh, "The surface as a triangle mesh"),
                 ("Export data (CSV / NPZ)…", self._ask_data, "Surface values and the projected training path"),
-                ("Export 3D image (PNG)…", self._ask_png, "Rendered off screen at the size below")):
+                ("Export 3D image (PNG)…", self._ask_png, "Rendered off screen at the size below"),
+                ("Export 2D map (PNG)…", self._ask_png2d, "The contour map at the width below")):
             b = QPushButton(text)
             b.setToolTip(tip)
             b.clicked.connect(slot)
@@ -544,6 +545,39 @@ class SurfaceLab(Lab):
                 self.message.emit("Image size: write WIDTHxHEIGHT, e.g. 1920x1080", True)
                 return
             self.export_png(p, w, h)
+
+    def _ask_png2d(self) -> None:
+        if (p := self._ask("Export 2D map", "PNG (*.png)")):
+            try:
+                w = int(self.png_size.text().lower().split("x")[0])
+            except ValueError:
+                self.message.emit("Image size: write WIDTHxHEIGHT, e.g. 1920x1080", True)
+                return
+            self.export_png_2d(p, w)
+
+    def export_png_2d(self, path: str, width: int) -> bool:
+        """The 2D map (with its colour bar and path) at ``width`` pixels, written atomically."""
+        import os
+        import tempfile
+
+        from pyqtgraph.exporters import ImageExporter
+
+        if not 64 <= width <= 7680:
+            self.message.emit("Image width must be between 64 and 7680", True)
+            return False
+        exporter = ImageExporter(self.plane_view.ci)
+        exporter.parameters()["width"] = width
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+            os.close(fd)
+            exporter.export(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.message.emit(f"Not exported: {exc}", True)
+            return False
+        self.message.emit(f"Exported {path}", False)
+        return True
 
     def _need_surface(self) -> bool:
         if self.grid_values is None:
