@@ -45,6 +45,21 @@ def main(argv: list[str] | None = None) -> int:
         from visualizer.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == "record":
+        import os
+
+        if not os.environ.get("DISPLAY") and not os.environ.get("LOSSLAB_RECORD_NO_REEXEC"):
+            import shutil
+
+            if shutil.which("xvfb-run"):  # headless machine: render under a virtual display
+                os.environ["LOSSLAB_RECORD_NO_REEXEC"] = "1"
+                os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, "-m",
+                                       "visualizer", *argv])
+        from visualizer.recording.recorder import main as record_main
+
+        code = record_main(argv[1:])
+        sys.stdout.flush()
+        os._exit(code)  # skip Qt's teardown of GL windows at exit (see app.run_app)
     if argv and argv[0] == "surface":
         from models.surface_job import main as surface_main
 

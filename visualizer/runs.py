@@ -15,6 +15,10 @@ import pyqtgraph.opengl as gl
 
 from visualizer.workers import ProcessRunner
 
+# Who runs a descent: a child process normally; the recorder swaps in a synchronous runner it steps itself,
+# so that frames follow the simulation clock (models of issue 5).
+RUNNER_FACTORY = ProcessRunner
+
 
 class DescentRun:
     def __init__(self, lab, target: str, params: dict, starts: np.ndarray, colors: list[str], *,
@@ -33,7 +37,7 @@ class DescentRun:
         self.finished = False
         self.result = None
         self.dirty = True
-        self.runner = ProcessRunner(target, dict(params, starts=self.starts), start_paused=lab.paused)
+        self.runner = RUNNER_FACTORY(target, dict(params, starts=self.starts), start_paused=lab.paused)
         self.runner.batch.connect(self._on_batch)
         self.runner.done.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
