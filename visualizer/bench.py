@@ -43,6 +43,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "matmul_gflops": ("GFLOP/s", "a 2048x2048 float32 matmul on the same machine, same run"),
     "first_coarse_surface_ms": ("ms", "surface lab, MLP 2-64-64-1 on 2000 spiral points: 'compute' to the first "
                                       "coarse surface drawn"),
+    "record_1080p_fps": ("frames/s", "headless 1920x1080 render of a scene (201x201 surface, streaming descent), "
+                                     "H.264 encoding included"),
+    "record_4k_frame_ms": ("ms", "one 3840x2160 off-screen frame of the 3D view"),
 }
 
 
@@ -443,6 +446,40 @@ def bench_first_surface(results: dict, wanted: set) -> None:
         app.processEvents()
 
 
+def bench_record(results: dict, wanted: set) -> None:
+    from visualizer.recording.keyframes import Camera
+    from visualizer.recording.recorder import render
+    from visualizer.recording.scene import Event, Scene
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["LOSSLAB_CONFIG_DIR"] = tmp
+        scene = Scene(lab="manifold2d", size=(1920, 1080), fps=30, duration=4.0, steps_per_frame=5,
+                      settings={"model": "tanh", "resolution": 201},
+                      camera=[(0.0, Camera(-60, 28, 10)), (4.0, Camera(0, 35, 8))],
+                      events=[Event(0.0, action="descent", start=[2.0, -2.0])])
+        if "record_1080p_fps" in wanted:
+            t0 = time.perf_counter()
+            n = render(scene, os.path.join(tmp, "b.mp4"), progress=False)
+            results["record_1080p_fps"] = n / (time.perf_counter() - t0)
+        if "record_4k_frame_ms" in wanted:
+            from PySide6.QtWidgets import QApplication
+
+            from visualizer.labs.manifold2d import Manifold2DLab
+
+            app = QApplication.instance()
+            lab = Manifold2DLab(restore=False)
+            lab.resize(1280, 720)
+            lab.show()
+            end = time.perf_counter() + 30
+            while lab.landscape is None and time.perf_counter() < end:
+                app.processEvents()
+                time.sleep(0.01)
+            results["record_4k_frame_ms"] = _median_ms(lambda: lab.scene.render_offscreen(3840, 2160), 3, 1)
+            lab.shutdown()
+            lab.close()
+            app.processEvents()
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
@@ -453,6 +490,7 @@ GROUPS = [
     ({"grid41_small_ms", "grid41_small_loop_ms", "grid41_small_losslandscapes_ms", "grid41_big_ms",
       "grid41_big_loop_ms", "grid41_big_losslandscapes_ms", "grid41_big_gflops", "matmul_gflops"}, bench_grid41),
     ({"first_coarse_surface_ms"}, bench_first_surface),
+    ({"record_1080p_fps", "record_4k_frame_ms"}, bench_record),
 ]
 
 

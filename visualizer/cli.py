@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "bench":
         from visualizer.bench import main as bench_main
 
-        return bench_main(argv[1:])
+        code = bench_main(argv[1:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        import os
+
+        os._exit(code)  # skip Qt's teardown of GL windows at exit (see app.run_app)
     if argv and argv[0] == "record":
         import os
 

@@ -667,7 +667,7 @@ class SurfaceLab(Lab):
         if not (16 <= width <= 3840 and 16 <= height <= 2160):
             self.message.emit("Image size must be between 16x16 and 3840x2160", True)
             return False
-        arr = np.ascontiguousarray(self.scene.renderToArray((width, height)))
+        arr = np.ascontiguousarray(self.scene.render_offscreen(width, height))
         img = QImage(arr.data, width, height, 4 * width, QImage.Format.Format_ARGB32).copy()
         import os
         import tempfile

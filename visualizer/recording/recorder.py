@@ -101,7 +101,9 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     runs.RUNNER_FACTORY = SyncRunner
     _SYNC.clear()
     lab = LABS[scene.lab].load()(restore=False, start=False)
-    lab.resize(width, height)
+    # frames are rendered off screen at full size; the window itself stays small so that its own repaints
+    # (the 2D view, the on-screen GL surface) cost little
+    lab.resize(480, 320)
     lab.show()
     for k, v in scene.settings.items():
         setattr(lab.state, k, v)
@@ -137,10 +139,10 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
             if scene.camera:
                 cam = camera_at(scene.camera, t, scene.easing)
                 lab.scene.setCameraPosition(distance=cam.distance, elevation=cam.elevation, azimuth=cam.azimuth)
-            rgba = np.ascontiguousarray(lab.scene.renderToArray((width, height)))
-            img = QImage(rgba.data, width, height, 4 * width, QImage.Format.Format_ARGB32).copy()
+            frame = np.ascontiguousarray(lab.scene.render_offscreen(width, height))  # BGRA, top row first
             caps = [c.text for c in scene.captions if c.start <= t <= c.end]
-            if caps:
+            if caps:  # drawn in place: the QImage shares the frame's memory (ARGB32 is BGRA in memory)
+                img = QImage(frame.data, width, height, 4 * width, QImage.Format.Format_ARGB32)
                 p = QPainter(img)
                 p.setRenderHint(QPainter.RenderHint.Antialiasing)
                 p.setFont(QFont("Sans", max(12, height // 30)))
@@ -149,9 +151,6 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
                 p.setPen(QColor("#ffffff"))
                 p.drawText(box, Qt.AlignmentFlag.AlignCenter, "  ·  ".join(caps))
                 p.end()
-            img = img.convertToFormat(QImage.Format.Format_RGB888)
-            frame = np.frombuffer(img.constBits(), dtype=np.uint8, count=img.sizeInBytes()).reshape(
-                height, img.bytesPerLine())[:, : 3 * width].copy()
             writer.send(frame)
             if progress:
                 sys.stderr.write(f"\rframe {i + 1}/{n_frames}")
@@ -173,10 +172,10 @@ def _writer(path: str, width: int, height: int, fps: int):
 
     if path.lower().endswith(".gif"):
         return imageio_ffmpeg.write_frames(path, (width, height), fps=fps, codec="gif", macro_block_size=1,
-                                           output_params=["-loop", "0"])
-    return imageio_ffmpeg.write_frames(path, (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                                       quality=8, macro_block_size=2, ffmpeg_log_level="error",
-                                       output_params=["-threads", "1"])
+                                           pix_fmt_in="bgra", output_params=["-loop", "0"])
+    return imageio_ffmpeg.write_frames(path, (width, height), fps=fps, codec="libx264", pix_fmt_in="bgra",
+                                       pix_fmt_out="yuv420p", quality=8, macro_block_size=2, ffmpeg_log_level="error",
+                                       output_params=["-preset", "superfast"])
 
 
 def main(argv: list[str] | None = None) -> int:

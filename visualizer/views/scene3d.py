@@ -89,6 +89,36 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
         self.renderer = ""
         self.last_frame_ms = 0.0
 
+    def render_offscreen(self, width: int, height: int) -> np.ndarray:
+        """One frame at any size (up to the GL limits) in a single framebuffer: (height, width, 4) BGRA uint8.
+
+        pyqtgraph's renderToArray draws the scene once per 1024-pixel tile; one framebuffer of the full size
+        draws it once."""
+        from OpenGL import GL
+        from PySide6.QtOpenGL import QOpenGLFramebufferObject, QOpenGLFramebufferObjectFormat
+
+        self.makeCurrent()
+        fmt = QOpenGLFramebufferObjectFormat()
+        fmt.setAttachment(QOpenGLFramebufferObject.Attachment.CombinedDepthStencil)
+        fbo = QOpenGLFramebufferObject(width, height, fmt)
+        out = np.empty((height, width, 4), dtype=np.uint8)
+        # text items paint through a QPainter on the window, which would rebind the window's own framebuffer
+        # in the middle of the frame: they are left out of off-screen frames
+        texts = [i for i in self.items if isinstance(i, gl.GLTextItem) and i.visible()]
+        for i in texts:
+            i.setVisible(False)
+        try:
+            fbo.bind()
+            GL.glViewport(0, 0, width, height)
+            self.paint(region=(0, 0, width, height), viewport=(0, 0, width, height))
+            fbo.bind()
+            GL.glReadPixels(0, 0, width, height, GL.GL_BGRA, GL.GL_UNSIGNED_BYTE, out)
+        finally:
+            fbo.release()
+            for i in texts:
+                i.setVisible(True)
+        return out[::-1].copy()
+
     def rect(self):
         """QWidget-style rect (pyqtgraph's text item asks its view for one)."""
         from PySide6.QtCore import QRect
