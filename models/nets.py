@@ -202,23 +202,34 @@ def train_run(hidden: tuple, activation: str, parameterization: str, residual: b
     net = build_net(network, hidden, activation, parameterization, residual, x, y, seed).to(dev)
     lossf = loss_for(y)
     x, y = x.to(dev), y.to(dev)
+    msg = yield from train_snapshots(net, lambda: net(x), lambda out: lossf(out, y), optimizer, lr, steps, every,
+                                     accuracy=lambda out: _accuracy(out, y))
+    return msg
+
+
+def _accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
+    if y.dtype == torch.long:
+        return float((out.argmax(-1) == y).float().mean())
+    return float(((out.squeeze(-1) > 0).float() == y).float().mean())
+
+
+def train_snapshots(net: nn.Module, forward, loss_of, optimizer: str, lr: float, steps: int, every: int,
+                    accuracy=None):
+    """Full-batch training of any module, yielding a TrainSnapshot per step (flat parameters every ``every``
+    steps, at the end and on divergence); returns a one-line summary. Shared by the lab's networks and users'."""
     if optimizer == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr)
-    elif optimizer == "momentum":
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     else:
-        opt = torch.optim.SGD(net.parameters(), lr=lr)
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9 if optimizer == "momentum" else 0.0)
+    lv, acc = float("nan"), float("nan")
     for k in range(steps + 1):
-        out = net(x)
-        loss = lossf(out, y)
-        if y.dtype == torch.long:
-            acc = float((out.argmax(-1) == y).float().mean())
-        else:
-            acc = float(((out.squeeze(-1) > 0).float() == y).float().mean())
+        out = forward()
+        loss = loss_of(out)
         lv = float(loss.detach())
+        acc = accuracy(out) if accuracy is not None else float("nan")
         flat = None
         if k % every == 0 or k == steps or not math.isfinite(lv):
-            flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).cpu().numpy().copy()
+            flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).double().cpu().numpy()
         yield TrainSnapshot(k, lv, acc, flat)
         if not math.isfinite(lv):
             return f"training diverged at step {k} (loss {lv}): lower the learning rate"
@@ -227,4 +238,5 @@ def train_run(hidden: tuple, activation: str, parameterization: str, residual: b
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return f"trained {steps} steps: loss {lv:.4g}, accuracy {acc:.3f}"
+    return f"trained {steps} steps: loss {lv:.4g}" + ("" if math.isnan(acc) else f", accuracy {acc:.3f}")
+

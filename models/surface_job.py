@@ -270,30 +270,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def user_train_run(spec: str, optimizer: str, lr: float, steps: int, every: int = 10):
     """Train a user's model (from its factory) in the lab's child process, yielding TrainSnapshots."""
-    import math
-
-    from .nets import TrainSnapshot
+    from .nets import train_snapshots
 
     p = from_factory(spec)
-    net = p.model
-    opt = torch.optim.Adam(net.parameters(), lr=lr) if optimizer == "adam" else torch.optim.SGD(
-        net.parameters(), lr=lr, momentum=0.9 if optimizer == "momentum" else 0.0)
-    lv = float("nan")
-    for k in range(steps + 1):
-        loss = p.loss_fn(net(p.x), p.y)
-        lv = float(loss.detach())
-        flat = None
-        if k % every == 0 or k == steps or not math.isfinite(lv):
-            flat = dr.flatten(dr.params_of(net)).double().numpy()
-        yield TrainSnapshot(k, lv, float("nan"), flat)
-        if not math.isfinite(lv):
-            return f"training diverged at step {k} (loss {lv}): lower the learning rate"
-        if k == steps:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return f"trained the user's model {steps} steps: loss {lv:.4g}"
+    msg = yield from train_snapshots(p.model, lambda: p.model(p.x), lambda out: p.loss_fn(out, p.y), optimizer, lr,
+                                     steps, every)
+    return msg.replace("trained", "trained the user's model", 1)
 
 
 def user_surface_job(spec: str, **kw):
