@@ -172,17 +172,19 @@ class LatestJobWorker(QThread):
                 req = self._pending
                 self._has_pending = False
                 self.busy = True
+            # ``busy`` drops only after the result is posted to the GUI thread: whoever sees it False (the
+            # recorder waiting for a grid) finds the result in the event queue
             try:
                 out = self._fn(req)
             except Exception as exc:  # reported to the GUI, which keeps running
-                self.busy = False
                 self.failed.emit(req, f"{exc}")
+                self.busy = False
                 continue
-            self.busy = False
             with self._cond:
                 superseded = self._has_pending
             if not superseded:
                 self.result.emit(req, out)
+            self.busy = False
 
 
 class ProcessRunner(QThread):

@@ -103,6 +103,53 @@ class DescentLab(Lab):
         for st in starts:
             self.start_descent(st)
 
+    # --- recording and scenes ------------------------------------------------------------------------
+    scene_actions = {
+        "descent": "start a descent at 'start' (a list of parameters; the lab's default start without it)",
+        "random_starts": "start the lab's batch of random starts",
+        "reset": "stop and clear all descents",
+    }
+
+    def scene_action(self, action: str, start=None) -> None:
+        if action == "descent":
+            self.start_descent(np.atleast_2d(np.asarray(start, dtype=np.float64)) if start is not None
+                               else self.default_start())
+        elif action == "random_starts":
+            self.random_starts()
+        else:
+            super().scene_action(action, start)
+
+    def runners(self) -> list:
+        return [r.runner for r in self.runs if not r.finished]
+
+    def busy(self) -> bool:
+        return self._rerun_timer.isActive() or any(w.busy or w._has_pending for w in self._workers)
+
+    def flush(self) -> None:
+        if self._rerun_timer.isActive():
+            self._rerun_timer.stop()
+            self._rerun()
+        self._redraw_timer.stop()
+        self._redraw_runs()
+
+    def apply_settings(self, values: dict) -> None:
+        values = dict(values)
+        xs, ys = values.pop("xs", None), values.pop("ys", None)
+        super().apply_settings(values)
+        if xs is not None or ys is not None:
+            xs = list(self.state.xs) if xs is None else xs
+            ys = list(self.state.ys) if ys is None else ys
+            self.set_points([float(a) for a in xs], [float(a) for a in ys])
+
+    def set_points(self, xs: list, ys: list) -> None:
+        """Replace the data points (a scene's ``xs``/``ys``): the panel's count, then each point."""
+        if len(xs) != len(ys) or not xs:
+            raise ValueError("xs and ys need the same, non-zero length")
+        panel = self.data_panel
+        panel.n_points.setValue(len(xs))
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            panel.set_point(i, x, y)
+
     # --- Lab API ------------------------------------------------------------------------------------
     def set_paused(self, paused: bool) -> None:
         self.paused = paused

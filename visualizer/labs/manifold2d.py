@@ -193,6 +193,7 @@ class Manifold2DLab(DescentLab):
     key = "manifold2d"
     title = "Solution manifolds (2 parameters)"
     settings_key = SETTINGS_KEY
+    state_cls = Manifold2DState
 
     def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
         super().__init__(parent)
@@ -442,6 +443,14 @@ class Manifold2DLab(DescentLab):
         v.addWidget(g)
         v.addStretch(1)
         self._controls = panel
+        for name, w in (("model", self.model_combo), ("expression", self.expr_edit), ("optimizer", self.opt_combo),
+                        ("lr", self.lr_spin), ("momentum", self.mom_spin), ("batch_size", self.batch_spin),
+                        ("steps", self.steps_spin), ("n_random", self.n_random_spin), ("extent", self.extent_spin),
+                        ("resolution", self.res_spin), ("log_scale", self.log_check),
+                        ("contours", self.contour_check), ("wireframe", self.wire_check),
+                        ("curvature", self.curv_check), ("color_by", self.colorby_combo), ("mu", self.mu_spin),
+                        ("pl_ball", self.ball_check)):
+            self.bind(name, w)
         self._update_enabled()
         self._update_caption()
 

@@ -162,6 +162,7 @@ def lit_colors(normals: np.ndarray | None, rgba: tuple, n: int) -> np.ndarray:
 
 class Manifold3DLab(DescentLab):
     key = "manifold3d"
+    state_cls = Manifold3DState
     title = "Solution manifolds (3 parameters)"
     settings_key = SETTINGS_KEY
 
@@ -349,6 +350,14 @@ class Manifold3DLab(DescentLab):
         v.addWidget(g)
         v.addStretch(1)
         self._controls = panel
+        for name, w in (("model", self.model_combo), ("expression", self.expr_edit), ("optimizer", self.opt_combo),
+                        ("lr", self.lr_spin), ("steps", self.steps_spin), ("n_random", self.n_random_spin),
+                        ("extent", self.extent_spin), ("resolution", self.res_spin), ("shells", self.shell_check),
+                        ("slice_color", self.slice_combo), ("mu", self.mu_spin)):
+            self.bind(name, w)
+        self.bind("alpha", self.alpha_slider, to_widget=lambda a: round(100 * math.log10(max(a, 1e-9))))
+        self.bind("shell_level", self.shell_slider, to_widget=lambda a: round(100 * math.log10(max(a, 1e-9))))
+        self.bind("slice_w3", self.slice_slider, to_widget=lambda c: round(100 * c / self.state.extent))
         self._update_labels()
 
     def controls(self) -> QWidget:
@@ -567,6 +576,15 @@ class Manifold3DLab(DescentLab):
                 self.scene.removeItem(r.proj3d)
             r.remove()
         self.runs = []
+
+    def default_start(self) -> np.ndarray:
+        try:
+            w = [float(t) for t in self.start_edit.text().replace("(", "").replace(")", "").split(",")]
+            if len(w) == 3 and all(math.isfinite(a) for a in w):
+                return np.array(w)
+        except ValueError:
+            pass
+        return np.array([1.5, -1.0, 0.8])
 
     # ----------------------------------------------------------------------------- Lab API
     def _start_default(self) -> None:

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from visualizer import runs
 from visualizer import settings as store
 from visualizer.labs.base import Lab
 from visualizer.views.plane import PlaneView
@@ -108,6 +109,9 @@ def compute_slice(req: tuple) -> dict:
 
 class NetManifoldLab(Lab):
     key = "netmanifold"
+    state_cls = NetState
+    scene_actions = {"walk": "find a new solution and start walking on the manifold (after setting changes)",
+                     "reset": "stop the walk and clear the samples"}
     title = "Inside a network's solution manifold"
 
     def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
@@ -224,6 +228,9 @@ class NetManifoldLab(Lab):
         v.addWidget(self.info)
         v.addStretch(1)
         self._controls = panel
+        for name, w in (("width", self.width_spin), ("n_points", self.n_spin), ("seed", self.seed_spin),
+                        ("steps", self.steps_spin), ("step_size", self.step_spin), ("slice_mode", self.slice_combo)):
+            self.bind(name, w)
 
     def controls(self) -> QWidget:
         return self._controls
@@ -255,7 +262,7 @@ class NetManifoldLab(Lab):
         self._stop_runner()
         self.samples = []
         self.reason = ""
-        self.runner = ProcessRunner("models.netmanifold:walk_run",
+        self.runner = runs.RUNNER_FACTORY("models.netmanifold:walk_run",
                                     dict(width=s.width, n_points=s.n_points, seed=s.seed, steps=s.steps,
                                          step_size=s.step_size), start_paused=self.paused)
         self.runner.batch.connect(self._on_batch)
@@ -367,6 +374,24 @@ class NetManifoldLab(Lab):
         self.samples = []
         self.cloud.setData(pos=np.zeros((0, 3)))
         self.path.setData(pos=np.zeros((0, 3)))
+
+    # ----------------------------------------------------------------------------- recording
+    def scene_action(self, action: str, start=None) -> None:
+        if action == "walk":
+            self.restart()
+        else:
+            super().scene_action(action, start)
+
+    def runners(self) -> list:
+        return [self.runner] if self.runner is not None and self.runner.isRunning() else []
+
+    def busy(self) -> bool:
+        return self.worker.busy or self.worker._has_pending
+
+    def flush(self) -> None:
+        if self._redraw.isActive():
+            self._redraw.stop()
+            self._draw_samples()
 
     def shutdown(self) -> None:
         self._redraw.stop()

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from visualizer import runs
 from visualizer import settings as store
 from visualizer.labs.base import Lab
 from visualizer.labs.descent_lab import restore_state
@@ -87,6 +88,10 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 class SurfaceLab(Lab):
     key = "surface"
+    state_cls = SurfaceState
+    scene_actions = {"train": "train the network from its seed (after setting changes); the surface follows",
+                     "surface": "compute the surface again with the current direction and grid settings",
+                     "reset": "stop training and the surface"}
     title = "Loss surfaces of a trained network"
 
     def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
@@ -102,7 +107,7 @@ class SurfaceLab(Lab):
         self.grid_t: np.ndarray | None = None
         self.landscape = None
         self.first_grid_at: float | None = None
-        self._last_live = 0.0
+        self._last_live = 0
         self._last_dirs: tuple | None = None
         self.live_updates = 0
         self.paused = False
@@ -290,6 +295,14 @@ class SurfaceLab(Lab):
         v.addWidget(self.info)
         v.addStretch(1)
         self._controls = panel
+        for name, w in (("data", self.data_combo), ("n", self.n_spin), ("noise", self.noise_spin),
+                        ("network", self.net_combo), ("hidden", self.hidden_edit), ("activation", self.act_combo),
+                        ("parameterization", self.param_combo), ("residual", self.res_check),
+                        ("optimizer", self.opt_combo), ("lr", self.lr_spin), ("steps", self.steps_spin),
+                        ("seed", self.seed_spin), ("directions", self.dir_combo), ("orthogonal", self.orth_check),
+                        ("include_bias", self.bias_check), ("grid", self.grid_spin), ("extent", self.extent_spin),
+                        ("log_scale", self.log_check), ("true_height", self.height_check)):
+            self.bind(name, w)
 
     def controls(self) -> QWidget:
         return self._controls
@@ -345,10 +358,11 @@ class SurfaceLab(Lab):
         s = self.state
         self.snaps, self.checkpoints, self.plane, self.grid_values = [], [], None, None
         self._last_dirs = None
+        self._last_live = 0
         self.live_updates = 0
         every = max(1, s.steps // 60)
         if self.user_model:
-            self.trainer = ProcessRunner("models.surface_job:user_train_run", dict(
+            self.trainer = runs.RUNNER_FACTORY("models.surface_job:user_train_run", dict(
                 spec=self.user_model, optimizer=s.optimizer, lr=s.lr, steps=s.steps, every=every))
             self.trainer.batch.connect(self._on_train_batch)
             self.trainer.done.connect(self._on_trained)
@@ -357,7 +371,7 @@ class SurfaceLab(Lab):
             self.caption.setText(f"<b>your model</b> {self.user_model} · its own loss and data "
                                  "(the data and network controls do not apply)")
             return
-        self.trainer = ProcessRunner("models.nets:train_run", dict(
+        self.trainer = runs.RUNNER_FACTORY("models.nets:train_run", dict(
             hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
             residual=s.residual, data=s.data, n=s.n, noise=s.noise, optimizer=s.optimizer, lr=s.lr, steps=s.steps,
             seed=s.seed, every=every, device=self.device, network=s.network))
@@ -376,14 +390,14 @@ class SurfaceLab(Lab):
                              "eval mode")
 
     def _on_train_batch(self, items: list) -> None:
-        import time
-
         self.snaps.extend(items)
         self.checkpoints.extend(k.params for k in items if k.params is not None)
+        # the live plane follows the checkpoints (a clock of training steps, not of wall time, so a recording
+        # shows the same planes every time), at most one computation at a time
         if (self.dir_combo.currentData() == "pca" and self.live_check.isChecked() and len(self.checkpoints) >= 4
-                and time.perf_counter() - self._last_live > 1.5
+                and len(self.checkpoints) - self._last_live >= 6
                 and (self.surface_runner is None or not self.surface_runner.isRunning())):
-            self._last_live = time.perf_counter()
+            self._last_live = len(self.checkpoints)
             self.compute_surface(live=True)
         steps = np.array([k.step for k in self.snaps])
         loss = np.maximum(np.array([k.loss for k in self.snaps]), 1e-12)
@@ -715,6 +729,25 @@ class SurfaceLab(Lab):
 
     def set_device(self, device: str) -> None:
         self.device = device
+
+    # ----------------------------------------------------------------------------- recording
+    def scene_action(self, action: str, start=None) -> None:
+        if action == "train":
+            self.train()
+        elif action == "surface":
+            self.compute_surface()
+        else:
+            super().scene_action(action, start)
+
+    def runners(self) -> list:
+        return [self.trainer] if self.trainer is not None and self.trainer.isRunning() else []
+
+    def busy(self) -> bool:
+        return self.surface_runner is not None and self.surface_runner.isRunning()
+
+    def settings_dict(self) -> dict:
+        self._read_controls()
+        return super().settings_dict()
 
     def shutdown(self) -> None:
         self._stop_all()

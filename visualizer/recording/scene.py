@@ -26,16 +26,24 @@ checked field by field: an error names the file, the line where it can be found,
     start = 0.5
     end = 4.0
     text = "Gradient descent lands on the nearest solution"
+
+Optional: ``title = "..."`` (burned in at the top left), ``overlays = { step = true, loss = true }`` (the
+latest run's step and loss at the top right), ``easing`` of the camera moves, and a keyframe's ``center``
+(default: the centre the lab chose for its view).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 
 from visualizer.recording.keyframes import EASINGS, Camera
 
-ACTIONS = ("descent", "random_starts", "reset")
+ACTIONS = ("descent", "random_starts", "reset")  # of the descent labs; each lab names its own (scene_actions)
 
 
 class SceneError(ValueError):
@@ -70,6 +78,8 @@ class Scene:
     camera: list[tuple[float, Camera]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     captions: list[Caption] = field(default_factory=list)
+    title: str = ""
+    overlays: dict = field(default_factory=dict)
     path: str = ""
 
     @property
@@ -112,7 +122,7 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         return v
 
     known = {"lab", "seed", "size", "fps", "duration", "steps_per_frame", "easing", "settings", "camera", "event",
-             "caption"}
+             "caption", "title", "overlays"}
     for key in doc:
         if key not in known:
             raise fail(key, f"unknown field; known: {', '.join(sorted(known))}", key)
@@ -122,6 +132,31 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
     if labs is not None and lab not in labs:
         raise fail("lab", f"unknown lab '{lab}'; labs: {', '.join(labs)}", "lab")
     sc = Scene(lab=lab, path=path)
+    lab_cls = None
+    if labs is not None and hasattr(labs[lab], "load"):
+        lab_cls = labs[lab].load()
+    actions = tuple(lab_cls.scene_actions) if lab_cls is not None else ACTIONS
+
+    def check_values(values: dict, where: str, needle: str) -> dict:
+        if lab_cls is None or lab_cls.state_cls is None:
+            return dict(values)
+        from visualizer.labs.base import SettingError, check_settings
+
+        try:
+            return check_settings(lab_cls.state_cls, values, where)
+        except SettingError as exc:
+            name = str(exc).split(":")[0]
+            raise fail(name, f"the {lab} lab: {str(exc).split(': ', 1)[1]}", name.split(".")[-1]) from None
+
+    if "title" in doc:
+        if not isinstance(doc["title"], str):
+            raise fail("title", "expected a string", "title")
+        sc.title = doc["title"]
+    if "overlays" in doc:
+        ov = doc["overlays"]
+        if not isinstance(ov, dict) or any(k not in ("step", "loss") or not isinstance(v, bool) for k, v in ov.items()):
+            raise fail("overlays", "expected a table like { step = true, loss = true }", "overlays")
+        sc.overlays = dict(ov)
     if "seed" in doc:
         sc.seed = number(doc, "seed", "seed", 0, 2**31, int)
     if "size" in doc:
@@ -148,7 +183,7 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         for k in settings:
             if k not in lab_fields[lab]:
                 raise fail(f"settings.{k}", f"the {lab} lab has no setting '{k}'", k)
-    sc.settings = dict(settings)
+    sc.settings = check_values(settings, "settings", "[settings]")
     for i, cam in enumerate(doc.get("camera", [])):
         name = f"camera[{i}]"
         if not isinstance(cam, dict):
@@ -157,10 +192,11 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         az = number(cam, "azimuth", f"{name}.azimuth") if "azimuth" in cam else -60.0
         el = number(cam, "elevation", f"{name}.elevation", -89.9, 89.9) if "elevation" in cam else 28.0
         dist = number(cam, "distance", f"{name}.distance", 1e-3, 1e6) if "distance" in cam else 10.0
-        center = cam.get("center", [0.0, 0.0, 0.0])
-        if not (isinstance(center, list) and len(center) == 3):
+        center = cam.get("center")
+        if center is not None and not (isinstance(center, list) and len(center) == 3 and all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in center)):
             raise fail(f"{name}.center", "expected [x, y, z]", "center")
-        sc.camera.append((t, Camera(az, el, dist, tuple(float(c) for c in center))))
+        sc.camera.append((t, Camera(az, el, dist, None if center is None else tuple(float(c) for c in center))))
     if [t for t, _ in sc.camera] != sorted(t for t, _ in sc.camera):
         raise fail("camera", "keyframes must be in time order", "[[camera]]")
     for i, ev in enumerate(doc.get("event", [])):
@@ -174,12 +210,15 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
                 for k in ev["set"]:
                     if k not in lab_fields[lab]:
                         raise fail(f"{name}.set.{k}", f"the {lab} lab has no setting '{k}'", "set")
-            e.set = dict(ev["set"])
+            e.set = check_values(ev["set"], f"{name}.set", "set")
         if "action" in ev:
-            if ev["action"] not in ACTIONS:
-                raise fail(f"{name}.action", f"one of {', '.join(ACTIONS)}", "action")
+            if ev["action"] not in actions:
+                raise fail(f"{name}.action", f"the {lab} lab's actions are {', '.join(actions)}", "action")
             e.action = ev["action"]
             e.start = ev.get("start")
+            if e.start is not None and not (isinstance(e.start, list) and e.start and all(
+                    isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in e.start)):
+                raise fail(f"{name}.start", "expected a list of numbers (one start)", "start")
         if not e.set and not e.action:
             raise fail(name, "an event needs 'set' or 'action'", "[[event]]")
         sc.events.append(e)
@@ -191,3 +230,68 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
             raise fail(f"{name}.text", "expected a string", "text")
         sc.captions.append(Caption(start, end, cap["text"]))
     return sc
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"{v} cannot be written to a scene")
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # JSON's escapes are TOML basic-string escapes
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(a) for a in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(a)}" for k, a in v.items()) + " }"
+    raise ValueError(f"{v!r} cannot be written to a scene")
+
+
+def dump_scene(sc: Scene, comment: str = "") -> str:
+    """The scene as TOML text that ``load_scene`` reads back to an equal scene."""
+    out = [f"# {line}" for line in comment.splitlines()]
+    out += [f"lab = {_toml_value(sc.lab)}", f"seed = {sc.seed}", f"size = [{sc.size[0]}, {sc.size[1]}]",
+            f"fps = {sc.fps}", f"duration = {_toml_value(float(sc.duration))}",
+            f"steps_per_frame = {sc.steps_per_frame}", f"easing = {_toml_value(sc.easing)}"]
+    if sc.title:
+        out.append(f"title = {_toml_value(sc.title)}")
+    if sc.overlays:
+        out.append(f"overlays = {_toml_value(sc.overlays)}")
+    out += ["", "[settings]"] + [f"{k} = {_toml_value(v)}" for k, v in sc.settings.items()]
+    for t, c in sc.camera:
+        out += ["", "[[camera]]", f"time = {_toml_value(float(t))}", f"azimuth = {_toml_value(float(c.azimuth))}",
+                f"elevation = {_toml_value(float(c.elevation))}", f"distance = {_toml_value(float(c.distance))}"]
+        if c.center is not None:
+            out.append(f"center = {_toml_value([float(a) for a in c.center])}")
+    for e in sc.events:
+        out += ["", "[[event]]", f"time = {_toml_value(float(e.time))}"]
+        if e.set:
+            out.append(f"set = {_toml_value(e.set)}")
+        if e.action:
+            out.append(f"action = {_toml_value(e.action)}")
+        if e.start is not None:
+            out.append(f"start = {_toml_value([float(a) for a in e.start])}")
+    for c in sc.captions:
+        out += ["", "[[caption]]", f"start = {_toml_value(float(c.start))}", f"end = {_toml_value(float(c.end))}",
+                f"text = {_toml_value(c.text)}"]
+    return "\n".join(out) + "\n"
+
+
+def save_scene(sc: Scene, path: str, comment: str = "") -> None:
+    """Write the scene atomically (a temporary file in the same folder, then a rename)."""
+    text = dump_scene(sc, comment)
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(suffix=".toml", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

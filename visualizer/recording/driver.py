@@ -1,0 +1,179 @@
+"""Playing a scene on a lab, frame by frame, on the simulation clock.
+
+The same driver renders a scene headless (``losslab record``) and previews it in the app (the scene player):
+frame i applies the events due at t = i / fps, waits for what they asked to be computed, advances every run
+``steps_per_frame`` steps, draws, and sets the keyframed camera. Runs are synchronous here (``SyncRunner``,
+swapped in for the child-process runner), so a scene gives the same frames every time, however slow the
+machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+from PySide6.QtCore import QObject, Signal
+
+from visualizer.recording.keyframes import Camera, camera_at
+
+
+class SyncRunner(QObject):
+    """The interface of ProcessRunner, advanced by the driver instead of a child process."""
+
+    batch = Signal(object)
+    done = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, target: str, kwargs: dict, start_paused: bool = False, **_) -> None:
+        super().__init__()
+        self._target, self._kwargs = target, kwargs
+        self._gen = None
+        self._finished = False
+        self._paused = start_paused
+
+    def start(self) -> None:
+        try:
+            module, name = self._target.split(":")
+            self._gen = getattr(importlib.import_module(module), name)(**self._kwargs)
+        except Exception as exc:
+            self._finished = True
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+            return
+        self.advance(1)  # the step-0 snapshot
+
+    def advance(self, n: int) -> None:
+        if self._finished or self._gen is None or n <= 0:
+            return
+        items = []
+        try:
+            for _ in range(n):
+                items.append(next(self._gen))
+        except StopIteration as stop:
+            self._finished = True
+            if items:
+                self.batch.emit(items)
+            self.done.emit(stop.value)
+            return
+        except Exception as exc:
+            self._finished = True
+            if items:
+                self.batch.emit(items)
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+            return
+        if items:
+            self.batch.emit(items)
+
+    @property
+    def owed(self) -> int:
+        return 0
+
+    def isRunning(self) -> bool:
+        return not self._finished
+
+    def is_paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def step_once(self) -> None:
+        self.advance(1)
+
+    def abort(self, *_) -> None:
+        self._finished = True
+        if self._gen is not None:
+            self._gen.close()
+
+
+def wait_idle(app, lab, timeout: float = 120.0) -> None:
+    """Process events until the lab has computed what was asked (frames never show half-computed views)."""
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        app.processEvents()
+        if not lab.busy() and getattr(lab, "landscape", True) is not None:
+            app.processEvents()
+            if not lab.busy():
+                return
+        time.sleep(0.003)
+
+
+class SceneDriver:
+    """Applies ``scene`` to ``lab``: ``setup()`` once, then ``frame(i)`` for i = 0, 1, ... in order.
+
+    ``settle`` is called whenever the lab must finish computing before the timeline goes on (headless: wait
+    for it; the player calls ``frame`` only when the lab is idle)."""
+
+    def __init__(self, scene, lab, settle=None) -> None:
+        self.scene, self.lab = scene, lab
+        self.settle = settle or (lambda: None)
+        self.pending: list = []
+        self.center: tuple | None = None
+        self.next_frame = 0
+
+    def setup(self) -> None:
+        sc, lab = self.scene, self.lab
+        settings = dict(sc.settings)
+        if lab.state_cls is not None and "seed" in {f for f in lab.state_cls.__dataclass_fields__}:
+            settings.setdefault("seed", sc.seed)
+        lab.apply_settings(settings)
+        lab.start()
+        self.settle()
+        lab.flush()
+        c = lab.scene.opts["center"] if "3d" in lab.views() else None
+        self.center = (float(c.x()), float(c.y()), float(c.z())) if c is not None else (0.0, 0.0, 0.0)
+        self.pending = sorted(sc.events, key=lambda e: e.time)
+        self.next_frame = 0
+
+    def time_of(self, i: int) -> float:
+        return i / self.scene.fps
+
+    def apply_events(self, i: int) -> bool:
+        """Apply the events due by frame i; True when any was."""
+        t = self.time_of(i)
+        applied = False
+        while self.pending and self.pending[0].time <= t + 1e-9:
+            ev = self.pending.pop(0)
+            if ev.set:
+                self.lab.apply_settings(ev.set)
+            if ev.action:
+                self.lab.scene_action(ev.action, ev.start)
+            applied = True
+        return applied
+
+    def advance(self) -> None:
+        for r in list(self.lab.runners()):
+            if hasattr(r, "advance") and not r.is_paused():
+                r.advance(self.scene.steps_per_frame)
+
+    def camera(self, i: int) -> Camera | None:
+        if not self.scene.camera:
+            return None
+        keys = [(t, Camera(c.azimuth, c.elevation, c.distance, self.center if c.center is None else c.center))
+                for t, c in self.scene.camera]
+        return camera_at(keys, self.time_of(i), self.scene.easing)
+
+    def set_camera(self, i: int) -> None:
+        cam = self.camera(i)
+        if cam is None or "3d" not in self.lab.views():
+            return
+        import pyqtgraph as pg
+
+        self.lab.scene.setCameraPosition(pos=pg.Vector(*cam.center), distance=cam.distance,
+                                         elevation=cam.elevation, azimuth=cam.azimuth)
+
+    def captions(self, i: int) -> str:
+        t = self.time_of(i)
+        return "  ·  ".join(c.text for c in self.scene.captions if c.start <= t <= c.end)
+
+    def frame(self, i: int) -> None:
+        """Bring the lab to frame i (frames must come in order, each once)."""
+        if self.apply_events(i):
+            self.settle()
+        self.advance()
+        self.settle()
+        self.lab.flush()
+        self.set_camera(i)
+        self.next_frame = i + 1

@@ -1,0 +1,257 @@
+"""Frames for videos: capture a lab's 3D view (off screen, at any size up to 3840x2160), its 2D view or the
+whole window; burn in overlays (title, step, loss, caption); encode in a worker thread with FFmpeg (shipped
+inside imageio-ffmpeg), written to a temporary file that replaces the target only when it is complete.
+
+A frame is a (height, width, 4) uint8 array in BGRA order, top row first (QImage's ARGB32 in memory).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, QThread, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
+
+SOURCES = {"3d": "active 3D view", "2d": "2D view", "window": "whole window"}
+MAX_SIZE = (3840, 2160)
+
+
+def check_size(width: int, height: int) -> None:
+    if not (16 <= width <= MAX_SIZE[0] and 16 <= height <= MAX_SIZE[1]):
+        raise ValueError(f"a video frame must be within 16x16 .. {MAX_SIZE[0]}x{MAX_SIZE[1]}, not {width}x{height}")
+
+
+def image_to_frame(img: QImage) -> np.ndarray:
+    img = img.convertToFormat(QImage.Format.Format_ARGB32)
+    w, h = img.width(), img.height()
+    arr = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, img.bytesPerLine())
+    return arr[:, : 4 * w].reshape(h, w, 4).copy()
+
+
+def _fit(src_w: int, src_h: int, width: int, height: int) -> QRectF:
+    """The rectangle of a (src_w, src_h) picture scaled to fit (width, height), centred (letterbox)."""
+    s = min(width / max(src_w, 1), height / max(src_h, 1))
+    w, h = src_w * s, src_h * s
+    return QRectF((width - w) / 2, (height - h) / 2, w, h)
+
+
+def render_widget(widget, width: int, height: int, background: str = "#14161c") -> np.ndarray:
+    """A plain (non-GL) widget painted at (width, height): vector content is drawn at the target scale, not
+    magnified pixels; the widget's aspect is kept (letterboxed)."""
+    img = QImage(width, height, QImage.Format.Format_ARGB32)
+    img.fill(QColor(background))
+    box = _fit(widget.width(), widget.height(), width, height)
+    p = QPainter(img)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+    p.translate(box.topLeft())
+    p.scale(box.width() / max(widget.width(), 1), box.height() / max(widget.height(), 1))
+    widget.render(p)
+    p.end()
+    return image_to_frame(img)
+
+
+def render_image(src: QImage, width: int, height: int, background: str = "#000000") -> np.ndarray:
+    """An image scaled to fit (width, height), letterboxed."""
+    img = QImage(width, height, QImage.Format.Format_ARGB32)
+    img.fill(QColor(background))
+    p = QPainter(img)
+    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+    p.drawImage(_fit(src.width(), src.height(), width, height), src)
+    p.end()
+    return image_to_frame(img)
+
+
+def capture(lab, source: str, width: int, height: int, window=None) -> np.ndarray:
+    """One frame of ``source`` ('3d', '2d' or 'window') at (width, height)."""
+    check_size(width, height)
+    views = lab.views()
+    if source == "window":
+        from visualizer.app import grab_window
+
+        return render_image(grab_window(window or lab.window()), width, height)
+    if source not in views:
+        raise ValueError(f"the {lab.key} lab has no {SOURCES.get(source, source)} to record")
+    view = views[source]
+    if source == "3d":
+        return np.ascontiguousarray(view.render_offscreen(width, height))
+    return render_widget(view, width, height)
+
+
+def _fmt_loss(loss) -> str:
+    try:
+        loss = float(loss)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{loss:.3e}" if math.isfinite(loss) else "—"
+
+
+def burn_overlays(frame: np.ndarray, *, title: str | None = None, step: int | None = None, loss=None,
+                  caption: str | None = None) -> np.ndarray:
+    """Draw the overlays into ``frame`` in place (it must be C-contiguous BGRA) and return it."""
+    if not (title or step is not None or loss is not None or caption):
+        return frame
+    h, w = frame.shape[:2]
+    img = QImage(frame.data, w, h, 4 * w, QImage.Format.Format_ARGB32)  # shares the frame's memory
+    p = QPainter(img)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+    size = max(11, h // 36)
+    pad = size // 2
+    font = QFont("Sans", 1)
+    font.setPixelSize(size)
+    p.setFont(font)
+    fm = QFontMetrics(font)
+
+    def plate(x: float, y: float, text: str, align_right: bool = False) -> None:
+        tw = fm.horizontalAdvance(text)
+        box = QRectF(x - tw - 2 * pad if align_right else x, y, tw + 2 * pad, fm.height() + pad)
+        p.fillRect(box, QColor(0, 0, 0, 140))
+        p.setPen(QColor("#eceff4"))
+        p.drawText(QPointF(box.left() + pad, box.top() + pad / 2 + fm.ascent()), text)
+
+    if title:
+        bold = QFont(font)
+        bold.setBold(True)
+        p.setFont(bold)
+        fm = QFontMetrics(bold)
+        plate(pad, pad, title)
+        p.setFont(font)
+        fm = QFontMetrics(font)
+    right = []
+    if step is not None:
+        right.append(f"step {int(step):,}")
+    if loss is not None:
+        right.append(f"loss {_fmt_loss(loss)}")
+    if right:
+        plate(w - pad, pad, "   ".join(right), align_right=True)
+    if caption:
+        cap = QFont(font)
+        cap.setPixelSize(max(12, h // 30))
+        p.setFont(cap)
+        box = QRectF(0, h * 0.86, w, h * 0.12)
+        p.fillRect(box, QColor(0, 0, 0, 150))
+        p.setPen(QColor("#ffffff"))
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, caption)
+    p.end()
+    return frame
+
+
+def open_writer(path: str, width: int, height: int, fps: int):
+    """An FFmpeg writer (a primed generator: ``send`` BGRA frames, ``close`` to finish) for .mp4 or .gif."""
+    import imageio_ffmpeg
+
+    if path.lower().endswith(".gif"):
+        # one palette for the whole clip, computed from the frames (good colours, small files)
+        gen = imageio_ffmpeg.write_frames(
+            path, (width, height), fps=fps, codec="gif", macro_block_size=1, pix_fmt_in="bgra",
+            ffmpeg_log_level="error",
+            output_params=["-filter_complex", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
+                           "-loop", "0"])
+    else:
+        gen = imageio_ffmpeg.write_frames(path, (width, height), fps=fps, codec="libx264", pix_fmt_in="bgra",
+                                          pix_fmt_out="yuv420p", quality=8, macro_block_size=2,
+                                          ffmpeg_log_level="error", output_params=["-preset", "superfast"])
+    gen.send(None)
+    return gen
+
+
+def temp_path(out: str) -> str:
+    root, ext = os.path.splitext(out)
+    return f"{root}.part{ext}"
+
+
+def check_output(out: str) -> None:
+    """Fail early (before any rendering) when ``out`` cannot be written."""
+    if not out.lower().endswith((".mp4", ".gif")):
+        raise OSError(f"cannot write {out}: a video must end in .mp4 or .gif")
+    folder = os.path.dirname(os.path.abspath(out)) or "."
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise OSError(f"cannot write {out}: {folder} is not a writable folder")
+
+
+class Encoder(QThread):
+    """Encodes frames in its own thread. ``put`` never blocks: it returns False while the queue is full (the
+    caller waits and tries again on its next tick). ``finish`` ends the file; ``finished_file(path, frames)``
+    or ``failed(text)`` follows. The output replaces ``out`` atomically once FFmpeg has closed it."""
+
+    finished_file = Signal(str, int)
+    failed = Signal(str)
+
+    def __init__(self, out: str, width: int, height: int, fps: int, max_bytes: int = 384 << 20, parent=None) -> None:
+        super().__init__(parent)
+        check_output(out)
+        check_size(width, height)
+        self.out, self.width, self.height, self.fps = out, width, height, fps
+        self.tmp = temp_path(out)
+        self.frames = 0
+        self.error: str | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=max(2, max_bytes // (4 * width * height)))
+        self._done = threading.Event()
+
+    def put(self, frame: np.ndarray) -> bool:
+        if frame.shape != (self.height, self.width, 4):
+            raise ValueError(f"frame {frame.shape[1]}x{frame.shape[0]} does not match the video's "
+                             f"{self.width}x{self.height}")
+        try:
+            self._q.put_nowait(frame)
+        except queue.Full:
+            return False
+        return True
+
+    def put_wait(self, frame: np.ndarray) -> None:
+        """For headless rendering: wait for room (the encoder runs meanwhile)."""
+        while not self.put(frame):
+            if self.error or not self.isRunning():
+                raise OSError(self.error or "the encoder stopped")
+            self._done.wait(0.002)
+
+    def backlog(self) -> int:
+        return self._q.qsize()
+
+    def finish(self, wait: bool = False) -> None:
+        self._q.put(None)
+        if wait:
+            self.wait()
+
+    def run(self) -> None:
+        writer = None
+        try:
+            writer = open_writer(self.tmp, self.width, self.height, self.fps)
+            while True:
+                frame = self._q.get()
+                if frame is None:
+                    break
+                writer.send(frame)
+                self.frames += 1
+            writer.close()
+            writer = None
+            if self.frames == 0:
+                raise OSError("no frames were recorded")
+            os.replace(self.tmp, self.out)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:
+                    pass
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            while True:  # drain, so that a producer waiting for room goes on
+                try:
+                    if self._q.get_nowait() is None:
+                        break
+                except queue.Empty:
+                    break
+            self.failed.emit(self.error)
+            return
+        finally:
+            self._done.set()
+        self.finished_file.emit(self.out, self.frames)
