@@ -6,8 +6,9 @@ frames stall for tens of milliseconds and training slows. In its own process the
 interpreter and the GUI process only unpickles a batch of snapshots a few dozen times a second.
 
 The child is forked from a forkserver that has already imported torch and the engine, so a run starts in
-milliseconds. Messages to the child: 'pause', 'resume', 'step' (one more snapshot while paused), 'abort'.
-Messages from it: ('batch', [snapshots]), ('done', result), ('error', text). No Qt here.
+milliseconds. Messages to the child: 'pause', 'resume', 'step' (one more snapshot while paused), 'hold' (pause, drop
+pending steps, flush, answer ('held', None)), 'abort'. Messages from it: ('batch', [snapshots]),
+('done', result), ('error', text), ('held', None). No Qt here.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
                 elif msg == "step":
                     paused = True
                     permits += 1
+                elif msg == "hold":  # pause, forget pending steps, flush, and say so: exact stepping follows
+                    paused, permits = True, 0
+                    if buf:
+                        conn.send(("batch", buf))
+                        buf = []
+                    conn.send(("held", None))
             if paused and permits == 0:
                 if buf:
                     conn.send(("batch", buf))

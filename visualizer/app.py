@@ -158,6 +158,14 @@ class MainWindow(QMainWindow):
                                self.save_screenshot, "Save a PNG of the active view")
         self.act_help = action("Help", P.SP_DialogHelpButton, Qt.Key.Key_F1, self.show_help,
                                "What this lab shows")
+        tb.addSeparator()
+        from visualizer.recording.live import record_icon
+
+        self.act_record = QAction(record_icon(False), "Record", self)
+        self.act_record.setShortcut(QKeySequence("Ctrl+R"))
+        self.act_record.setToolTip("Record a video of the 3D view, the 2D view or the window (Ctrl+R; again to stop)")
+        self.act_record.triggered.connect(self.toggle_recording)
+        tb.addAction(self.act_record)
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -168,7 +176,12 @@ class MainWindow(QMainWindow):
         self.device_combo.addItem("cpu")
         self.device_combo.setToolTip("Compute device for new computations (CUDA appears when available)")
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
-        for w in (self.step_label, self.loss_label, self.fps_label, QLabel("device:"), self.device_combo):
+        from visualizer.recording.live import RecordIndicator
+
+        self.rec_indicator = RecordIndicator()
+        self.recorder = None
+        for w in (self.rec_indicator, self.step_label, self.loss_label, self.fps_label, QLabel("device:"),
+                  self.device_combo):
             sb.addPermanentWidget(w)
         sb.showMessage("Click the parameter plane to start gradient descent there · F1 for help")
 
@@ -179,6 +192,9 @@ class MainWindow(QMainWindow):
     def switch_lab(self, key: str) -> None:
         if key not in LABS:
             return
+        if self.recorder is not None and self.recorder.active and key != getattr(self, "current_key", key):
+            self.stop_recording()
+            self._on_message("Switching labs ended the recording", False)
         if key not in self.labs:
             cls = LABS[key].load()
             lab = cls(device=self.device, start=False)
@@ -272,6 +288,56 @@ class MainWindow(QMainWindow):
         self._on_message(f"Saved {path}", False)
         return path
 
+    # ----------------------------------------------------------------------------- recording
+    def toggle_recording(self) -> None:
+        if self.recorder is not None and self.recorder.active:
+            self.stop_recording()
+            return
+        from visualizer.recording.live import RecordDialog
+
+        dlg = RecordDialog(self.lab(), self)
+        if dlg.exec() != RecordDialog.DialogCode.Accepted or dlg.options is None:
+            return
+        self.start_recording(dlg.options)
+
+    def start_recording(self, opts) -> bool:
+        """Start recording with ``opts`` (a RecordOptions); False with a message when it cannot."""
+        from visualizer.recording.live import LiveRecorder, record_icon
+
+        if self.recorder is not None and self.recorder.active:
+            self.stop_recording()
+        try:
+            rec = LiveRecorder(self, self.lab(), opts, self)
+        except (OSError, ValueError) as exc:
+            self._on_message(f"Cannot record: {exc}", True)
+            return False
+        rec.progress.connect(self.rec_indicator.update_progress)
+        rec.finished.connect(lambda path, n: self._on_message(f"Saved {n} frames to {path}", False))
+        rec.failed.connect(self._on_record_failed)
+        self.recorder = rec
+        rec.start()
+        self.rec_indicator.begin(opts)
+        self.act_record.setIcon(record_icon(True))
+        self.act_record.setText("Stop recording")
+        self._on_message(f"Recording to {opts.path} · Ctrl+R stops", False)
+        return True
+
+    def stop_recording(self, wait: bool = False) -> None:
+        from visualizer.recording.live import record_icon
+
+        if self.recorder is None:
+            return
+        self.recorder.stop(wait=wait)
+        self.rec_indicator.end()
+        self.act_record.setIcon(record_icon(False))
+        self.act_record.setText("Record")
+        if not wait:
+            self._on_message(f"Finishing {self.recorder.opts.path}…", False)
+
+    def _on_record_failed(self, text: str) -> None:
+        self.stop_recording()
+        self._on_message(f"Recording failed: {text}", True)
+
     def show_help(self) -> None:
         box = QMessageBox(self)
         box.setWindowTitle(f"About this lab · {LABS[self.current_key].title}")
@@ -285,6 +351,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, ev) -> None:
         self._closing = True
         self._fps_timer.stop()
+        if self.recorder is not None:
+            self.stop_recording(wait=True)  # a recording in progress is finished into a valid file first
         for lab in self.labs.values():
             lab.shutdown()
         self._loader.wait(5000)

@@ -197,6 +197,7 @@ class ProcessRunner(QThread):
     batch = Signal(object)
     done = Signal(object)
     failed = Signal(str)
+    holding = Signal()  # after ``hold``: every snapshot from before has been emitted
 
     def __init__(self, target: str, kwargs: dict, *, interval_s: float = 1 / 30, start_paused: bool = False,
                  torch_threads: int = 1, parent=None) -> None:
@@ -207,6 +208,7 @@ class ProcessRunner(QThread):
         self._paused = start_paused
         self._threads = torch_threads
         self._abort = False
+        self._queued: list[str] = []
         self._run = None
         self._lock = threading.Lock()
         _LIVE.add(self)
@@ -215,6 +217,8 @@ class ProcessRunner(QThread):
         with self._lock:
             if self._run is not None:
                 self._run.send(msg)
+            elif msg in ("step", "pause", "resume", "hold"):
+                self._queued.append(msg)  # sent once the child exists
 
     def pause(self) -> None:
         self._paused = True
@@ -227,6 +231,17 @@ class ProcessRunner(QThread):
     def step_once(self) -> None:
         self._paused = True
         self._send("step")
+
+    def hold(self) -> None:
+        """Pause, drop pending steps and flush; ``holding`` is emitted after the last snapshot from before.
+        From then on ``advance(n)`` gives exactly n snapshots (a recording on the simulation clock)."""
+        self._paused = True
+        self._send("hold")
+
+    def advance(self, n: int) -> None:
+        """Exactly ``n`` more steps (after ``hold``), then wait."""
+        for _ in range(n):
+            self._send("step")
 
     def is_paused(self) -> bool:
         return self._paused
@@ -244,6 +259,9 @@ class ProcessRunner(QThread):
             with self._lock:
                 self._run = ProcessRun(self._target, self._kwargs, interval_s=self._interval,
                                        start_paused=self._paused, torch_threads=self._threads)
+                for msg in self._queued:
+                    self._run.send(msg)
+                self._queued = []
             if self._abort:
                 self._run.send("abort")
         except Exception as exc:
@@ -268,6 +286,8 @@ class ProcessRunner(QThread):
                 if kind == "batch":
                     if payload:
                         self.batch.emit(payload)
+                elif kind == "held":
+                    self.holding.emit()
                 elif kind == "done":
                     self.done.emit(None if self._abort else payload)
                     return

@@ -23,6 +23,7 @@ class SyncRunner(QObject):
     batch = Signal(object)
     done = Signal(object)
     failed = Signal(str)
+    holding = Signal()
 
     def __init__(self, target: str, kwargs: dict, start_paused: bool = False, **_) -> None:
         super().__init__()
@@ -63,9 +64,9 @@ class SyncRunner(QObject):
         if items:
             self.batch.emit(items)
 
-    @property
-    def owed(self) -> int:
-        return 0
+    def hold(self) -> None:
+        self._paused = True
+        self.holding.emit()
 
     def isRunning(self) -> bool:
         return not self._finished
