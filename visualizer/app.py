@@ -115,7 +115,15 @@ class MainWindow(QMainWindow):
         if self._closing:
             return
         self._loader.start()
+        if self.pending_scene:
+            path, self.pending_scene = self.pending_scene, None
+            if self.open_scene(path):
+                return
         self._start_lab(self.lab())
+
+    def mark_started(self, lab) -> None:
+        """``lab`` was started by someone else (the scene player): do not start it again."""
+        self._started_labs.add(id(lab))
 
     def _start_lab(self, lab) -> None:
         if id(lab) not in self._started_labs:
@@ -166,6 +174,13 @@ class MainWindow(QMainWindow):
         self.act_record.setToolTip("Record a video of the 3D view, the 2D view or the window (Ctrl+R; again to stop)")
         self.act_record.triggered.connect(self.toggle_recording)
         tb.addAction(self.act_record)
+        self.act_open_scene = action("Open scene", P.SP_DirOpenIcon, QKeySequence("Ctrl+O"), self.ask_open_scene,
+                                     "Open a scene file (TOML) to preview, scrub, edit and render")
+        self.act_save_scene = action("Save scene", P.SP_FileDialogDetailedView, QKeySequence("Ctrl+Shift+S"),
+                                     self.save_scene_as, "Save the current lab, settings and camera keyframes as a "
+                                     "scene file to start a demo from")
+        self.act_keyframe = action("Add keyframe", P.SP_FileDialogNewFolder, QKeySequence("Ctrl+K"),
+                                   self.add_keyframe, "Append the current camera to the scene's timeline")
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -180,6 +195,10 @@ class MainWindow(QMainWindow):
 
         self.rec_indicator = RecordIndicator()
         self.recorder = None
+        self.player = None
+        self.player_dock = None
+        self.edit_scene = None
+        self.pending_scene: str | None = None
         for w in (self.rec_indicator, self.step_label, self.loss_label, self.fps_label, QLabel("device:"),
                   self.device_combo):
             sb.addPermanentWidget(w)
@@ -334,6 +353,102 @@ class MainWindow(QMainWindow):
         if not wait:
             self._on_message(f"Finishing {self.recorder.opts.path}…", False)
 
+    # ----------------------------------------------------------------------------- scenes
+    def ask_open_scene(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Open scene", os.getcwd(), "Scene (*.toml)")
+        if path:
+            self.open_scene(path)
+
+    def open_scene(self, path: str) -> bool:
+        """Preview the scene in ``path`` in the player; a malformed scene is reported and nothing changes."""
+        from visualizer.recording.player import ScenePlayer
+        from visualizer.recording.scene import SceneError, load_scene
+
+        try:
+            scene = load_scene(path, LABS)
+        except SceneError as exc:
+            self._on_message(str(exc), True)
+            QMessageBox.warning(self, "Scene not opened", str(exc))
+            return False
+        if self.recorder is not None and self.recorder.active:
+            self.stop_recording()
+        if self.player is None:
+            self.player = ScenePlayer(self)
+            self.player.closed.connect(self._on_player_closed)
+            self.player_dock = QDockWidget("Scene")
+            self.player_dock.setObjectName("scene_player")
+            self.player_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+            self.player_dock.setWidget(self.player)
+            self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.player_dock)
+        self.player_dock.show()
+        self.player.load(scene)
+        self._on_message(f"Scene {os.path.basename(path)}: Play, or scrub the timeline · Render… writes a video",
+                         False)
+        return True
+
+    def _on_player_closed(self) -> None:
+        self.player_dock.hide()
+
+    def player_active(self) -> bool:
+        return self.player is not None and self.player.scene is not None
+
+    def add_keyframe(self):
+        """Append the current camera to the scene being edited (the player's, else one started from the lab)."""
+        from visualizer.recording.player import current_camera, scene_from_lab
+
+        if self.player_active():
+            return self.player.add_keyframe()
+        lab = self.lab()
+        if "3d" not in lab.views():
+            self._on_message("This lab has no 3D view to take a camera from", True)
+            return None
+        sc = self.edit_scene
+        if sc is None or sc.lab != self.current_key:
+            sc = self.edit_scene = scene_from_lab(lab)
+            t, cam = sc.camera[0]
+        else:
+            t, cam = (sc.camera[-1][0] + 2.0 if sc.camera else 0.0), current_camera(lab)
+            sc.camera.append((t, cam))
+            sc.duration = max(sc.duration, t)
+        self._on_message(f"Keyframe {len(sc.camera)} at {t:.1f} s (azimuth {cam.azimuth:.0f}°, elevation "
+                         f"{cam.elevation:.0f}°) · Save scene writes the timeline", False)
+        return t, cam
+
+    def save_scene_as(self, path: str | None = None) -> str | None:
+        """Write the scene being edited (or the current lab, settings and camera) as a scene file."""
+        from PySide6.QtWidgets import QFileDialog
+
+        from visualizer.recording.player import scene_from_lab
+        from visualizer.recording.scene import save_scene
+
+        if self.player_active():
+            if path is None:
+                self.player.save_as()
+                return self.player.scene.path if self.player.scene else None
+            return path if self.player.save(path) else None
+        lab = self.lab()
+        sc = self.edit_scene
+        if sc is None or sc.lab != self.current_key:
+            sc = self.edit_scene = scene_from_lab(lab)
+        sc.settings = lab.settings_dict()
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save scene", os.path.join(os.getcwd(),
+                                                  f"{self.current_key}.toml"), "Scene (*.toml)")
+            if not path:
+                return None
+            if not path.lower().endswith(".toml"):
+                path += ".toml"
+        try:
+            save_scene(sc, path, comment=f"losslab scene: {lab.title}")
+        except (OSError, ValueError) as exc:
+            self._on_message(f"Scene not saved: {exc}", True)
+            return None
+        sc.path = path
+        self._on_message(f"Saved {path} · open it with: losslab {path}", False)
+        return path
+
     def _on_record_failed(self, text: str) -> None:
         self.stop_recording()
         self._on_message(f"Recording failed: {text}", True)
@@ -353,6 +468,8 @@ class MainWindow(QMainWindow):
         self._fps_timer.stop()
         if self.recorder is not None:
             self.stop_recording(wait=True)  # a recording in progress is finished into a valid file first
+        if self.player_active():
+            self.player.close_player()
         for lab in self.labs.values():
             lab.shutdown()
         self._loader.wait(5000)
@@ -405,7 +522,7 @@ def prepare_qt() -> None:
 
 
 def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None,
-            open_path=None) -> int:
+            open_path=None, scene_path=None) -> int:
     """Create the application and the main window; returns the exit code."""
     prepare_qt()
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -416,6 +533,7 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
 
         SurfaceLab.pending_open = open_path  # read by the lab when it starts (after the first frame)
     win = MainWindow(lab=lab, device=device)
+    win.pending_scene = scene_path
     if size:
         win.resize(*size)
     win.show()

@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="losslab: see why neural networks train and generalize, live in OpenGL.",
         epilog="labs:\n" + _lab_list() + "\n\nother commands:\n"
                "  losslab bench [--json PATH] [--only NAME,...]   run the benchmarks\n"
-               "  losslab surface --model SPEC --data SPEC --grid N --out FILE.h5   a loss surface, headless\n\n"
-               "keys: Space start/pause, S single step, R reset, Ctrl+S screenshot, F1 help",
+               "  losslab surface --model SPEC --data SPEC --grid N --out FILE.h5   a loss surface, headless\n"
+               "  losslab record SCENE.toml -o OUT.mp4|.gif [--size WxH] [--fps N]   render a scene, headless\n"
+               "  losslab SCENE.toml   preview a scene: play, scrub, add keyframes, render\n\n"
+               "keys: Space start/pause, S single step, R reset, Ctrl+S screenshot, Ctrl+R record, Ctrl+K add keyframe, "
+               "Ctrl+Shift+S save scene, Ctrl+O open scene, F1 help",
     )
     p.add_argument("--lab", help="open this lab (default: the last one used)")
     p.add_argument("--model", default=None, metavar="SPEC",
@@ -69,7 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         from models.surface_job import main as surface_main
 
         return surface_main(argv[1:])
-    open_path = None
+    open_path = scene_path = None
+    if argv and argv[0].lower().endswith(".toml"):
+        scene_path = argv.pop(0)
+        from visualizer.labs import LABS
+        from visualizer.recording.scene import SceneError, load_scene
+
+        try:
+            scene = load_scene(scene_path, LABS)  # fail early, with file, line and field, before any window
+        except SceneError as exc:
+            print(f"losslab: {exc}", file=sys.stderr)
+            return 2
+        if "--lab" not in argv:
+            argv += ["--lab", scene.lab]
     if argv and argv[0].lower().endswith((".h5", ".hdf5")):
         open_path = argv.pop(0)
         if "--lab" not in argv:
@@ -103,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         SurfaceLab.user_model = args.model
         args.lab = args.lab or "surface"
     return run_app(lab=args.lab, device=args.device, size=size, screenshot=args.screenshot,
-                   report_startup=args.report_startup, t0=_T0, open_path=open_path)
+                   report_startup=args.report_startup, t0=_T0, open_path=open_path, scene_path=scene_path)
 
 
 if __name__ == "__main__":

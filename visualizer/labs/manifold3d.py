@@ -500,7 +500,7 @@ class Manifold3DLab(DescentLab):
         self.box.translate(-e, -e, -e)
         if self.scene.extent != (-e, e, -e, e):
             self.scene.extent = (-e, e, -e, e)
-            self.scene.setCameraPosition(pos=pg.Vector(0, 0, 0), distance=4.2 * e, elevation=24, azimuth=-55)
+            self.scene.set_home((0.0, 0.0, 0.0), 4.2 * e, elevation=24, azimuth=-55)
             self.scene.floor.resetTransform()
             self.scene.floor.setSize(2 * e, 2 * e)
             self.scene.floor.setSpacing(e / 5, e / 5)

@@ -146,7 +146,7 @@ class NetManifoldLab(Lab):
         self.path = gl.GLLinePlotItem(color=(1, 1, 1, 0.35), width=1.5, antialias=True, glOptions="translucent")
         self.scene.addItem(self.path)
         self.scene.addItem(self.cloud)
-        self.scene.setCameraPosition(distance=8, elevation=25, azimuth=-50)
+        self.scene.set_home((0.0, 0.0, 0.0), 8.0, elevation=25, azimuth=-50)
         self.shell_item = None
         self.fit_plot = pg.PlotWidget(title="f(x; w) of the latest samples: all pass through the data")
         self.fit_plot.setBackground("#14161c")
@@ -297,6 +297,11 @@ class NetManifoldLab(Lab):
         s = self.state
         w = np.array([k.w for k in self.samples])
         coords, var = nm.pca3(w)
+        # an SVD's signs are arbitrary: orient each axis along the walk's progress, so the picture does not
+        # flip as samples arrive
+        order = np.arange(len(coords)) - 0.5 * (len(coords) - 1)
+        signs = np.sign(order @ coords)
+        coords = coords * np.where(signs == 0, 1.0, signs)
         dist = np.linalg.norm(w - w[0], axis=1)
         colors = self.cmap.map(dist / max(dist.max(), 1e-12), mode="float")
         span = max(float(np.abs(coords).max()), 1e-9)

@@ -94,7 +94,7 @@ def wait_idle(app, lab, timeout: float = 120.0) -> None:
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
         app.processEvents()
-        if not lab.busy() and getattr(lab, "landscape", True) is not None:
+        if not lab.busy():
             app.processEvents()
             if not lab.busy():
                 return
@@ -111,21 +111,33 @@ class SceneDriver:
         self.scene, self.lab = scene, lab
         self.settle = settle or (lambda: None)
         self.pending: list = []
-        self.center: tuple | None = None
         self.next_frame = 0
 
     def setup(self) -> None:
+        self.begin()
+        self.settle()
+        self.ready()
+
+    def begin(self, defaults: bool = False) -> None:
+        """Apply the scene's settings (``defaults``: every other setting back to its default first, as in a
+        fresh lab) and start the lab."""
         sc, lab = self.scene, self.lab
-        settings = dict(sc.settings)
-        if lab.state_cls is not None and "seed" in {f for f in lab.state_cls.__dataclass_fields__}:
-            settings.setdefault("seed", sc.seed)
+        settings = {}
+        if lab.state_cls is not None:
+            if defaults:
+                import dataclasses
+
+                settings = dataclasses.asdict(lab.state_cls())
+            if "seed" in lab.state_cls.__dataclass_fields__:
+                settings["seed"] = sc.seed
+        settings.update(sc.settings)
         lab.apply_settings(settings)
         lab.start()
-        self.settle()
-        lab.flush()
-        c = lab.scene.opts["center"] if "3d" in lab.views() else None
-        self.center = (float(c.x()), float(c.y()), float(c.z())) if c is not None else (0.0, 0.0, 0.0)
-        self.pending = sorted(sc.events, key=lambda e: e.time)
+
+    def ready(self) -> None:
+        """After the lab's first computation: the timeline starts."""
+        self.lab.flush()
+        self.pending = sorted(self.scene.events, key=lambda e: e.time)
         self.next_frame = 0
 
     def time_of(self, i: int) -> float:
@@ -152,8 +164,11 @@ class SceneDriver:
     def camera(self, i: int) -> Camera | None:
         if not self.scene.camera:
             return None
-        keys = [(t, Camera(c.azimuth, c.elevation, c.distance, self.center if c.center is None else c.center))
-                for t, c in self.scene.camera]
+        # keyframes without a centre or distance follow the view the lab chose for its content (its "home",
+        # which moves when the content does: a new surface, a new extent)
+        center, distance = getattr(self.lab.scene, "home", ((0.0, 0.0, 0.0), 10.0))
+        keys = [(t, Camera(c.azimuth, c.elevation, distance if c.distance is None else c.distance,
+                           center if c.center is None else c.center)) for t, c in self.scene.camera]
         return camera_at(keys, self.time_of(i), self.scene.easing)
 
     def set_camera(self, i: int) -> None:

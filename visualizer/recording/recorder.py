@@ -55,6 +55,8 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     lab.status.connect(on_status)
     driver = SceneDriver(scene, lab, settle=lambda: wait_idle(app, lab))
     n_frames = scene.frames if frames is None else min(frames, scene.frames)
+    tty = sys.stderr.isatty()  # a terminal gets one updating line, a log a line every 5%
+    cr, nl = ("\r", "") if tty else ("", "\n")
     enc = None
     try:
         driver.setup()
@@ -68,8 +70,9 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
                           loss=last["loss"] if scene.overlays.get("loss") else None,
                           caption=driver.captions(i) or None)
             enc.put_wait(frame)
-            if progress:
-                sys.stderr.write(f"\rframe {i + 1}/{n_frames}  ({(i + 1) / n_frames:4.0%})")
+            if progress and (tty or i + 1 == n_frames or (i + 1) % max(1, n_frames // 20) == 0):
+                sys.stderr.write(f"{cr}frame {i + 1}/{n_frames}  ({(i + 1) / n_frames:4.0%}){nl}")
+                sys.stderr.flush()
         enc.finish(wait=True)
         if enc.error:
             raise OSError(enc.error)
@@ -79,7 +82,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
         runs.RUNNER_FACTORY = runs.ProcessRunner
         lab.shutdown()
         lab.close()
-    if progress:
+    if progress and tty:
         sys.stderr.write("\n")
     return n_frames
 

@@ -29,7 +29,7 @@ checked field by field: an error names the file, the line where it can be found,
 
 Optional: ``title = "..."`` (burned in at the top left), ``overlays = { step = true, loss = true }`` (the
 latest run's step and loss at the top right), ``easing`` of the camera moves, and a keyframe's ``center``
-(default: the centre the lab chose for its view).
+and ``distance`` (default: those the lab chose for its view).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         t = number(cam, "time", f"{name}.time", 0, sc.duration)
         az = number(cam, "azimuth", f"{name}.azimuth") if "azimuth" in cam else -60.0
         el = number(cam, "elevation", f"{name}.elevation", -89.9, 89.9) if "elevation" in cam else 28.0
-        dist = number(cam, "distance", f"{name}.distance", 1e-3, 1e6) if "distance" in cam else 10.0
+        dist = number(cam, "distance", f"{name}.distance", 1e-3, 1e6) if "distance" in cam else None
         center = cam.get("center")
         if center is not None and not (isinstance(center, list) and len(center) == 3 and all(
                 isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in center)):
@@ -263,7 +263,9 @@ def dump_scene(sc: Scene, comment: str = "") -> str:
     out += ["", "[settings]"] + [f"{k} = {_toml_value(v)}" for k, v in sc.settings.items()]
     for t, c in sc.camera:
         out += ["", "[[camera]]", f"time = {_toml_value(float(t))}", f"azimuth = {_toml_value(float(c.azimuth))}",
-                f"elevation = {_toml_value(float(c.elevation))}", f"distance = {_toml_value(float(c.distance))}"]
+                f"elevation = {_toml_value(float(c.elevation))}"]
+        if c.distance is not None:
+            out.append(f"distance = {_toml_value(float(c.distance))}")
         if c.center is not None:
             out.append(f"center = {_toml_value([float(a) for a in c.center])}")
     for e in sc.events:

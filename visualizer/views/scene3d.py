@@ -84,10 +84,17 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
         self.value_range = (0.0, 1.0)
         self.log_scale = False
         self.floor_value = -12.0
-        self.setCameraPosition(distance=10, elevation=28, azimuth=-60)
+        self.set_home((0.0, 0.0, 0.0), 10.0, elevation=28, azimuth=-60)
         self.software_gl: bool | None = None
         self.renderer = ""
         self.last_frame_ms = 0.0
+
+    def set_home(self, center: tuple, distance: float, elevation: float | None = None,
+                 azimuth: float | None = None) -> None:
+        """The view the lab chose for its content: the camera goes there, and a scene's keyframes that name
+        no centre or distance use these."""
+        self.home = (tuple(float(c) for c in center), float(distance))
+        self.setCameraPosition(pos=pg.Vector(*center), distance=distance, elevation=elevation, azimuth=azimuth)
 
     def render_offscreen(self, width: int, height: int) -> np.ndarray:
         """One frame at any size (up to the GL limits) in a single framebuffer: (height, width, 4) BGRA uint8.
@@ -188,8 +195,7 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
             self.floor.setSize(w1[-1] - w1[0], w2[-1] - w2[0])
             self.floor.setSpacing((w1[-1] - w1[0]) / 12, (w2[-1] - w2[0]) / 12)
             self.floor.translate(cx, cy, -0.002 * self.zheight)
-            self.setCameraPosition(pos=pg.Vector(cx, cy, 0.3 * self.zheight), distance=1.45 * span,
-                                   elevation=30, azimuth=-60)
+            self.set_home((cx, cy, 0.3 * self.zheight), 1.45 * span, elevation=30, azimuth=-60)
             self.labels[0].setData(pos=(w1[-1] + 0.06 * span, cy, 0))
             self.labels[1].setData(pos=(cx, w2[-1] + 0.06 * span, 0))
             self.labels[2].setData(pos=(w1[0], w2[-1], self.zheight * 1.08))
