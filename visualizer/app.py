@@ -209,7 +209,7 @@ class MainWindow(QMainWindow):
         return self.stack.currentWidget()
 
     def switch_lab(self, key: str) -> None:
-        if key not in LABS:
+        if key not in LABS or (key == getattr(self, "current_key", None) and self.labs.get(key) is self.lab()):
             return
         if self.recorder is not None and self.recorder.active and key != getattr(self, "current_key", key):
             self.stop_recording()

@@ -86,3 +86,35 @@ def test_shipped_scenes_parse():
     for p in scenes:
         s = load_scene(str(p), LABS)
         assert s.frames > 0 and s.lab in LABS
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "assets" / "scenes").glob("*.toml")))
+def test_every_shipped_scene_renders_its_first_frames(tmp_path, name):
+    out = tmp_path / f"{name}.mp4"
+    # the first half second (the surface lab's first live plane arrives after ~36 training steps)
+    r = record(ROOT / "assets" / "scenes" / f"{name}.toml", out, "--frames", "15", "--size", "320x180")
+    assert r.returncode == 0, r.stderr
+    meta, frames = decode(out)
+    assert meta["size"] == (320, 180) and len(frames) == 15
+    f = frames[-1].astype(int)
+    # the title overlay (light text on a dark plate, top left) and the lab's content (something coloured)
+    assert (f[:14, :120].max(axis=2) > 180).sum() > 20
+    assert (f[20:150].max(axis=2) - f[20:150].min(axis=2) > 40).sum() > 200
+
+
+def test_a_scene_with_a_wrong_setting_or_action_is_refused_with_its_name(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace('model = "linear"', 'model = "linear"\nwarp = 3'))
+    r = record(bad, tmp_path / "x.mp4")
+    assert r.returncode == 2 and "settings.warp" in r.stderr and "line 9" in r.stderr
+    bad.write_text(TINY.replace('model = "linear"', 'lr = "fast"'))
+    r = record(bad, tmp_path / "x.mp4")
+    assert r.returncode == 2 and "settings.lr" in r.stderr and "expected float" in r.stderr
+    bad.write_text(TINY.replace('action = "descent"', 'action = "walk"'))
+    r = record(bad, tmp_path / "x.mp4")
+    assert r.returncode == 2 and "event[0].action" in r.stderr and "random_starts" in r.stderr
+    # the app refuses it the same way, before any window opens
+    r = subprocess.run([sys.executable, "-m", "visualizer", str(bad)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 2 and "event[0].action" in r.stderr
+    assert not (tmp_path / "x.mp4").exists()

@@ -443,7 +443,8 @@ class Manifold2DLab(DescentLab):
         v.addWidget(g)
         v.addStretch(1)
         self._controls = panel
-        for name, w in (("model", self.model_combo), ("expression", self.expr_edit), ("optimizer", self.opt_combo),
+        self.bind("expression", setter=self._expression_setting)
+        for name, w in (("model", self.model_combo), ("optimizer", self.opt_combo),
                         ("lr", self.lr_spin), ("momentum", self.mom_spin), ("batch_size", self.batch_spin),
                         ("steps", self.steps_spin), ("n_random", self.n_random_spin), ("extent", self.extent_spin),
                         ("resolution", self.res_spin), ("log_scale", self.log_check),
@@ -529,6 +530,14 @@ class Manifold2DLab(DescentLab):
             self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index("custom"))
         else:
             self._problem_changed()
+
+    def _expression_setting(self, text: str) -> None:
+        """A scene's ``expression``: the custom model's formula, used when (and only when) model = custom."""
+        self.expr_edit.setText(text)
+        if self._validate_expression(text):
+            self.state.expression = text.strip()
+            if self.state.model == "custom":
+                self._problem_changed()
 
     def set_expression(self, text: str) -> bool:
         """Programmatic equivalent of typing an expression and pressing Enter."""

@@ -350,7 +350,8 @@ class Manifold3DLab(DescentLab):
         v.addWidget(g)
         v.addStretch(1)
         self._controls = panel
-        for name, w in (("model", self.model_combo), ("expression", self.expr_edit), ("optimizer", self.opt_combo),
+        self.bind("expression", setter=self._expression_setting)
+        for name, w in (("model", self.model_combo), ("optimizer", self.opt_combo),
                         ("lr", self.lr_spin), ("steps", self.steps_spin), ("n_random", self.n_random_spin),
                         ("extent", self.extent_spin), ("resolution", self.res_spin), ("shells", self.shell_check),
                         ("slice_color", self.slice_combo), ("mu", self.mu_spin)):
@@ -403,6 +404,14 @@ class Manifold3DLab(DescentLab):
         self.expr_error.setVisible(False)
         self.state.model = key
         self._problem_changed()
+
+    def _expression_setting(self, text: str) -> None:
+        """A scene's ``expression``: the custom model's formula, used when (and only when) model = custom."""
+        self.expr_edit.setText(text)
+        if self.state.model == "custom":
+            self._on_model()
+        else:
+            self.state.expression = text.strip()
 
     def _on_alpha(self) -> None:
         self.state.alpha = 10 ** (self.alpha_slider.value() / 100)

@@ -19,9 +19,10 @@ def _lab_for(scene):
 
 
 def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None = None, progress=True,
-           frames: int | None = None) -> int:
+           frames: int | None = None, on_frame=None) -> int:
     """Render ``scene`` to ``out`` (.mp4 or .gif); returns the number of frames written. ``frames`` stops
-    after that many (a quick check of a long scene)."""
+    after that many (a quick check of a long scene); ``on_frame(i, frame)`` sees each frame as rendered,
+    before the overlays."""
     import dataclasses
 
     from PySide6.QtWidgets import QApplication
@@ -65,6 +66,8 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
         for i in range(n_frames):
             driver.frame(i)
             frame = capture(lab, "3d", width, height)
+            if on_frame is not None:
+                on_frame(i, frame)
             burn_overlays(frame, title=scene.title or None,
                           step=last["step"] if scene.overlays.get("step") else None,
                           loss=last["loss"] if scene.overlays.get("loss") else None,
