@@ -1,7 +1,8 @@
 # make run   : set up .venv and launch the app
 # make test  : set up .venv (+ Xvfb/Mesa) and run the whole test suite
 # make bench : run the benchmarks
-.PHONY: run test bench lint setup
+# make gifs  : render the README's GIFs from assets/scenes
+.PHONY: run test bench lint setup gifs
 
 setup:
 	@scripts/setup.sh app
@@ -21,3 +22,7 @@ bench:
 lint:
 	@scripts/setup.sh test
 	.venv/bin/ruff check models visualizer tests
+
+gifs:
+	@scripts/setup.sh test
+	scripts/make_gifs.sh $(ARGS)
