@@ -107,19 +107,21 @@ def burn_overlays(frame: np.ndarray, *, title: str | None = None, step: int | No
     p.setFont(font)
     fm = QFontMetrics(font)
 
-    def plate(x: float, y: float, text: str, align_right: bool = False) -> None:
+    def plate(x: float, y: float, text: str, align_right: bool = False) -> float:
         tw = fm.horizontalAdvance(text)
         box = QRectF(x - tw - 2 * pad if align_right else x, y, tw + 2 * pad, fm.height() + pad)
         p.fillRect(box, QColor(0, 0, 0, 140))
         p.setPen(QColor("#eceff4"))
         p.drawText(QPointF(box.left() + pad, box.top() + pad / 2 + fm.ascent()), text)
+        return box.right()
 
+    title_right = 0.0
     if title:
         bold = QFont(font)
         bold.setBold(True)
         p.setFont(bold)
         fm = QFontMetrics(bold)
-        plate(pad, pad, title)
+        title_right = plate(pad, pad, title)
         p.setFont(font)
         fm = QFontMetrics(font)
     right = []
@@ -128,7 +130,10 @@ def burn_overlays(frame: np.ndarray, *, title: str | None = None, step: int | No
     if loss is not None:
         right.append(f"loss {_fmt_loss(loss)}")
     if right:
-        plate(w - pad, pad, "   ".join(right), align_right=True)
+        text = "   ".join(right)
+        # beside the title when there is room, else on the row below it
+        y = pad if w - pad - fm.horizontalAdvance(text) - 2 * pad > title_right + pad else 2 * pad + fm.height()
+        plate(w - pad, y, text, align_right=True)
     if caption:
         cap = QFont(font)
         cap.setPixelSize(max(12, h // 30))
@@ -150,7 +155,8 @@ def open_writer(path: str, width: int, height: int, fps: int):
         gen = imageio_ffmpeg.write_frames(
             path, (width, height), fps=fps, codec="gif", macro_block_size=1, pix_fmt_in="bgra",
             ffmpeg_log_level="error",
-            output_params=["-filter_complex", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
+            output_params=["-filter_complex", "split[a][b];[a]palettegen=stats_mode=diff[p];"
+                           "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle",
                            "-loop", "0"])
     else:
         gen = imageio_ffmpeg.write_frames(path, (width, height), fps=fps, codec="libx264", pix_fmt_in="bgra",

@@ -266,6 +266,7 @@ class RecordDialog(QDialog):
         f.addRow("record", self.source)
         row = QHBoxLayout()
         self.path = QLineEdit(o.path)
+        self.path.setMinimumWidth(380)
         self.path.setToolTip("An .mp4 (H.264) or .gif file; written under a temporary name until it is complete")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
