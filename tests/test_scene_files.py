@@ -79,3 +79,15 @@ def test_missing_file_and_no_eval(tmp_path):
     import os
 
     assert not os.path.exists("/tmp/pwned_losslab")
+
+
+def test_gradual_changes_need_numbers(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(GOOD.replace("set = { lr = 0.2 }", "set = { lr = 0.2 }\nover = 1.5"))
+    assert load_scene(str(p), LABS, FIELDS).events[0].over == 1.5
+    p.write_text(GOOD.replace("set = { lr = 0.2 }", 'set = { model = "tanh" }\nover = 1.5'))
+    with pytest.raises(SceneError, match=r"event\[0\]\.set\.model.*only numbers"):
+        load_scene(str(p), LABS, FIELDS)
+    p.write_text(GOOD.replace('action = "descent"', 'action = "descent"\nover = 2.0'))
+    with pytest.raises(SceneError, match=r"event\[1\]\.over"):
+        load_scene(str(p), LABS, FIELDS)

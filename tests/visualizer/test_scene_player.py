@@ -123,3 +123,24 @@ def test_a_malformed_scene_is_reported_and_nothing_changes(qtbot, fresh_settings
     assert shown and "bad.toml" in shown[0] and "field 'fps'" in shown[0]
     assert not win.player_active()
     win.close()
+
+
+def test_settings_move_gradually_over_time(qtbot, fresh_settings, tmp_path):
+    path = tmp_path / "ramp.toml"
+    path.write_text(SCENE.replace("duration = 2.0", "duration = 3.5") + """
+[[event]]
+time = 2.0
+set = { lr = 0.09, xs = [2.0], ys = [0.0] }
+over = 1.0
+""")
+    win = MainWindow(lab="manifold2d")
+    qtbot.addWidget(win)
+    win.show()
+    assert win.open_scene(str(path))
+    lab = win.lab()
+    for frame, lr, x, y in ((20, 0.02, 1.0, 0.8), (25, 0.055, 1.5, 0.4), (29, 0.083, 1.9, 0.08), (30, 0.09, 2.0, 0.0)):
+        win.player.seek(frame)
+        qtbot.waitUntil(win.player.ready, timeout=60000)
+        assert lab.state.lr == pytest.approx(lr, abs=1e-4) and lab.state.xs[0] == pytest.approx(x, abs=1e-3)
+        assert lab.state.ys[0] == pytest.approx(y, abs=1e-3)
+    win.close()

@@ -111,6 +111,7 @@ class SceneDriver:
         self.scene, self.lab = scene, lab
         self.settle = settle or (lambda: None)
         self.pending: list = []
+        self.ramps: list = []
         self.next_frame = 0
 
     def setup(self) -> None:
@@ -137,6 +138,7 @@ class SceneDriver:
     def ready(self) -> None:
         """After the lab's first computation: the timeline starts."""
         self.lab.flush()
+        self.ramps = []
         self.pending = sorted(self.scene.events, key=lambda e: e.time)
         self.next_frame = 0
 
@@ -144,17 +146,44 @@ class SceneDriver:
         return i / self.scene.fps
 
     def apply_events(self, i: int) -> bool:
-        """Apply the events due by frame i; True when any was."""
+        """Apply the events due by frame i, and the current step of gradual changes; True when any was."""
         t = self.time_of(i)
-        applied = False
+        applied = self._apply_ramps(t)
         while self.pending and self.pending[0].time <= t + 1e-9:
             ev = self.pending.pop(0)
-            if ev.set:
+            if ev.set and ev.over > 0:
+                now = self.lab.settings_dict()
+                self.ramps.append((ev.time, ev.over, {k: now.get(k, v) for k, v in ev.set.items()}, dict(ev.set)))
+                self._apply_ramps(t)
+            elif ev.set:
                 self.lab.apply_settings(ev.set)
             if ev.action:
                 self.lab.scene_action(ev.action, ev.start)
             applied = True
         return applied
+
+    def _apply_ramps(self, t: float) -> bool:
+        """Settings moving gradually: linear in time from their value when the event began."""
+        if not self.ramps:
+            return False
+        keep = []
+        for t0, over, start, end in self.ramps:
+            s = min(1.0, max(0.0, (t - t0) / over))
+            values = {}
+            for k, b in end.items():
+                a = start[k]
+                if isinstance(b, list):
+                    a = a if isinstance(a, list) and len(a) == len(b) else b  # another length: jump
+                    values[k] = [x + s * (y - x) for x, y in zip(a, b)]
+                elif isinstance(b, int) and isinstance(a, int):
+                    values[k] = round(a + s * (b - a))
+                else:
+                    values[k] = float(a) + s * (float(b) - float(a))
+            self.lab.apply_settings(values)
+            if s < 1.0:
+                keep.append((t0, over, start, end))
+        self.ramps = keep
+        return True
 
     def advance(self) -> None:
         for r in list(self.lab.runners()):

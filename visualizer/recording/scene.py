@@ -21,6 +21,7 @@ checked field by field: an error names the file, the line where it can be found,
     [[event]]             # a setting change or an action at a time
     time = 2.0
     set = { lr = 0.2 }    # or: action = "descent", start = [1.5, -2.0]
+    over = 1.5            # optional: numbers move there gradually (a slider moving, a point dragged)
 
     [[caption]]
     start = 0.5
@@ -56,6 +57,7 @@ class Event:
     set: dict = field(default_factory=dict)
     action: str | None = None
     start: list | None = None
+    over: float = 0.0  # > 0: numeric settings move there gradually over this many seconds (a slider, a drag)
 
 
 @dataclass
@@ -219,6 +221,13 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
             if e.start is not None and not (isinstance(e.start, list) and e.start and all(
                     isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in e.start)):
                 raise fail(f"{name}.start", "expected a list of numbers (one start)", "start")
+        if "over" in ev:
+            e.over = number(ev, "over", f"{name}.over", 0, sc.duration)
+            if e.over > 0 and not e.set:
+                raise fail(f"{name}.over", "'over' moves the settings in 'set' gradually: give 'set' too", "over")
+            for k, v in e.set.items():
+                if e.over > 0 and (isinstance(v, (bool, str)) or (isinstance(v, list) and not v)):
+                    raise fail(f"{name}.set.{k}", "only numbers (and lists of numbers) can move gradually", "set")
         if not e.set and not e.action:
             raise fail(name, "an event needs 'set' or 'action'", "[[event]]")
         sc.events.append(e)
@@ -272,6 +281,8 @@ def dump_scene(sc: Scene, comment: str = "") -> str:
         out += ["", "[[event]]", f"time = {_toml_value(float(e.time))}"]
         if e.set:
             out.append(f"set = {_toml_value(e.set)}")
+        if e.over:
+            out.append(f"over = {_toml_value(float(e.over))}")
         if e.action:
             out.append(f"action = {_toml_value(e.action)}")
         if e.start is not None:
