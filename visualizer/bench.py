@@ -43,8 +43,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "matmul_gflops": ("GFLOP/s", "a 2048x2048 float32 matmul on the same machine, same run"),
     "first_coarse_surface_ms": ("ms", "surface lab, MLP 2-64-64-1 on 2000 spiral points: 'compute' to the first "
                                       "coarse surface drawn"),
-    "record_1080p_fps": ("frames/s", "headless 1920x1080 render of a scene (201x201 surface, streaming descent), "
-                                     "H.264 encoding included"),
+    "record_1080p_fps": ("frames/s", "headless 1920x1080 render of a scene after a warm-up render (201x201 "
+                                     "surface, streaming descent), H.264 encoding included"),
     "record_4k_frame_ms": ("ms", "one 3840x2160 off-screen frame of the 3D view"),
 }
 
@@ -458,15 +458,23 @@ def bench_record(results: dict, wanted: set) -> None:
                       camera=[(0.0, Camera(-60, 28, 10)), (4.0, Camera(0, 35, 8))],
                       events=[Event(0.0, action="descent", start=[2.0, -2.0])])
         if "record_1080p_fps" in wanted:
+            # warm-up: a 3-frame render of the same lab first, so that one-time costs of the process (importing
+            # torch and torch.optim's dynamo, compiling shaders) are not counted as frame time
+            import dataclasses
+
+            render(dataclasses.replace(scene, duration=0.1), os.path.join(tmp, "w.mp4"), size=(320, 240),
+                   progress=False)
             t0 = time.perf_counter()
             n = render(scene, os.path.join(tmp, "b.mp4"), progress=False)
             results["record_1080p_fps"] = n / (time.perf_counter() - t0)
         if "record_4k_frame_ms" in wanted:
             from PySide6.QtWidgets import QApplication
 
+            from visualizer.app import prepare_qt
             from visualizer.labs.manifold2d import Manifold2DLab
 
-            app = QApplication.instance()
+            prepare_qt()
+            app = QApplication.instance() or QApplication([])
             lab = Manifold2DLab(restore=False)
             lab.resize(1280, 720)
             lab.show()

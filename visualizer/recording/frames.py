@@ -66,8 +66,9 @@ def render_image(src: QImage, width: int, height: int, background: str = "#00000
     return image_to_frame(img)
 
 
-def capture(lab, source: str, width: int, height: int, window=None) -> np.ndarray:
-    """One frame of ``source`` ('3d', '2d' or 'window') at (width, height)."""
+def capture(lab, source: str, width: int, height: int, window=None, keep: bool = True) -> np.ndarray:
+    """One frame of ``source`` ('3d', '2d' or 'window') at (width, height). ``keep``: the 3D view keeps its
+    off-screen framebuffer for the next frame (``release(lab)`` frees it)."""
     check_size(width, height)
     views = lab.views()
     if source == "window":
@@ -78,8 +79,15 @@ def capture(lab, source: str, width: int, height: int, window=None) -> np.ndarra
         raise ValueError(f"the {lab.key} lab has no {SOURCES.get(source, source)} to record")
     view = views[source]
     if source == "3d":
-        return np.ascontiguousarray(view.render_offscreen(width, height))
+        return np.ascontiguousarray(view.render_offscreen(width, height, keep=keep))
     return render_widget(view, width, height)
+
+
+def release(lab) -> None:
+    """Free what ``capture`` kept for the next frame."""
+    view = lab.views().get("3d")
+    if view is not None:
+        view.release_offscreen()
 
 
 def _fmt_loss(loss) -> str:
@@ -159,9 +167,11 @@ def open_writer(path: str, width: int, height: int, fps: int):
                            "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle",
                            "-loop", "0"])
     else:
+        # x264 ultrafast at CRF 18: half the CPU of superfast at imageio's quality 8 (CRF 10), half the bitrate,
+        # 0.5 dB lower PSNR (~39-40 dB on the labs' frames)
         gen = imageio_ffmpeg.write_frames(path, (width, height), fps=fps, codec="libx264", pix_fmt_in="bgra",
-                                          pix_fmt_out="yuv420p", quality=8, macro_block_size=2,
-                                          ffmpeg_log_level="error", output_params=["-preset", "superfast"])
+                                          pix_fmt_out="yuv420p", quality=None, macro_block_size=2,
+                                          ffmpeg_log_level="error", output_params=["-preset", "ultrafast", "-crf", "18"])
     gen.send(None)
     return gen
 

@@ -238,6 +238,9 @@ class LiveRecorder(QObject):
             self.encoder.put_wait(self._pending)
             self._pending = None
             self.frames += 1
+        from visualizer.recording.frames import release
+
+        release(self.lab)
         self.encoder.finish(wait=wait)
 
 

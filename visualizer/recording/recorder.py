@@ -30,7 +30,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     from visualizer import runs
     from visualizer.app import prepare_qt
     from visualizer.recording.driver import SceneDriver, SyncRunner, wait_idle
-    from visualizer.recording.frames import Encoder, burn_overlays, capture, check_output
+    from visualizer.recording.frames import Encoder, burn_overlays, capture, check_output, release
 
     width, height = size or scene.size
     if fps:
@@ -61,6 +61,9 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     enc = None
     try:
         driver.setup()
+        # from here on only off-screen frames are needed: a hidden window spends nothing on its own repaints
+        lab.hide()
+        app.processEvents()
         enc = Encoder(out, width, height, scene.fps)
         enc.start()
         for i in range(n_frames):
@@ -83,6 +86,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
         if enc is not None and enc.isRunning():
             enc.finish(wait=True)
         runs.RUNNER_FACTORY = runs.ProcessRunner
+        release(lab)
         lab.shutdown()
         lab.close()
     if progress and tty:

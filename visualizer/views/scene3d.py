@@ -96,8 +96,10 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
         self.home = (tuple(float(c) for c in center), float(distance))
         self.setCameraPosition(pos=pg.Vector(*center), distance=distance, elevation=elevation, azimuth=azimuth)
 
-    def render_offscreen(self, width: int, height: int) -> np.ndarray:
-        """One frame at any size (up to the GL limits) in a single framebuffer: (height, width, 4) BGRA uint8.
+    def render_offscreen(self, width: int, height: int, keep: bool = False) -> np.ndarray:
+        """One frame at any size (up to the GL limits) in a single framebuffer: (height, width, 4) BGRA uint8,
+        top row first. ``keep``: keep the framebuffer for the next frame of this size (a recording; free it
+        with ``release_offscreen``).
 
         pyqtgraph's renderToArray draws the scene once per 1024-pixel tile; one framebuffer of the full size
         draws it once."""
@@ -105,9 +107,12 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
         from PySide6.QtOpenGL import QOpenGLFramebufferObject, QOpenGLFramebufferObjectFormat
 
         self.makeCurrent()
-        fmt = QOpenGLFramebufferObjectFormat()
-        fmt.setAttachment(QOpenGLFramebufferObject.Attachment.CombinedDepthStencil)
-        fbo = QOpenGLFramebufferObject(width, height, fmt)
+        fbo = getattr(self, "_offscreen_fbo", None)
+        if fbo is None or (fbo.width(), fbo.height()) != (width, height):
+            fmt = QOpenGLFramebufferObjectFormat()
+            fmt.setAttachment(QOpenGLFramebufferObject.Attachment.CombinedDepthStencil)
+            fbo = QOpenGLFramebufferObject(width, height, fmt)
+        self._offscreen_fbo = fbo if keep else None
         out = np.empty((height, width, 4), dtype=np.uint8)
         # text items paint through a QPainter on the window, which would rebind the window's own framebuffer
         # in the middle of the frame: they are left out of off-screen frames
@@ -117,14 +122,22 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
         try:
             fbo.bind()
             GL.glViewport(0, 0, width, height)
-            self.paint(region=(0, 0, width, height), viewport=(0, 0, width, height))
+            # drawn upside down (the region's y axis reversed): glReadPixels returns rows bottom first, so the
+            # pixels come back top row first with no flip copy (no item culls faces, so nothing else changes)
+            self.paint(region=(0, height, width, -height), viewport=(0, 0, width, height))
             fbo.bind()
             GL.glReadPixels(0, 0, width, height, GL.GL_BGRA, GL.GL_UNSIGNED_BYTE, out)
         finally:
             fbo.release()
             for i in texts:
                 i.setVisible(True)
-        return out[::-1].copy()
+        return out
+
+    def release_offscreen(self) -> None:
+        """Free the framebuffer kept by ``render_offscreen(..., keep=True)`` (a 4K one holds ~64 MB)."""
+        if getattr(self, "_offscreen_fbo", None) is not None:
+            self.makeCurrent()
+            self._offscreen_fbo = None  # deleted with its GL objects while the context is current
 
     def rect(self):
         """QWidget-style rect (pyqtgraph's text item asks its view for one)."""
