@@ -33,8 +33,10 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     from visualizer.recording.frames import Encoder, burn_overlays, capture, check_output, release
 
     width, height = size or scene.size
-    if fps:
-        scene = dataclasses.replace(scene, fps=fps)
+    if fps and fps != scene.fps:
+        # another frame rate keeps the scene's pace: the same training steps per second of video
+        spf = max(1, round(scene.steps_per_frame * scene.fps / fps)) if scene.steps_per_frame else 0
+        scene = dataclasses.replace(scene, fps=fps, steps_per_frame=spf)
     check_output(out)
     prepare_qt()
     app = QApplication.instance() or QApplication([])
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("scene")
     p.add_argument("-o", "--out", required=True, help="output .mp4 or .gif")
     p.add_argument("--size", help="WIDTHxHEIGHT (default: the scene's)")
-    p.add_argument("--fps", type=int, help="frames per second (default: the scene's)")
+    p.add_argument("--fps", type=int, help="frames per second (default: the scene's; the training steps per second "
+                                           "of video stay the scene's)")
     p.add_argument("--frames", type=int, help="stop after this many frames (a quick look at a long scene)")
     args = p.parse_args(argv)
     size = None
