@@ -121,7 +121,7 @@ class LiveRecorder(QObject):
         self.t0 = 0.0
         self._last_tick = 0.0
         self._pending = None
-        # per runner taken over: [snapshots still owed (-1: not held yet), runner, its two slots]
+        # per runner taken over: [snapshots still owed (-1: not held yet), runner, its three slots]
         self._clock: dict[int, list] = {}
         self._last = {"step": None, "loss": None}
         self._timer = QTimer(self)
@@ -176,6 +176,7 @@ class LiveRecorder(QObject):
             entry[0] = 0
 
         entry[2], entry[3] = on_batch, on_holding
+        entry.append(on_done)
         r.batch.connect(on_batch)
         r.holding.connect(on_holding)
         r.done.connect(on_done)
@@ -183,8 +184,8 @@ class LiveRecorder(QObject):
         r.hold()
 
     def _release_all(self) -> None:
-        for _owed, r, on_batch, on_holding in self._clock.values():
-            for sig, slot in ((r.batch, on_batch), (r.holding, on_holding)):
+        for _owed, r, on_batch, on_holding, on_done in self._clock.values():
+            for sig, slot in ((r.batch, on_batch), (r.holding, on_holding), (r.done, on_done)):
                 try:
                     sig.disconnect(slot)
                 except (RuntimeError, TypeError):
