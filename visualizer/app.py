@@ -117,7 +117,7 @@ class MainWindow(QMainWindow):
         self._loader.start()
         if self.pending_scene:
             path, self.pending_scene = self.pending_scene, None
-            if self.open_scene(path):
+            if self.open_scene(path, play=True):
                 return
         self._start_lab(self.lab())
 
@@ -359,10 +359,11 @@ class MainWindow(QMainWindow):
 
         path, _ = QFileDialog.getOpenFileName(self, "Open scene", os.getcwd(), "Scene (*.toml)")
         if path:
-            self.open_scene(path)
+            self.open_scene(path, play=True)
 
-    def open_scene(self, path: str) -> bool:
-        """Preview the scene in ``path`` in the player; a malformed scene is reported and nothing changes."""
+    def open_scene(self, path: str, play: bool = False) -> bool:
+        """Preview the scene in ``path`` in the player (``play``: start playing it); a malformed scene is
+        reported and nothing changes."""
         from visualizer.recording.player import ScenePlayer
         from visualizer.recording.scene import SceneError, load_scene
 
@@ -384,6 +385,8 @@ class MainWindow(QMainWindow):
             self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.player_dock)
         self.player_dock.show()
         self.player.load(scene)
+        if play:
+            self.player.toggle_play()
         self._on_message(f"Scene {os.path.basename(path)}: Play, or scrub the timeline · Render… writes a video",
                          False)
         return True

@@ -144,3 +144,16 @@ over = 1.0
         assert lab.state.lr == pytest.approx(lr, abs=1e-4) and lab.state.xs[0] == pytest.approx(x, abs=1e-3)
         assert lab.state.ys[0] == pytest.approx(y, abs=1e-3)
     win.close()
+
+
+def test_a_scene_given_at_start_opens_in_the_player_and_plays(qtbot, fresh_settings, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SCENE)
+    win = MainWindow(lab="manifold2d")
+    win.pending_scene = str(path)  # what `losslab SCENE.toml` does
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.player_active() and win.player.current >= 6, timeout=60000)
+    assert win.player_dock.isVisible() and win.player.playing
+    assert len(win.lab().runs) == 1  # the event at 0.2 s started a descent
+    win.close()
