@@ -17,6 +17,17 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
+def _gc_on_gui_thread(request):
+    # as in the app: Python's cyclic collector runs on the GUI thread only (see app.GuiThreadGC)
+    if "qtbot" in request.fixturenames or "qapp" in request.fixturenames:
+        request.getfixturevalue("qapp")
+        from visualizer.app import collect_garbage_on_gui_thread
+
+        collect_garbage_on_gui_thread()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _no_leftover_threads(request):
     yield
     if "qtbot" not in request.fixturenames and "qapp" not in request.fixturenames:

@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 
-from PySide6.QtCore import QStandardPaths, Qt, QThread, QTimer, Signal
+from PySide6.QtCore import QObject, QStandardPaths, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -504,6 +504,47 @@ def grab_window(win: QWidget):
     return img
 
 
+class GuiThreadGC(QObject):
+    """Python's cyclic garbage collector, run by a timer on the GUI thread only.
+
+    Left automatic, the collector runs in whichever thread happens to allocate; if it frees a cycle holding a
+    Qt object while in a worker thread (a grid computation), the QObject's destructor there can deadlock
+    with the GUI thread (seen once in the test suite: a worker in ~QObject waiting for the GIL, the GUI thread
+    holding it and waiting for Qt's lock). Reference counting still frees everything else at once."""
+
+    def __init__(self, interval_ms: int = 400, parent=None) -> None:
+        import gc
+
+        super().__init__(parent)
+        self.threshold = gc.get_threshold()
+        gc.disable()
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.check)
+        self.timer.start(interval_ms)
+
+    def check(self) -> None:
+        import gc
+
+        c0, c1, c2 = gc.get_count()
+        if c0 > self.threshold[0]:
+            gc.collect(0)
+            if c1 > self.threshold[1]:
+                gc.collect(1)
+                if c2 > self.threshold[2]:
+                    gc.collect(2)
+
+
+_GC: GuiThreadGC | None = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """Install the GuiThreadGC once the QApplication exists (idempotent)."""
+    global _GC
+    app = QApplication.instance()
+    if _GC is None and app is not None:
+        _GC = GuiThreadGC(parent=app)
+
+
 def prepare_qt() -> None:
     """Process-wide Qt set-up that must precede the QApplication.
 
@@ -531,6 +572,7 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("losslab")
     app.setOrganizationName("losslab")
+    collect_garbage_on_gui_thread()
     if open_path:
         from visualizer.labs.surface import SurfaceLab
 

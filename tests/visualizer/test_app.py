@@ -121,3 +121,24 @@ def test_device_list_arrives_and_cpu_is_selectable(qtbot, fresh_settings):
     run = win.lab().start_descent(np.array([1.0, 2.0]))
     qtbot.waitUntil(lambda: run.finished, timeout=30000)
     win.close()
+
+
+def test_cyclic_garbage_is_collected_on_the_gui_thread_only(qtbot):
+    import gc
+    import weakref
+
+    from PySide6.QtCore import QObject
+
+    assert not gc.isenabled()  # never automatically, in whatever thread allocates
+
+    class Holder(QObject):
+        pass
+
+    a = Holder()
+    a.me = a  # a cycle through a Qt object: only the collector frees it
+    gone = weakref.ref(a)
+    del a
+    for _ in range(800):  # enough allocations to pass the first generation's threshold
+        [].append([])
+    _ = [[i] for i in range(2000)]
+    qtbot.waitUntil(lambda: gone() is None, timeout=5000)

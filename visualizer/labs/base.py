@@ -105,10 +105,17 @@ class Lab(QWidget):
         """Stop every worker and wait for it: called before the window closes."""
 
     # ------------------------------------------------------------------ settings, for scenes
-    def bind(self, name: str, widget: QWidget | None = None, *, setter: Callable | None = None,
+    def bind(self, name: str, widget: QWidget | None = None, *, setter: str | None = None,
              to_widget: Callable | None = None) -> None:
         """Register the control that shows setting ``name``: a scene sets it through the control, so the lab
-        reacts exactly as to a user's change. ``to_widget`` converts the value; ``setter`` replaces all that."""
+        reacts exactly as to a user's change. ``to_widget(lab, value)`` converts the value; ``setter`` (the name
+        of a method of the lab taking the value) replaces all that.
+
+        Nothing registered here refers back to the lab (a method *name*, a converter given the lab): a
+        reference cycle through a Qt object would leave the lab to Python's cyclic garbage collector, which
+        can run in any thread, and a QObject destroyed in a worker thread can deadlock with the GUI thread."""
+        if setter is not None and not isinstance(setter, str):
+            raise TypeError("setter: the name of a method of the lab")
         if not hasattr(self, "_bindings"):
             self._bindings = {}
         self._bindings[name] = (widget, setter, to_widget)
@@ -121,13 +128,13 @@ class Lab(QWidget):
         for k, v in values.items():
             w, setter, conv = bindings.get(k, (None, None, None))
             if setter is not None:
-                setter(v)
+                getattr(self, setter)(v)
                 continue
             if hasattr(self, "state"):
                 setattr(self.state, k, v)
             if w is None:
                 continue
-            wv = conv(v) if conv else v
+            wv = conv(self, v) if conv else v
             if isinstance(w, QComboBox):
                 i = w.findData(wv)
                 i = w.findText(str(wv)) if i < 0 else i

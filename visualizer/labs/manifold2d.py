@@ -443,7 +443,7 @@ class Manifold2DLab(DescentLab):
         v.addWidget(g)
         v.addStretch(1)
         self._controls = panel
-        self.bind("expression", setter=self._expression_setting)
+        self.bind("expression", setter="_expression_setting")
         for name, w in (("model", self.model_combo), ("optimizer", self.opt_combo),
                         ("lr", self.lr_spin), ("momentum", self.mom_spin), ("batch_size", self.batch_spin),
                         ("steps", self.steps_spin), ("n_random", self.n_random_spin), ("extent", self.extent_spin),

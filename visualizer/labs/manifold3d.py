@@ -150,6 +150,16 @@ def compute_landscape3d(req: Request3) -> dict:
     return out
 
 
+def _log_slider(lab, value: float) -> int:
+    """A slider showing log10(value) x 100."""
+    return round(100 * math.log10(max(value, 1e-9)))
+
+
+def _slice_slider(lab, c: float) -> int:
+    """The slice slider: c as a percentage of the extent."""
+    return round(100 * c / lab.state.extent)
+
+
 def lit_colors(normals: np.ndarray | None, rgba: tuple, n: int) -> np.ndarray:
     base = np.tile(np.array(rgba, dtype=np.float32), (n, 1))
     if normals is None or len(normals) != n:
@@ -350,15 +360,15 @@ class Manifold3DLab(DescentLab):
         v.addWidget(g)
         v.addStretch(1)
         self._controls = panel
-        self.bind("expression", setter=self._expression_setting)
+        self.bind("expression", setter="_expression_setting")
         for name, w in (("model", self.model_combo), ("optimizer", self.opt_combo),
                         ("lr", self.lr_spin), ("steps", self.steps_spin), ("n_random", self.n_random_spin),
                         ("extent", self.extent_spin), ("resolution", self.res_spin), ("shells", self.shell_check),
                         ("slice_color", self.slice_combo), ("mu", self.mu_spin)):
             self.bind(name, w)
-        self.bind("alpha", self.alpha_slider, to_widget=lambda a: round(100 * math.log10(max(a, 1e-9))))
-        self.bind("shell_level", self.shell_slider, to_widget=lambda a: round(100 * math.log10(max(a, 1e-9))))
-        self.bind("slice_w3", self.slice_slider, to_widget=lambda c: round(100 * c / self.state.extent))
+        self.bind("alpha", self.alpha_slider, to_widget=_log_slider)
+        self.bind("shell_level", self.shell_slider, to_widget=_log_slider)
+        self.bind("slice_w3", self.slice_slider, to_widget=_slice_slider)
         self._update_labels()
 
     def controls(self) -> QWidget:

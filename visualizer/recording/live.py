@@ -14,6 +14,7 @@ import dataclasses
 import datetime as _dt
 import os
 import time
+import weakref
 from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, QStandardPaths, Qt, QTimer, Signal
@@ -109,7 +110,8 @@ class LiveRecorder(QObject):
 
     def __init__(self, window, lab, opts: RecordOptions, parent=None) -> None:
         super().__init__(parent)
-        self.window, self.lab, self.opts = window, lab, opts
+        self.lab, self.opts = lab, opts
+        self._window = weakref.ref(window) if window is not None else (lambda: None)  # no cycle with the window
         if opts.source != "window" and opts.source not in lab.views():
             raise ValueError(f"this lab has no {SOURCES[opts.source]}")
         os.makedirs(os.path.dirname(os.path.abspath(opts.path)) or ".", exist_ok=True)
@@ -142,7 +144,7 @@ class LiveRecorder(QObject):
     def _capture(self) -> None:
         o = self.opts
         self.lab.flush()
-        frame = capture(self.lab, o.source, o.width, o.height, self.window)
+        frame = capture(self.lab, o.source, o.width, o.height, self._window())
         self.frame_steps.append(self._last["step"])
         burn_overlays(frame, title=(o.title or self.lab.title) if o.show_title else None,
                       step=self._last["step"] if o.show_step else None,
@@ -165,15 +167,18 @@ class LiveRecorder(QObject):
         (the slots are connected after the lab's own), so a frame never shows a step still in the queue."""
         entry = [-1, r, None, None]
 
+        # (an entry is emptied when the recording lets the runner go; a signal already queued may still come)
         def on_batch(items, entry=entry):
-            if entry[0] > 0:
+            if entry and entry[0] > 0:
                 entry[0] = max(0, entry[0] - len(items))
 
         def on_holding(entry=entry):
-            entry[0] = 0
+            if entry:
+                entry[0] = 0
 
         def on_done(_=None, entry=entry):
-            entry[0] = 0
+            if entry:
+                entry[0] = 0
 
         entry[2], entry[3] = on_batch, on_holding
         entry.append(on_done)
@@ -184,12 +189,14 @@ class LiveRecorder(QObject):
         r.hold()
 
     def _release_all(self) -> None:
-        for _owed, r, on_batch, on_holding, on_done in self._clock.values():
+        for entry in self._clock.values():
+            _owed, r, on_batch, on_holding, on_done = entry
             for sig, slot in ((r.batch, on_batch), (r.holding, on_holding), (r.done, on_done)):
                 try:
                     sig.disconnect(slot)
                 except (RuntimeError, TypeError):
                     pass
+            entry.clear()  # the slots refer to their entry: empty it, so no cycle holds the runner
         self._clock.clear()
 
     def driven_runners(self) -> list:

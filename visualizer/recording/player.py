@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import time
+import weakref
 
 from PySide6.QtCore import QProcess, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -56,7 +57,9 @@ class ScenePlayer(QWidget):
 
     def __init__(self, window, parent=None) -> None:
         super().__init__(parent)
-        self.window = window
+        # a weak reference: the main window holds the player (no reference cycle through Qt objects, which only
+        # the cyclic garbage collector, in whatever thread it runs, could free)
+        self._main = weakref.ref(window)
         self.scene: Scene | None = None
         self.lab = None
         self.driver = None
@@ -117,9 +120,9 @@ class ScenePlayer(QWidget):
         from visualizer.recording.driver import SceneDriver, SyncRunner
 
         self.scene = scene
-        self.window.switch_lab(scene.lab)
-        self.lab = self.window.lab()
-        self.window.mark_started(self.lab)
+        self._main().switch_lab(scene.lab)
+        self.lab = self._main().lab()
+        self._main().mark_started(self.lab)
         runs.RUNNER_FACTORY = SyncRunner
         self.driver = SceneDriver(scene, self.lab)
         self.slider.blockSignals(True)
@@ -234,7 +237,7 @@ class ScenePlayer(QWidget):
             self.slider.setRange(0, sc.frames - 1)
         self.modified = True
         self._update_name()
-        self.window._on_message(f"Keyframe {len(sc.camera)} at {t:.2f} s: azimuth {cam.azimuth:.0f}°, "
+        self._main()._on_message(f"Keyframe {len(sc.camera)} at {t:.2f} s: azimuth {cam.azimuth:.0f}°, "
                                 f"elevation {cam.elevation:.0f}°, distance {cam.distance:.3g}", False)
         return t, cam
 
@@ -242,12 +245,12 @@ class ScenePlayer(QWidget):
         try:
             save_scene(self.scene, path, comment=f"losslab scene: {self.lab.title}")
         except (OSError, ValueError) as exc:
-            self.window._on_message(f"Scene not saved: {exc}", True)
+            self._main()._on_message(f"Scene not saved: {exc}", True)
             return False
         self.scene.path = path
         self.modified = False
         self._update_name()
-        self.window._on_message(f"Saved the scene to {path} · render it with: losslab record {path} -o OUT.mp4",
+        self._main()._on_message(f"Saved the scene to {path} · render it with: losslab record {path} -o OUT.mp4",
                                 False)
         return True
 
@@ -263,7 +266,7 @@ class ScenePlayer(QWidget):
     def render(self, out: str | None = None) -> bool:
         """Render the (saved) scene in a child process: ``losslab record SCENE -o OUT``."""
         if self._render is not None:
-            self.window._on_message("A render is already running", True)
+            self._main()._on_message("A render is already running", True)
             return False
         if self.modified or not self.scene.path:
             self.save_as() if not self.scene.path else self.save(self.scene.path)
@@ -299,10 +302,10 @@ class ScenePlayer(QWidget):
         self.progress.setVisible(False)
         self._render = None
         if code == 0:
-            self.window._on_message(f"Rendered {out}", False)
+            self._main()._on_message(f"Rendered {out}", False)
         else:
             last = [ln for ln in self._render_err.replace("\r", "\n").splitlines() if ln.strip()]
-            self.window._on_message(f"Render failed: {last[-1] if last else f'exit code {code}'}", True)
+            self._main()._on_message(f"Render failed: {last[-1] if last else f'exit code {code}'}", True)
 
     # ------------------------------------------------------------------ closing
     def close_player(self) -> None:

@@ -28,7 +28,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     from PySide6.QtWidgets import QApplication
 
     from visualizer import runs
-    from visualizer.app import prepare_qt
+    from visualizer.app import collect_garbage_on_gui_thread, prepare_qt
     from visualizer.recording.driver import SceneDriver, SyncRunner, wait_idle
     from visualizer.recording.frames import Encoder, burn_overlays, capture, check_output, release
 
@@ -40,6 +40,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     check_output(out)
     prepare_qt()
     app = QApplication.instance() or QApplication([])
+    collect_garbage_on_gui_thread()
     import tempfile
 
     # the labs save their settings on shutdown: a render must not change the user's
