@@ -1,5 +1,7 @@
 """Scene files: parsed with tomllib, checked field by field, errors name the file, line and field."""
 
+import re
+
 import pytest
 
 from visualizer.recording.scene import SceneError, load_scene
@@ -91,3 +93,24 @@ def test_gradual_changes_need_numbers(tmp_path):
     p.write_text(GOOD.replace('action = "descent"', 'action = "descent"\nover = 2.0'))
     with pytest.raises(SceneError, match=r"event\[1\]\.over"):
         load_scene(str(p), LABS, FIELDS)
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("time = 1.0", "time = nan", "event[0].time"),
+    ("azimuth = 350", "azimuth = inf", "camera[0].azimuth"),
+    ("duration = 4.0", "duration = -inf", "duration"),
+])
+def test_non_finite_numbers_are_refused(tmp_path, old, new, field):
+    p = tmp_path / "s.toml"
+    p.write_text(GOOD.replace(old, new, 1))
+    with pytest.raises(SceneError, match=rf"field '{re.escape(field)}'.*finite"):
+        load_scene(str(p), LABS, FIELDS)
+
+
+def test_a_corrupt_scene_file_is_refused_with_its_name(tmp_path):
+    p = tmp_path / "junk.toml"
+    p.write_bytes(b"\x00\xff\xfe lab = [[[ \x89PNG")
+    with pytest.raises(SceneError, match="junk.toml"):
+        load_scene(str(p), LABS, FIELDS)
+    with pytest.raises(SceneError, match="cannot read"):
+        load_scene(str(tmp_path / "missing.toml"), LABS, FIELDS)

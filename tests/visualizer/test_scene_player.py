@@ -157,3 +157,26 @@ def test_a_scene_given_at_start_opens_in_the_player_and_plays(qtbot, fresh_setti
     assert win.player_dock.isVisible() and win.player.playing
     assert len(win.lab().runs) == 1  # the event at 0.2 s started a descent
     win.close()
+
+
+def test_a_value_out_of_a_controls_range_stops_the_scene_with_a_message(qtbot, fresh_settings, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "big.toml"
+    path.write_text(SCENE.replace("lr = 0.05", "lr = 1e9"))
+    r = subprocess.run([sys.executable, "-m", "visualizer", "record", str(path), "-o", str(tmp_path / "x.mp4")],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert r.returncode == 2 and "settings.lr" in r.stderr and "range" in r.stderr
+    assert not list(tmp_path.glob("x*.mp4"))
+    win = MainWindow(lab="manifold2d")
+    qtbot.addWidget(win)
+    win.show()
+    win.open_scene(str(path))
+    qtbot.waitUntil(lambda: not win.player_active(), timeout=10000)
+    assert "settings.lr" in win.statusBar().currentMessage()
+    from visualizer import runs
+
+    assert runs.RUNNER_FACTORY is runs.ProcessRunner
+    win.close()

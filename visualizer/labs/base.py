@@ -142,6 +142,10 @@ class Lab(QWidget):
                     raise SettingError(f"settings.{k}: '{v}' is not one of "
                                        f"{', '.join(str(w.itemData(j) or w.itemText(j)) for j in range(w.count()))}")
                 w.setCurrentIndex(i)
+            elif isinstance(w, (QSpinBox, QAbstractSlider, QDoubleSpinBox)) and not (
+                    w.minimum() - 1e-9 <= float(wv) <= w.maximum() + 1e-9):
+                raise SettingError(f"settings.{k}: {v} is outside the range of its control "
+                                   f"[{w.minimum():g}, {w.maximum():g}]")
             elif isinstance(w, (QSpinBox, QAbstractSlider)):
                 w.setValue(int(wv))
                 if isinstance(w, QAbstractSpinBox):

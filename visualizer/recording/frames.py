@@ -208,6 +208,7 @@ class Encoder(QThread):
         self.error: str | None = None
         self._q: queue.Queue = queue.Queue(maxsize=max(2, max_bytes // (4 * width * height)))
         self._done = threading.Event()
+        self._aborted = False
 
     def put(self, frame: np.ndarray) -> bool:
         if frame.shape != (self.height, self.width, 4):
@@ -229,6 +230,11 @@ class Encoder(QThread):
     def backlog(self) -> int:
         return self._q.qsize()
 
+    def abort(self) -> None:
+        """Stop without a file: what was encoded is deleted (a render that failed half way)."""
+        self._aborted = True
+        self.finish(wait=True)
+
     def finish(self, wait: bool = False) -> None:
         self._q.put(None)
         if wait:
@@ -246,6 +252,8 @@ class Encoder(QThread):
                 self.frames += 1
             writer.close()
             writer = None
+            if self._aborted:
+                raise OSError("aborted")
             if self.frames == 0:
                 raise OSError("no frames were recorded")
             os.replace(self.tmp, self.out)

@@ -140,8 +140,13 @@ class ScenePlayer(QWidget):
 
     def restart(self) -> None:
         self.lab.reset()
-        self.driver.begin(defaults=True)
         self._phase = "setup"
+        try:
+            self.driver.begin(defaults=True)
+        except ValueError as exc:
+            self._phase = "idle"
+            QTimer.singleShot(0, lambda text=str(exc): self._fail(text))
+            return
         self.current = -1
         self._events_done = False
 
@@ -182,7 +187,15 @@ class ScenePlayer(QWidget):
         return self._phase == "run" and self.current == self.target and not self.lab.busy()
 
     def _tick(self) -> None:
+        try:
+            self._step()
+        except ValueError as exc:  # a setting the lab's control cannot take, a start of the wrong size
+            self._fail(str(exc))
+
+    def _step(self) -> None:
         if self.lab is None or self.lab.busy():
+            return
+        if self._phase == "idle":
             return
         if self._phase == "setup":
             self.driver.ready()
@@ -308,6 +321,11 @@ class ScenePlayer(QWidget):
             self._main()._on_message(f"Render failed: {last[-1] if last else f'exit code {code}'}", True)
 
     # ------------------------------------------------------------------ closing
+    def _fail(self, text: str) -> None:
+        """Leave the preview, then say why (after the lab's own messages about clearing its runs)."""
+        self.close_player()
+        self._main()._on_message(f"Scene stopped: {text}", True)
+
     def close_player(self) -> None:
         from visualizer import runs
 

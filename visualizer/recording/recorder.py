@@ -85,6 +85,10 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
         enc.finish(wait=True)
         if enc.error:
             raise OSError(enc.error)
+    except BaseException:
+        if enc is not None and enc.isRunning():
+            enc.abort()  # no half-rendered file under the output's name
+        raise
     finally:
         if enc is not None and enc.isRunning():
             enc.finish(wait=True)

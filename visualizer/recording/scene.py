@@ -118,6 +118,8 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         v = d.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise fail(name, f"expected a number, got {v!r}", key)
+        if not math.isfinite(v):
+            raise fail(name, f"expected a finite number, got {v}", key)
         v = cast(v)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise fail(name, f"{v} is outside [{lo}, {hi}]", key)
