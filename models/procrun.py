@@ -8,7 +8,8 @@ interpreter and the GUI process only unpickles a batch of snapshots a few dozen 
 The child is forked from a forkserver that has already imported torch and the engine, so a run starts in
 milliseconds. Messages to the child: 'pause', 'resume', 'step' (one more snapshot while paused), 'hold' (pause, drop
 pending steps, flush, answer ('held', None)), 'abort'. Messages from it: ('batch', [snapshots]),
-('done', result), ('error', text), ('held', None). No Qt here.
+('done', result), ('error', text), ('held', None), ('paused', None) (after 'pause', once every snapshot from
+before has been sent). No Qt here.
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
                     gen.close()
                     conn.send(("done", None))
                     return
-                if msg == "pause":
+                if msg == "pause":  # stop, hand over what was computed, and say so
                     paused = True
+                    if buf:
+                        conn.send(("batch", buf))
+                        buf = []
+                    conn.send(("paused", None))
                 elif msg == "resume":
                     paused, permits = False, 0
                 elif msg == "step":

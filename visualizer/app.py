@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import os
@@ -82,19 +83,22 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_status()
 
-        s = store.settings()
-        geo = s.value("window/geometry")
-        if geo is not None:
-            try:
-                self.restoreGeometry(geo)
-            except TypeError:
-                pass
-        if geo is None or self.width() < 400:
+        geo = store.get("window/geometry")
+        restored = False
+        if isinstance(geo, str) and len(geo) < 10000:
+            from PySide6.QtCore import QByteArray
+
+            restored = self.restoreGeometry(QByteArray.fromBase64(geo.encode("ascii", "ignore")))
+        if not restored or self.width() < 400:
             self.resize(1500, 900)
-        start = lab or str(s.value("window/lab", DEFAULT_LAB))
+        stored_lab = store.get("window/lab", DEFAULT_LAB)
+        start = lab or (stored_lab if isinstance(stored_lab, str) else DEFAULT_LAB)
         if start not in LABS:
             start = DEFAULT_LAB
         self.switch_lab(start)
+        if store.last_problem:
+            self._on_message(store.last_problem, True)
+            store.last_problem = None
 
         self._fps_timer = QTimer(self)
         self._fps_timer.setInterval(1000)
@@ -155,6 +159,7 @@ class MainWindow(QMainWindow):
             return a
 
         P = QStyle.StandardPixmap
+        self.run_state = "idle"
         self.act_run = action("Start / pause", P.SP_MediaPlay, Qt.Key.Key_Space, lambda: self.lab().toggle_run(),
                               "Start a descent, or pause/resume all")
         self.act_step = action("Step", P.SP_MediaSeekForward, Qt.Key.Key_S, lambda: self.lab().single_step(),
@@ -215,8 +220,7 @@ class MainWindow(QMainWindow):
             self.stop_recording()
             self._on_message("Switching labs ended the recording", False)
         if key not in self.labs:
-            cls = LABS[key].load()
-            lab = cls(device=self.device, start=False)
+            lab = self._build_lab(key)
             lab.status.connect(self._on_status)
             lab.message.connect(self._on_message)
             lab.frame_drawn.connect(self._count_frame)
@@ -239,6 +243,24 @@ class MainWindow(QMainWindow):
             self.lab_combo.blockSignals(False)
         self.current_key = key
 
+    def _build_lab(self, key: str):
+        """The lab with its stored settings; if they make it fail to build, with its defaults (and a message
+        that names the error and the log). A stored value never stops the app from starting."""
+        from visualizer.errorlog import report
+
+        cls = LABS[key].load()
+        try:
+            return cls(device=self.device, start=False)
+        except Exception as exc:
+            text = report(f"The stored settings of the {key} lab could not be used; it starts with its defaults",
+                          exc)
+        lab = cls(device=self.device, start=False, restore=False)
+        state = getattr(lab, "state", None)
+        if dataclasses.is_dataclass(state):  # the defaults replace what failed, so the next start is clean
+            store.save_json(f"labs/{key}", dataclasses.asdict(state))
+        self._on_message(text, True)
+        return lab
+
     # ----------------------------------------------------------------------------- status
     def _on_status(self, d: dict) -> None:
         if "step" in d:
@@ -247,11 +269,17 @@ class MainWindow(QMainWindow):
             loss = d["loss"]
             self.loss_label.setText("loss —" if not math.isfinite(loss) else f"loss {loss:.3e}")
         if "paused" in d:
-            self.act_run.setIcon(self.style().standardIcon(
-                QStyle.StandardPixmap.SP_MediaPlay if d["paused"] else QStyle.StandardPixmap.SP_MediaPause))
+            self._set_run_state("paused" if d["paused"] else "running")
         if "running" in d:
-            self.act_run.setIcon(self.style().standardIcon(
-                QStyle.StandardPixmap.SP_MediaPause if d["running"] else QStyle.StandardPixmap.SP_MediaPlay))
+            self._set_run_state("running" if d["running"] else "idle")
+
+    def _set_run_state(self, state: str) -> None:
+        """The Start/pause button shows what Space will do: 'running' (pause), 'paused' or 'idle' (start)."""
+        self.run_state = state
+        running = state == "running"
+        self.act_run.setIcon(self.style().standardIcon(
+            QStyle.StandardPixmap.SP_MediaPause if running else QStyle.StandardPixmap.SP_MediaPlay))
+        self.act_run.setText("Pause" if running else ("Resume" if state == "paused" else "Start"))
 
     def _on_message(self, text: str, is_error: bool) -> None:
         self.statusBar().setStyleSheet("QStatusBar{color:#ff8080;}" if is_error else "")
@@ -475,11 +503,12 @@ class MainWindow(QMainWindow):
             self.player.close_player()
         for lab in self.labs.values():
             lab.shutdown()
+        from visualizer.workers import join_all
+
+        join_all(8.0)  # the window is closing: let the workers end their child processes (bounded)
         self._loader.wait(5000)
-        s = store.settings()
-        s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("window/lab", self.current_key)
-        s.sync()
+        store.put("window/geometry", bytes(self.saveGeometry().toBase64()).decode("ascii"))
+        store.put("window/lab", self.current_key)
         super().closeEvent(ev)
 
 

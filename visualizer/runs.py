@@ -13,12 +13,6 @@ import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
 
-from visualizer.workers import ProcessRunner
-
-# Who runs a descent: a child process normally; the recorder swaps in a synchronous runner it steps itself,
-# so that frames follow the simulation clock (models of issue 5).
-RUNNER_FACTORY = ProcessRunner
-
 
 class DescentRun:
     def __init__(self, lab, target: str, params: dict, starts: np.ndarray, colors: list[str], *,
@@ -35,12 +29,16 @@ class DescentRun:
         cap = None if len(self.starts) <= 4 else 65536
         self.trajs = [Trajectory(self.starts.shape[1], max_measured=cap) for _ in range(len(self.starts))]
         self.finished = False
+        self.failed = False
+        self.removed = False
         self.result = None
         self.dirty = True
-        self.runner = RUNNER_FACTORY(target, dict(params, starts=self.starts), start_paused=lab.paused)
+        self.pause_reached = False  # the runner confirmed the last pause: every step before it is drawn
+        self.runner = lab.make_runner(target, dict(params, starts=self.starts), start_paused=lab.paused)
         self.runner.batch.connect(self._on_batch)
         self.runner.done.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
+        self.runner.pause_reached.connect(self._on_pause_reached)
         plot = lab.plane.plot
         self.curves2d, self.lines3d = [], []
         for c in colors:
@@ -73,7 +71,17 @@ class DescentRun:
     def start(self) -> None:
         self.runner.start()
 
+    def pause(self) -> None:
+        self.pause_reached = False
+        self.runner.pause()
+
+    def _on_pause_reached(self) -> None:
+        if not self.removed:
+            self.pause_reached = True
+
     def _on_batch(self, snaps: list) -> None:
+        if self.removed:  # a batch already under way when the run was cleared
+            return
         for snap in snaps:
             for k, tr in enumerate(self.trajs):
                 frozen = not snap.active[k] and tr.last_step >= 0 and np.array_equal(snap.params[k], tr.last_params)
@@ -84,14 +92,22 @@ class DescentRun:
         self.lab._schedule_redraw()
 
     def _on_done(self, result) -> None:
+        if self.removed:
+            return
         self.finished = True
         self.result = result
         self.dirty = True
         self.lab._on_run_done(self, result)
 
     def _on_failed(self, text: str) -> None:
+        if self.removed:
+            return
+        from visualizer.errorlog import report
+
         self.finished = True
-        self.lab.message.emit("Descent failed: " + text.splitlines()[0], True)
+        self.failed = True
+        self.dirty = True
+        self.lab._on_run_failed(self, report("Descent failed", text))
 
     def redraw(self) -> None:
         ends, end_loss = [], []
@@ -113,7 +129,8 @@ class DescentRun:
         self.dirty = False
 
     def remove(self) -> None:
-        self.runner.abort()
+        self.removed = True
+        self.runner.abort()  # returns at once; the runner ends its child by itself
         plot = self.lab.plane.plot
         for item in self.curves2d + [self.start_marks, self.land_marks] + ([self.proj_marks] if self.proj_marks else []):
             plot.removeItem(item)

@@ -16,13 +16,18 @@ import traceback
 import weakref
 from collections.abc import Callable, Generator
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QCoreApplication, QThread, QTimer, Signal
 
 _LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
+# Threads told to stop but not yet finished: kept alive here (a QThread destroyed while it runs aborts the
+# process), without a parent (a lab closed meanwhile must not take them along), and dropped once finished.
+_RETIRING: list[QThread] = []
+_REAPER: list[QTimer] = []
 
 
 def live_threads() -> list[QThread]:
     """Worker threads of ours that are still running (tests assert none outlive them)."""
+    _reap()
     out = []
     for t in list(_LIVE):
         try:
@@ -33,12 +38,54 @@ def live_threads() -> list[QThread]:
     return out
 
 
+def _reap() -> None:
+    _RETIRING[:] = [t for t in _RETIRING if not t.isFinished()]
+    if not _RETIRING and _REAPER:
+        _REAPER[0].stop()
+
+
+def retire(thread: QThread) -> None:
+    """Let ``thread`` (already told to stop) finish by itself: nobody waits for it, nothing is lost."""
+    if not thread.isRunning():
+        return
+    if thread.parent() is not None:
+        thread.setParent(None)
+    if thread not in _RETIRING:
+        _RETIRING.append(thread)
+    app = QCoreApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread():
+        return
+    if not _REAPER:
+        timer = QTimer(app)
+        timer.setInterval(200)
+        timer.timeout.connect(_reap)
+        _REAPER.append(timer)
+    if not _REAPER[0].isActive():
+        _REAPER[0].start()
+
+
+def join_all(timeout_s: float = 8.0) -> list[QThread]:
+    """At exit only: give every worker of ours up to ``timeout_s`` to finish, events still processed.
+    Returns those still running."""
+    deadline = time.perf_counter() + timeout_s
+    app = QCoreApplication.instance()
+    while live_threads() and time.perf_counter() < deadline:
+        for t in live_threads():
+            t.wait(20)
+        if app is not None:
+            app.processEvents()
+    return live_threads()
+
+
 class GeneratorRunner(QThread):
-    """Runs ``make_generator()`` (called inside the thread) and emits its items in throttled batches."""
+    """Runs ``make_generator()`` (called inside the thread) and emits its items in throttled batches.
+
+    The generator is advanced outside the control lock: pause, resume and abort from the GUI thread return at
+    once, whatever the generator is computing; they take effect at its next yield."""
 
     batch = Signal(object)  # list of yielded items
     done = Signal(object)  # the generator's return value (None when aborted)
-    failed = Signal(str)
+    failed = Signal(str)  # "TypeName: message\n<traceback>"
 
     def __init__(self, make_generator: Callable[[], Generator], *, interval_s: float = 1 / 60,
                  torch_threads: int | None = 1, start_paused: bool = False, parent=None) -> None:
@@ -53,7 +100,7 @@ class GeneratorRunner(QThread):
         self.steps_done = 0
         _LIVE.add(self)
 
-    # --- control, from any thread ---------------------------------------------------------------
+    # --- control, from any thread; none of these waits for the generator --------------------------
     def pause(self) -> None:
         with self._cond:
             self._paused = True
@@ -73,14 +120,35 @@ class GeneratorRunner(QThread):
     def is_paused(self) -> bool:
         return self._paused
 
-    def abort(self, wait_ms: int = 5000) -> None:
+    def abort(self, wait_ms: int = 0) -> None:
+        """Stop at the next yield. Returns at once (the thread finishes by itself, see ``retire``);
+        ``wait_ms`` > 0 waits that long for it (at exit only, never on the GUI thread during use)."""
         with self._cond:
             self._abort = True
             self._cond.notify_all()
-        if self.isRunning() and QThread.currentThread() is not self:
+        if QThread.currentThread() is self:
+            return
+        if wait_ms > 0 and self.isRunning():
             self.wait(wait_ms)
+        retire(self)
+
+    def aborted(self) -> bool:
+        return self._abort
 
     # --- the thread ----------------------------------------------------------------------------
+    def _next_permission(self, have_items: bool) -> str:
+        """'go' (compute one more item), 'flush' (paused: hand over what is buffered) or 'stop'."""
+        with self._cond:
+            while self._paused and self._permits == 0 and not self._abort:
+                if have_items:
+                    return "flush"
+                self._cond.wait(0.05)
+            if self._abort:
+                return "stop"
+            if self._paused:
+                self._permits -= 1
+            return "go"
+
     def run(self) -> None:
         if self._torch_threads:
             try:
@@ -92,41 +160,34 @@ class GeneratorRunner(QThread):
         buf: list = []
         last_emit = time.perf_counter()
         result = None
+        gen = None
         try:
             gen = self._make()
             while True:
-                with self._cond:
-                    while self._paused and self._permits == 0 and not self._abort:
-                        if buf:
-                            break
-                        self._cond.wait(0.05)
-                    if self._abort:
+                what = self._next_permission(bool(buf))
+                if what == "stop":
+                    break
+                if what == "go":
+                    try:
+                        item = next(gen)  # outside the lock: control calls never wait for this
+                    except StopIteration as stop:
+                        result = stop.value
                         break
-                    if self._paused and self._permits == 0:
-                        pass  # flush what we have, then wait again
-                    else:
-                        if self._paused:
-                            self._permits -= 1
-                        try:
-                            item = next(gen)
-                        except StopIteration as stop:
-                            result = stop.value
-                            break
-                        buf.append(item)
-                        self.steps_done += 1
+                    buf.append(item)
+                    self.steps_done += 1
                 now = time.perf_counter()
-                if buf and (now - last_emit >= self._interval or self._paused):
+                if buf and (now - last_emit >= self._interval or self._paused or what == "flush"):
                     self.batch.emit(buf)
                     buf = []
                     last_emit = now
-            if buf:
+            if buf and not self._abort:
                 self.batch.emit(buf)
-            if self._abort:
+            if self._abort and gen is not None:
                 gen.close()
         except Exception as exc:  # the engine failed: report it, never crash the app
             if buf:
                 self.batch.emit(buf)
-            self.failed.emit(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+            self.failed.emit(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
             return
         self.done.emit(None if self._abort else result)
 
@@ -155,12 +216,19 @@ class LatestJobWorker(QThread):
         if not self.isRunning():
             self.start()
 
+    def pending(self) -> bool:
+        """A request is waiting to be computed (``busy``: one is being computed)."""
+        return self._has_pending
+
     def stop(self, wait_ms: int = 10000) -> None:
+        """Stop after the computation in progress; waits up to ``wait_ms`` (0: not at all, the thread
+        finishes by itself)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self.isRunning():
+        if wait_ms > 0 and self.isRunning() and QThread.currentThread() is not self:
             self.wait(wait_ms)
+        retire(self)
 
     def run(self) -> None:
         while True:
@@ -177,7 +245,7 @@ class LatestJobWorker(QThread):
             try:
                 out = self._fn(req)
             except Exception as exc:  # reported to the GUI, which keeps running
-                self.failed.emit(req, f"{exc}")
+                self.failed.emit(req, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
                 self.busy = False
                 continue
             with self._cond:
@@ -187,17 +255,35 @@ class LatestJobWorker(QThread):
             self.busy = False
 
 
+def describe_exit(code: int | None) -> str:
+    """A child's exit code in words: 'exit code 3', 'killed by signal 9 (SIGKILL)'."""
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        hint = " — out of memory?" if -code == signal.SIGKILL else ""
+        return f"killed by signal {-code} ({name}){hint}"
+    return f"exit code {code}"
+
+
 class ProcessRunner(QThread):
     """Same interface as GeneratorRunner, but the generator runs in a child process (models.procrun).
 
     ``target`` is 'module:function' returning the generator, called in the child with ``kwargs``. This
-    thread only waits on the pipe (releasing the GIL) and re-emits what arrives as Qt signals.
+    thread only waits on the pipe (releasing the GIL) and re-emits what arrives as Qt signals. A child that
+    dies (killed, out of memory, a crash in native code) ends the run with ``failed`` naming its exit code.
     """
 
     batch = Signal(object)
     done = Signal(object)
     failed = Signal(str)
     holding = Signal()  # after ``hold``: every snapshot from before has been emitted
+    pause_reached = Signal()  # after ``pause``: the child has stopped and every snapshot from before is emitted
 
     def __init__(self, target: str, kwargs: dict, *, interval_s: float = 1 / 30, start_paused: bool = False,
                  torch_threads: int = 1, parent=None) -> None:
@@ -210,7 +296,8 @@ class ProcessRunner(QThread):
         self._abort = False
         self._queued: list[str] = []
         self._run = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held only around a pipe write, never around a computation
+        self.exit_code: int | None = None
         _LIVE.add(self)
 
     def _send(self, msg: str) -> None:
@@ -246,11 +333,28 @@ class ProcessRunner(QThread):
     def is_paused(self) -> bool:
         return self._paused
 
-    def abort(self, wait_ms: int = 8000) -> None:
+    def aborted(self) -> bool:
+        return self._abort
+
+    def abort(self, wait_ms: int = 0) -> None:
+        """Tell the child to stop. Returns at once: this thread ends the child (and waits for it) by itself;
+        ``wait_ms`` > 0 waits that long (at exit only)."""
         self._abort = True
         self._send("abort")
-        if self.isRunning() and QThread.currentThread() is not self:
+        if QThread.currentThread() is self:
+            return
+        if wait_ms > 0 and self.isRunning():
             self.wait(wait_ms)
+        retire(self)
+
+    def _child_died(self, run) -> None:
+        run.process.join(2.0)  # this thread, never the GUI's: the exit code is known once it has exited
+        self.exit_code = run.process.exitcode
+        if self._abort:
+            self.done.emit(None)
+        else:
+            self.failed.emit(f"ChildProcessError: the training process died ({describe_exit(self.exit_code)}); "
+                             "the path so far is kept")
 
     def run(self) -> None:
         from models.procrun import ProcessRun
@@ -265,29 +369,33 @@ class ProcessRunner(QThread):
             if self._abort:
                 self._run.send("abort")
         except Exception as exc:
-            self.failed.emit(f"could not start the training process: {exc}")
+            self.failed.emit(f"{type(exc).__name__}: could not start the training process: {exc}\n"
+                             f"{traceback.format_exc(limit=6)}")
             return
         run = self._run
         try:
             while True:
                 if not run.poll(0.1):
                     if not run.process.is_alive() and not run.poll(0):
-                        if not self._abort:
-                            self.failed.emit(f"the training process exited unexpectedly "
-                                             f"(exit code {run.process.exitcode})")
-                        else:
-                            self.done.emit(None)
+                        self._child_died(run)
                         return
                     continue
                 try:
                     kind, payload = run.recv()
-                except (EOFError, OSError):
-                    continue
+                except (EOFError, OSError):  # the pipe closed: the child is gone (it never closes it first)
+                    self._child_died(run)
+                    return
+                except Exception as exc:  # a message that cannot be read: end the run, say why
+                    self.failed.emit(f"{type(exc).__name__}: a message from the training process could not be "
+                                     f"read: {exc}")
+                    return
                 if kind == "batch":
                     if payload:
                         self.batch.emit(payload)
                 elif kind == "held":
                     self.holding.emit()
+                elif kind == "paused":
+                    self.pause_reached.emit()
                 elif kind == "done":
                     self.done.emit(None if self._abort else payload)
                     return

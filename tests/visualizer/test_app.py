@@ -21,22 +21,49 @@ def make_window(qtbot, **kw):
 def test_keyboard_space_step_reset_and_status(qtbot, fresh_settings):
     win = make_window(qtbot, lab="manifold2d")
     lab = win.lab()
-    lab.steps_spin.setValue(100000)
+    # a descent that cannot end during the test (a finished one would make Space start another)
+    lab.steps_spin.setValue(lab.steps_spin.maximum())
+    lab.lr_spin.setValue(lab.lr_spin.minimum())
     win.activateWindow()
     qtbot.waitUntil(win.isActiveWindow, timeout=5000)
     lab.plane.setFocus()
     qtbot.keyClick(lab.plane, Qt.Key.Key_Space)  # nothing runs: Space starts a descent
-    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].trajs[0].last_step > 3, timeout=10000)
-    qtbot.waitUntil(lambda: win.step_label.text() != "step —", timeout=5000)
-    assert win.loss_label.text().startswith("loss ")
+    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].trajs[0].last_step > 3, timeout=20000)
+    qtbot.waitUntil(lambda: win.step_label.text() != "step —", timeout=10000)
+    assert win.loss_label.text().startswith("loss ") and win.run_state == "running"
+    assert not lab.runs[0].finished
     qtbot.keyClick(lab.plane, Qt.Key.Key_Space)  # pause
-    assert lab.paused
-    qtbot.wait(150)
+    assert lab.paused and win.run_state == "paused"
+    # the child confirms the pause once every step it made before it has arrived: only then is the count final
+    qtbot.waitUntil(lab.pause_settled, timeout=20000)
     s0 = lab.runs[0].trajs[0].last_step
     qtbot.keyClick(lab.plane, Qt.Key.Key_S)
-    qtbot.waitUntil(lambda: lab.runs[0].trajs[0].last_step == s0 + 1, timeout=5000)
+    qtbot.waitUntil(lambda: lab.runs[0].trajs[0].last_step >= s0 + 1, timeout=20000)
+    assert lab.runs[0].trajs[0].last_step == s0 + 1  # exactly one step, none lost, none extra
     qtbot.keyClick(lab.plane, Qt.Key.Key_R)
-    assert lab.runs == []
+    assert lab.runs == [] and win.run_state == "idle"
+    win.close()
+
+
+def test_a_killed_training_process_ends_the_run_with_its_exit_code(qtbot, fresh_settings):
+    import os
+    import signal
+
+    win = make_window(qtbot, lab="manifold2d")
+    lab = win.lab()
+    lab.steps_spin.setValue(lab.steps_spin.maximum())
+    lab.lr_spin.setValue(lab.lr_spin.minimum())
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append((t, e)))
+    run = lab.start_descent(np.array([1.0, 1.0]))
+    qtbot.waitUntil(lambda: run.trajs[0].last_step > 5 and run.runner._run is not None, timeout=20000)
+    os.kill(run.runner._run.process.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: run.finished, timeout=20000)
+    assert run.failed and run.trajs[0].last_step > 5  # the path so far stays
+    text = [t for t, e in msgs if e][-1]
+    assert "died" in text and "signal 9" in text and "SIGKILL" in text
+    qtbot.waitUntil(lambda: not run.runner.isRunning(), timeout=10000)  # the runner ended: no spinning loop
+    assert win.run_state == "idle"
     win.close()
 
 
@@ -59,12 +86,17 @@ def test_window_geometry_lab_and_settings_survive_a_restart(qtbot, fresh_setting
 def test_corrupt_settings_fall_back_to_defaults(qtbot, fresh_settings):
     from visualizer import settings as store
 
-    s = store.settings()
-    s.setValue("labs/manifold2d", "{not json")
-    s.setValue("window/lab", "no-such-lab")
-    s.sync()
+    store.put("labs/manifold2d", "{not json")
+    store.put("window/lab", "no-such-lab")
+    store.put("window/geometry", "!!not base64 at all")
     win = make_window(qtbot)
     assert win.current_key == "manifold2d" and win.lab().state.model == "tanh"
+    win.close()
+    (fresh_settings / "losslab.json").write_text("{ half a file")
+    win = make_window(qtbot)
+    assert win.current_key == "manifold2d"
+    assert "not valid JSON" in win.statusBar().currentMessage()
+    assert (fresh_settings / "losslab.json.bad").read_text() == "{ half a file"
     store.save_json("labs/manifold2d", {"lr": "NaN", "xs": ["a"], "resolution": 10**9, "model": 3})
     from visualizer.labs.manifold2d import Manifold2DState
 

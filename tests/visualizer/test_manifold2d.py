@@ -133,20 +133,22 @@ def test_two_points_give_isolated_solutions(qtbot, lab):
 
 
 def test_pause_single_step_resume_and_reset(qtbot, lab):
-    lab.steps_spin.setValue(100000)
+    # a descent that cannot end during the test
+    lab.steps_spin.setValue(lab.steps_spin.maximum())
+    lab.lr_spin.setValue(lab.lr_spin.minimum())
     run = lab.start_descent([2.0, -2.0])
-    qtbot.waitUntil(lambda: run.trajs[0].last_step > 5, timeout=10000)
+    qtbot.waitUntil(lambda: run.trajs[0].last_step > 5, timeout=20000)
     lab.set_paused(True)
-    qtbot.wait(200)
+    qtbot.waitUntil(lab.pause_settled, timeout=20000)  # the child confirmed: every step before it is here
     s0 = run.trajs[0].last_step
     qtbot.wait(200)
-    assert run.trajs[0].last_step == s0
+    assert run.trajs[0].last_step == s0  # paused means paused
     lab.single_step()
-    qtbot.waitUntil(lambda: run.trajs[0].last_step == s0 + 1, timeout=5000)
+    qtbot.waitUntil(lambda: run.trajs[0].last_step >= s0 + 1, timeout=20000)
     qtbot.wait(150)
     assert run.trajs[0].last_step == s0 + 1
     lab.set_paused(False)
-    qtbot.waitUntil(lambda: run.trajs[0].last_step > s0 + 20, timeout=10000)
+    qtbot.waitUntil(lambda: run.trajs[0].last_step > s0 + 20, timeout=20000)
     lab.reset()
     assert lab.runs == []
 

@@ -70,10 +70,9 @@ def test_preview_shows_the_frames_the_render_writes(qtbot, fresh_settings, tmp_p
         assert same < 5.0 and other > 3 * same, (i, same, other)
     assert len(win.lab().runs) == 2 and abs(win.lab().state.lr - 0.02) < 1e-12
     assert "1.90 / 2.0" in player.time_label.text()
+    lab = win.lab()
     player.close_player()
-    from visualizer import runs
-
-    assert runs.RUNNER_FACTORY is runs.ProcessRunner
+    assert lab.runner_factory is None  # the lab runs child processes again
     win.close()
 
 
@@ -176,7 +175,5 @@ def test_a_value_out_of_a_controls_range_stops_the_scene_with_a_message(qtbot, f
     win.open_scene(str(path))
     qtbot.waitUntil(lambda: not win.player_active(), timeout=10000)
     assert "settings.lr" in win.statusBar().currentMessage()
-    from visualizer import runs
-
-    assert runs.RUNNER_FACTORY is runs.ProcessRunner
+    assert win.lab().runner_factory is None
     win.close()

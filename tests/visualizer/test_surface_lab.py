@@ -19,8 +19,9 @@ def lab(qtbot, fresh_settings):
 
 
 def wait_surface(qtbot, lab):
-    qtbot.waitUntil(lambda: lab.landscape is not None and lab.landscape["stride"] == 1, timeout=120000)
-    qtbot.waitUntil(lambda: lab.line_curve.getData()[0] is not None, timeout=60000)
+    """Until training has ended and its full surface (not a live one) is computed and drawn."""
+    qtbot.waitUntil(lab.surface_ready, timeout=180000)
+    assert lab.landscape["stride"] == 1 and lab.line_curve.getData()[0] is not None
 
 
 def test_training_streams_and_the_surface_refines(qtbot, lab):
@@ -55,9 +56,10 @@ def test_pca_plane_holds_the_path_and_heights_toggle(qtbot, lab):
     assert p["explained"][0] + p["explained"][1] > 0.6
     assert p["distance"].max() < 0.8 * spread
     z_true = lab.path3d.pos[:, 2].copy()
+    assert len(z_true) == len(ck) == len(p["coords"])  # the whole path, final: training has ended
     lab.height_check.setChecked(False)
     z_surf = lab.path3d.pos[:, 2]
-    assert not np.allclose(z_true, z_surf)
+    assert len(z_surf) == len(z_true) and not np.allclose(z_true, z_surf)
     assert "distance from the plane" in lab.info.text()
 
 
@@ -173,3 +175,77 @@ def test_command_line_refuses_a_bad_model_spec(tmp_path):
     out = subprocess.run([sys.executable, "-m", "visualizer", "--model", "no_such_module_xyz:build"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "cannot import" in out.stderr
+
+
+def test_the_surface_is_prepared_off_the_gui_thread(qtbot, lab, monkeypatch):
+    import threading
+
+    from visualizer.labs import surface as mod
+
+    threads = []
+    real = mod.fill_gaps
+
+    def spy(values):
+        threads.append(threading.current_thread())
+        return real(values)
+
+    monkeypatch.setattr(mod, "fill_gaps", spy)
+    lab.train()
+    wait_surface(qtbot, lab)
+    assert threads and threading.main_thread() not in threads  # gap fill, contours, interpolation: a worker's
+    assert lab.plane_view.image.image is not None and lab.path3d.pos is not None
+
+
+def test_a_stale_stored_choice_does_not_break_the_lab(qtbot, fresh_settings):
+    from visualizer import settings as store
+
+    store.put("labs/surface", {"directions": "hessian", "data": "mnist", "hidden": "0x-3", "optimizer": "lbfgs",
+                               "grid": 10**12, "lr": -1.0})
+    w = SurfaceLab(restore=True, start=False)
+    qtbot.addWidget(w)
+    s = w.state
+    assert (s.directions, s.data, s.hidden, s.optimizer, s.grid) == ("filter", "spirals", "32x32", "adam", 201)
+    assert s.lr == 1e-5
+    w.shutdown()
+
+
+def test_edits_during_training_do_not_change_the_network_of_its_surface(qtbot, lab):
+    lab.steps_spin.setValue(60)
+    lab.train()
+    lab.hidden_edit.setText("5x7")  # a different network, typed while the first one trains
+    lab.act_combo.setCurrentText("relu")
+    wait_surface(qtbot, lab)
+    # the centre of the plane is the trained network: computed with the network it was trained as
+    v = lab.grid_values
+    assert np.isfinite(v).all()
+    assert v[8, 8] == pytest.approx(lab.snaps[-1].loss, rel=1e-4)
+    assert lab.trained["hidden"] == "12x12" and lab.trained["activation"] == "tanh"
+
+
+def test_settings_dict_only_reads(qtbot, lab):
+    from visualizer import settings as store
+
+    before = store.get("labs/surface")
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append(t))
+    lab.hidden_edit.setText("64xabc")
+    lab.lr_spin.setValue(0.5)
+    d = lab.settings_dict()
+    assert d["hidden"] == "64xabc" and d["lr"] == 0.5
+    assert msgs == [] and store.get("labs/surface") == before
+
+
+def test_cancel_returns_at_once_and_a_new_training_ignores_the_old_runs(qtbot, lab):
+    lab.grid_spin.setValue(61)
+    lab.train()
+    qtbot.waitUntil(lambda: lab.surface_runner is not None and lab.surface_runner.isRunning(), timeout=120000)
+    old = lab.surface_runner
+    lab.cancel_surface()  # returns without waiting for the grid level in progress
+    assert lab.surface_runner is None and old.aborted()
+    assert old.parent() is None  # kept alive until it finishes, by nobody's parent
+    lab.grid_spin.setValue(9)
+    lab.steps_spin.setValue(20)
+    lab.train()
+    wait_surface(qtbot, lab)
+    qtbot.waitUntil(old.isFinished, timeout=60000)
+    assert lab.grid_values.shape == (9, 9) and lab.snaps[-1].step == 20

@@ -74,6 +74,18 @@ class Lab(QWidget):
     #: action name -> what it does (scene files' ``[[event]] action = ...``)
     scene_actions: dict[str, str] = {"reset": "stop and clear every run"}
 
+    #: who runs the lab's training generators: None is a child process (``ProcessRunner``); the recorder and
+    #: the scene player set their synchronous runner on the one lab they drive (never process-wide)
+    runner_factory: Callable | None = None
+
+    def make_runner(self, target: str, kwargs: dict, **options):
+        """A runner for the generator ``target`` ('module:function') called with ``kwargs``."""
+        if self.runner_factory is not None:
+            return self.runner_factory(target, kwargs, **options)
+        from visualizer.workers import ProcessRunner
+
+        return ProcessRunner(target, kwargs, **options)
+
     def start(self) -> None:
         """Begin the lab's first computation; labs are created with start=False by the main window."""
 

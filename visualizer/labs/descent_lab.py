@@ -13,31 +13,54 @@ from PySide6.QtWidgets import QLabel
 from visualizer import settings as store
 from visualizer.labs.base import Lab
 
+MAX_STORED_TEXT = 2000  # a stored string longer than this (an expression, a width list) is not restored
+
 
 def restore_state(cls, d: dict, max_list: int):
-    """A ``cls`` dataclass from a stored dict, keeping only well-typed, finite values (defaults elsewhere)."""
+    """A ``cls`` dataclass from a stored dict, keeping only values of the field's own kind (finite numbers,
+    short strings, short lists of finite numbers); every other field keeps its default. Ranges are the
+    caller's to clamp."""
     s = cls()
+    if not isinstance(d, dict):
+        return s
     for f in dataclasses.fields(cls):
         if f.name not in d:
             continue
         cur = getattr(s, f.name)
-        try:
-            v = d[f.name]
-            if isinstance(cur, bool):
-                v = bool(v)
-            elif isinstance(cur, int):
-                v = int(v)
-            elif isinstance(cur, float):
+        v = d[f.name]
+        if isinstance(cur, bool):
+            if not isinstance(v, bool):
+                continue
+        elif isinstance(cur, int):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+                continue
+            v = int(v)
+        elif isinstance(cur, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            try:
                 v = float(v)
-                if not math.isfinite(v):
-                    continue
-            elif isinstance(cur, str):
-                v = str(v)
-            elif isinstance(cur, list):
-                v = [float(a) for a in v][:max_list]
-                if not v or not all(math.isfinite(a) for a in v):
-                    continue
-        except (TypeError, ValueError):
+            except OverflowError:  # an integer too large for a float
+                continue
+            if not math.isfinite(v):
+                continue
+        elif isinstance(cur, str):
+            if not isinstance(v, str) or len(v) > MAX_STORED_TEXT:
+                continue
+        elif isinstance(cur, list):
+            if not isinstance(v, list) or not v or len(v) > max_list:
+                continue
+            if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v):
+                continue
+            try:
+                v = [float(a) for a in v]
+            except OverflowError:
+                continue
+            if not all(math.isfinite(a) and abs(a) <= 1e6 for a in v):
+                continue
+        else:
             continue
         setattr(s, f.name, v)
     return s
@@ -123,7 +146,7 @@ class DescentLab(Lab):
         return [r.runner for r in self.runs if not r.finished]
 
     def busy(self) -> bool:
-        return self._rerun_timer.isActive() or any(w.busy or w._has_pending for w in self._workers)
+        return self._rerun_timer.isActive() or any(w.busy or w.pending() for w in self._workers)
 
     def flush(self) -> None:
         if self._rerun_timer.isActive():
@@ -155,8 +178,19 @@ class DescentLab(Lab):
         self.paused = paused
         for r in self.runs:
             if not r.finished:
-                (r.runner.pause if paused else r.runner.resume)()
+                (r.pause if paused else r.runner.resume)()
         self.status.emit({"paused": paused})
+
+    def pause_settled(self) -> bool:
+        """Paused, and every unfinished run has confirmed it: what is drawn is where the runs stand."""
+        return self.paused and all(r.finished or r.pause_reached for r in self.runs)
+
+    def _on_run_failed(self, run, text: str) -> None:
+        """A run ended with an error (the engine raised, its process died): keep its path, say why."""
+        run.redraw()
+        self.show_error(text)
+        if all(r.finished for r in self.runs):
+            self.status.emit({"running": False})
 
     def toggle_run(self) -> None:
         if not any(not r.finished for r in self.runs):
@@ -201,7 +235,7 @@ class DescentLab(Lab):
         self._rerun_timer.stop()
         self._banner_timer.stop()
         for r in self.runs:
-            r.runner.abort()
+            r.remove()
         for w in self._workers:
-            w.stop()
+            w.stop(wait_ms=0)
         self.save_state()

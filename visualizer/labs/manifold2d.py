@@ -91,11 +91,16 @@ class Manifold2DState:
             s.optimizer = "gd"
         if s.color_by not in ("loss", "kernel"):
             s.color_by = "loss"
-        s.mu = float(min(max(s.mu, 1e-8), 1e6))
+        # every number within what its control can show (a stored value must never break the lab's build)
+        s.mu = float(min(max(s.mu, 1e-4), 1e4))
         s.resolution = int(min(max(s.resolution, 21), MAX_GRID))
         s.extent = float(min(max(s.extent, 0.1), 1000.0))
         s.steps = int(min(max(s.steps, 1), 1_000_000))
-        s.lr = float(min(max(s.lr, 1e-6), 1e3))
+        s.lr = float(min(max(s.lr, 1e-5), 100.0))
+        s.momentum = float(min(max(s.momentum, 0.0), 0.999))
+        s.batch_size = int(min(max(s.batch_size, 1), len(s.xs)))
+        s.n_random = int(min(max(s.n_random, 1), 200))
+        s.seed = int(min(max(s.seed, 0), 10**6))
         return s
 
 

@@ -84,10 +84,17 @@ class Manifold3DState:
             s.model = "tanh"
         if s.optimizer not in dict(OPTIMIZERS):
             s.optimizer = "gd"
+        # every number within what its control can show (a stored value must never break the lab's build)
         s.resolution = int(min(max(s.resolution, 16), MAX_RES))
         s.extent = float(min(max(s.extent, 0.1), 100.0))
-        s.alpha = float(min(max(s.alpha, 0.01), 1000.0))
+        s.alpha = float(min(max(s.alpha, 0.1), 100.0))  # the slider's range, 10^-1 .. 10^2
         s.steps = int(min(max(s.steps, 1), 1_000_000))
+        s.lr = float(min(max(s.lr, 1e-5), 50.0))
+        s.n_random = int(min(max(s.n_random, 1), 100))
+        s.slice_w3 = float(min(max(s.slice_w3, -s.extent), s.extent))
+        s.shell_level = float(min(max(s.shell_level, 1e-3), 1.0))  # the slider's 10^-3 .. 1
+        s.mu = float(min(max(s.mu, 1e-4), 1e4))
+        s.seed = int(min(max(s.seed, 0), 10**6))
         if s.slice_color not in ("loss", "kernel"):
             s.slice_color = "loss"
         return s
@@ -578,6 +585,8 @@ class Manifold3DLab(DescentLab):
             return
         if result.diverged.any():
             self.show_error(result.message)
+            if all(r.finished for r in self.runs):
+                self.status.emit({"running": False})
             return
         moved = [np.linalg.norm(tr.last_params - st) for tr, st in zip(run.trajs, run.starts)]
         msg = f"{result.message} · distance travelled ‖w_T − w₀‖ = {np.mean(moved):.4f} (α = {self.state.alpha:.3g})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyqtgraph as pg
@@ -32,13 +33,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from visualizer import runs
 from visualizer import settings as store
 from visualizer.labs.base import Lab
 from visualizer.labs.descent_lab import restore_state
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
-from visualizer.workers import GeneratorRunner, ProcessRunner
+from visualizer.workers import GeneratorRunner, LatestJobWorker, ProcessRunner
 
 SETTINGS_KEY = "labs/surface"
 DATA = ["spirals", "moons", "circles", "xor", "blobs", "digits"]
@@ -69,11 +69,73 @@ class SurfaceState:
     @classmethod
     def from_dict(cls, d: dict) -> SurfaceState:
         s = restore_state(cls, d, 0)
-        if s.data not in DATA:
-            s.data = "spirals"
+        default = cls()
+        for name, allowed in CHOICES.items():  # a stale or hostile choice falls back to its default
+            if getattr(s, name) not in allowed:
+                setattr(s, name, getattr(default, name))
+        try:
+            parse_hidden(s.hidden)
+        except ValueError:
+            s.hidden = default.hidden
+        # every number within what its control can show (a stored value must never break the lab's build)
         s.grid = min(max(s.grid, 5), 201)
         s.n = min(max(s.n, 10), 20000)
+        s.noise = min(max(s.noise, 0.0), 2.0)
+        s.lr = min(max(s.lr, 1e-5), 10.0)
+        s.steps = min(max(s.steps, 1), 100000)
+        s.seed = min(max(s.seed, 0), 10**6)
+        s.extent = min(max(s.extent, 0.01), 10.0)
         return s
+
+
+CHOICES = {"data": DATA, "network": ["mlp", "cnn"], "activation": ["tanh", "relu", "gelu"],
+           "parameterization": ["standard", "ntk"], "optimizer": ["adam", "gd", "momentum"],
+           "directions": ["filter", "pca", "three"]}
+NET_FIELDS = ("hidden", "activation", "parameterization", "residual", "data", "n", "noise", "seed", "network")
+
+
+def fill_gaps(values: np.ndarray) -> np.ndarray:
+    """The values computed so far, gaps (NaN) filled from the nearest computed point, for drawing only."""
+    v = values.copy()
+    if np.isnan(v).any():
+        ok = ~np.isnan(v)
+        idx = np.argwhere(ok)
+        if len(idx):
+            from scipy.spatial import cKDTree
+
+            _, nearest = cKDTree(idx).query(np.argwhere(~ok))
+            v[~ok] = v[tuple(idx[nearest].T)]
+    return v
+
+
+def to_display(values: np.ndarray, log_scale: bool, floor: float | None = None) -> tuple[np.ndarray, tuple]:
+    """Values as drawn (log10 with a floor at the smallest finite value, or as they are) and their range."""
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if log_scale:
+        floor = np.log10(max(lo, 1e-12)) if floor is None else floor
+        return np.log10(np.maximum(values, 10**floor)), (floor, np.log10(max(hi, 10 ** floor * 1.0001)))
+    return values, (lo, hi if hi > lo else lo + 1)
+
+
+def prepare_display(req: tuple) -> dict:
+    """What the views draw for one grid (a worker thread): gaps filled, the display transform, contour lines
+    and the surface's value under each point of the projected path. The GUI thread only uploads it."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    from models.toy2d import GridSpec, contour_levels, contour_lines
+
+    t, values, log_scale, coords = req
+    filled = fill_gaps(values)
+    shown, rng = to_display(filled, log_scale)
+    spec = GridSpec(float(t[-1]), len(t))
+    contours = [p for _, ps in contour_lines(shown, spec, contour_levels(shown, 12)) for p in ps]
+    under_path = None
+    if coords is not None and len(coords):
+        f = RegularGridInterpolator((t, t), filled, bounds_error=False, fill_value=None)
+        under_path = f(coords)
+    return {"t": t, "shown": shown, "range": rng, "log": log_scale, "contours": contours, "coords": coords,
+            "under_path": under_path, "values": values}
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -100,6 +162,13 @@ class SurfaceLab(Lab):
         self.state = SurfaceState.from_dict(store.load_json(SETTINGS_KEY)) if restore else SurfaceState()
         self.trainer: ProcessRunner | None = None
         self.surface_runner: GeneratorRunner | None = None
+        self.trained: dict | None = None  # the network settings the checkpoints were trained with
+        self.surface_final = False  # the full (not live) surface of the latest training is complete
+        self.shown: dict | None = None  # what the views show: prepare_display's result for the latest grid
+        self._ck_loss: list[float] = []  # the training loss at each checkpoint
+        self.display_worker = LatestJobWorker(prepare_display, self)
+        self.display_worker.result.connect(self._on_display)
+        self.display_worker.failed.connect(self._on_display_failed)
         self.snaps: list = []
         self.checkpoints: list[np.ndarray] = []
         self.plane: dict | None = None
@@ -270,7 +339,7 @@ class SurfaceLab(Lab):
         btn.clicked.connect(self.compute_surface)
         f.addRow(btn)
         cancel = QPushButton("Cancel")
-        cancel.clicked.connect(self._cancel_surface)
+        cancel.clicked.connect(self.cancel_surface)
         f.addRow(cancel)
         v.addWidget(g)
         g = QGroupBox("Files")
@@ -320,17 +389,23 @@ class SurfaceLab(Lab):
 
     # ----------------------------------------------------------------------------- training
     def _read_controls(self) -> bool:
-        s = self.state
-        try:
-            parse_hidden(self.hidden_edit.text())
-        except ValueError as exc:
-            self.message.emit(str(exc), True)
+        """The controls into ``state`` (and saved); False, with a message, when they do not make a run."""
+        s, problem = self._state_from_controls()
+        if problem:
+            self.message.emit(problem, True)
             return False
+        self.state = s
+        store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
+        return True
+
+    def _state_from_controls(self) -> tuple[SurfaceState, str | None]:
+        """What the controls show, as a state, and what is wrong with it (None): no side effects."""
+        s = dataclasses.replace(self.state)
         s.data, s.n, s.noise = self.data_combo.currentText(), self.n_spin.value(), float(self.noise_spin.value())
         s.network = self.net_combo.currentData()
+        problem = None
         if s.network == "cnn" and s.data != "digits":
-            self.message.emit("The small CNN takes 8x8 images: choose the digits data set", True)
-            return False
+            problem = "The small CNN takes 8x8 images: choose the digits data set"
         s.hidden, s.activation = self.hidden_edit.text(), self.act_combo.currentText()
         s.parameterization, s.residual = self.param_combo.currentText(), self.res_check.isChecked()
         s.optimizer, s.lr, s.steps = self.opt_combo.currentText(), float(self.lr_spin.value()), self.steps_spin.value()
@@ -338,8 +413,11 @@ class SurfaceLab(Lab):
         s.orthogonal, s.include_bias = self.orth_check.isChecked(), self.bias_check.isChecked()
         s.grid, s.extent = self.grid_spin.value(), float(self.extent_spin.value())
         s.log_scale, s.true_height = self.log_check.isChecked(), self.height_check.isChecked()
-        store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
-        return True
+        try:
+            parse_hidden(s.hidden)
+        except ValueError as exc:
+            problem = str(exc)
+        return s, problem
 
     pending_open: str | None = None
     user_model: str | None = None  # 'package.module:factory' or 'file.py:factory' from `losslab --model`
@@ -357,28 +435,36 @@ class SurfaceLab(Lab):
         self._stop_all()
         s = self.state
         self.snaps, self.checkpoints, self.plane, self.grid_values = [], [], None, None
+        self._ck_loss = []
+        self.shown = None
+        self.surface_final = False
         self._last_dirs = None
         self._last_live = 0
         self.live_updates = 0
         every = max(1, s.steps // 60)
+        # the surface is computed later with the network these checkpoints belong to, whatever the controls
+        # say by then
+        self.trained = {k: getattr(s, k) for k in NET_FIELDS}
+        self.trained["user_model"] = self.user_model
         if self.user_model:
-            self.trainer = runs.RUNNER_FACTORY("models.surface_job:user_train_run", dict(
-                spec=self.user_model, optimizer=s.optimizer, lr=s.lr, steps=s.steps, every=every))
-            self.trainer.batch.connect(self._on_train_batch)
-            self.trainer.done.connect(self._on_trained)
-            self.trainer.failed.connect(lambda t: self.message.emit("Training failed: " + t.splitlines()[0], True))
-            self.trainer.start()
+            target, kwargs = "models.surface_job:user_train_run", dict(
+                spec=self.user_model, optimizer=s.optimizer, lr=s.lr, steps=s.steps, every=every)
+        else:
+            target, kwargs = "models.nets:train_run", dict(
+                hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
+                residual=s.residual, data=s.data, n=s.n, noise=s.noise, optimizer=s.optimizer, lr=s.lr,
+                steps=s.steps, seed=s.seed, every=every, device=self.device, network=s.network)
+        self.paused = False
+        trainer = self.trainer = self.make_runner(target, kwargs)
+        trainer.batch.connect(partial(self._on_trainer_batch, trainer))
+        trainer.done.connect(partial(self._on_trainer_done, trainer))
+        trainer.failed.connect(partial(self._on_trainer_failed, trainer))
+        trainer.start()
+        self.status.emit({"running": True})
+        if self.user_model:
             self.caption.setText(f"<b>your model</b> {self.user_model} · its own loss and data "
                                  "(the data and network controls do not apply)")
             return
-        self.trainer = runs.RUNNER_FACTORY("models.nets:train_run", dict(
-            hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
-            residual=s.residual, data=s.data, n=s.n, noise=s.noise, optimizer=s.optimizer, lr=s.lr, steps=s.steps,
-            seed=s.seed, every=every, device=self.device, network=s.network))
-        self.trainer.batch.connect(self._on_train_batch)
-        self.trainer.done.connect(self._on_trained)
-        self.trainer.failed.connect(lambda t: self.message.emit("Training failed: " + t.splitlines()[0], True))
-        self.trainer.start()
         if s.network == "cnn":
             name = "small CNN (conv 1→8, conv 8→16 stride 2, linear 256→10)"
         else:
@@ -389,9 +475,28 @@ class SurfaceLab(Lab):
         self.caption.setText(f"<b>{name}</b> · {s.data}, {s.n} points · {loss} (mean) on the full training set, "
                              "eval mode")
 
+    # a runner stopped (a new training, a reset) may still have signals on their way: only the current one counts
+    def _on_trainer_batch(self, runner, items: list) -> None:
+        if runner is self.trainer:
+            self._on_train_batch(items)
+
+    def _on_trainer_done(self, runner, result) -> None:
+        if runner is self.trainer:
+            self._on_trained(result)
+
+    def _on_trainer_failed(self, runner, text: str) -> None:
+        if runner is self.trainer:
+            from visualizer.errorlog import report
+
+            self.message.emit(report("Training failed", text), True)
+            self.status.emit({"running": False})
+
     def _on_train_batch(self, items: list) -> None:
         self.snaps.extend(items)
-        self.checkpoints.extend(k.params for k in items if k.params is not None)
+        for k in items:
+            if k.params is not None:
+                self.checkpoints.append(k.params)
+                self._ck_loss.append(float(k.loss))
         # the live plane follows the checkpoints (a clock of training steps, not of wall time, so a recording
         # shows the same planes every time), at most one computation at a time
         if (self.dir_combo.currentData() == "pca" and self.live_check.isChecked() and len(self.checkpoints) >= 4
@@ -399,51 +504,86 @@ class SurfaceLab(Lab):
                 and (self.surface_runner is None or not self.surface_runner.isRunning())):
             self._last_live = len(self.checkpoints)
             self.compute_surface(live=True)
-        steps = np.array([k.step for k in self.snaps])
-        loss = np.maximum(np.array([k.loss for k in self.snaps]), 1e-12)
+        stride = max(1, len(self.snaps) // 4000)  # the curve is at most a few thousand points wide
+        shown = self.snaps[::stride]
+        if shown[-1] is not self.snaps[-1]:
+            shown = shown + [self.snaps[-1]]
+        steps = np.array([k.step for k in shown])
+        loss = np.maximum(np.array([k.loss for k in shown]), 1e-12)
         self.loss_curve.setData(steps, loss)
         last = self.snaps[-1]
         self.status.emit({"step": last.step, "loss": last.loss})
 
+    def training_diverged(self) -> bool:
+        """The last training stopped on a loss that is not a finite number (from the data, not a message)."""
+        return bool(self.snaps) and not np.isfinite(self.snaps[-1].loss)
+
     def _on_trained(self, result) -> None:
+        self.status.emit({"running": False})
+        diverged = self.training_diverged()
         if result:
-            self.message.emit(str(result), "diverged" in str(result))
-        if len(self.checkpoints) >= 2 and "diverged" not in str(result):
+            self.message.emit(str(result), diverged)
+        if len(self.checkpoints) >= 2 and not diverged:
             self.compute_surface()
 
     # ----------------------------------------------------------------------------- the surface
     def compute_surface(self, live: bool = False) -> None:
-        if len(self.checkpoints) < 2:
+        if len(self.checkpoints) < 2 or self.trained is None:
             self.message.emit("Train first: the surface is drawn around the trained weights", True)
             return
         if not self._read_controls():
             return
         self._cancel_surface()
-        s = self.state
+        s, net = self.state, self.trained
         ck = np.array(self.checkpoints, dtype=np.float64)
-        kw = dict(hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
-                  residual=s.residual, data=s.data, n=s.n, noise=s.noise, seed=s.seed, final=ck[-1], initial=ck[0],
-                  checkpoints=ck, kind=s.directions, dir_seed=s.seed + 100, orthogonal=s.orthogonal,
+        kw = dict(hidden=parse_hidden(net["hidden"]), activation=net["activation"],
+                  parameterization=net["parameterization"], residual=net["residual"], data=net["data"], n=net["n"],
+                  noise=net["noise"], seed=net["seed"], final=ck[-1], initial=ck[0], checkpoints=ck,
+                  kind=s.directions, dir_seed=net["seed"] + 100, orthogonal=s.orthogonal,
                   include_bias=s.include_bias, grid=min(s.grid, 15) if live else s.grid, extent=s.extent,
-                  device=self.device, align_to=self._last_dirs, network=s.network)
+                  device=self.device, align_to=self._last_dirs, network=net["network"])
         if live:
             self.live_updates += 1
+        else:
+            self.surface_final = False
         from models.landscape import surface_job
 
         self.progress.setValue(0)
         self.first_grid_at = None
-        if self.user_model:
+        if net["user_model"]:
             from models.surface_job import user_surface_job
 
             core = {k: kw[k] for k in ("final", "initial", "checkpoints", "kind", "dir_seed", "orthogonal",
                                        "include_bias", "grid", "extent", "align_to")}
-            spec = self.user_model
-            self.surface_runner = GeneratorRunner(lambda: user_surface_job(spec, **core), torch_threads=None)
+            spec = net["user_model"]
+            runner = GeneratorRunner(lambda: user_surface_job(spec, **core), torch_threads=None)
         else:
-            self.surface_runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
-        self.surface_runner.batch.connect(self._on_surface_items)
-        self.surface_runner.failed.connect(lambda t: self.message.emit("Surface failed: " + t.splitlines()[0], True))
-        self.surface_runner.start()
+            runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
+        self.surface_runner = runner
+        runner.batch.connect(partial(self._on_surface_batch, runner))
+        runner.done.connect(partial(self._on_surface_done, runner, live))
+        runner.failed.connect(partial(self._on_surface_failed, runner))
+        runner.start()
+
+    def _on_surface_batch(self, runner, items: list) -> None:
+        if runner is self.surface_runner:
+            self._on_surface_items(items)
+
+    def _on_surface_done(self, runner, live: bool, result) -> None:
+        if runner is self.surface_runner and not live:
+            self.surface_final = True
+
+    def _on_surface_failed(self, runner, text: str) -> None:
+        if runner is self.surface_runner:
+            from visualizer.errorlog import report
+
+            self.message.emit(report("Surface failed", text), True)
+
+    def surface_ready(self) -> bool:
+        """Training has ended, its full surface is computed, and the views show it."""
+        return (self.surface_final and not self.busy() and self.shown is not None
+                and self.shown["values"] is self.grid_values
+                and (self.trainer is None or not self.trainer.isRunning()))
 
     def _on_surface_items(self, items: list) -> None:
         for item in items:
@@ -473,59 +613,45 @@ class SurfaceLab(Lab):
             elif item[0] == "line":
                 self.line_curve.setData(item[1], item[2])
 
-    def _display(self, values: np.ndarray) -> tuple[np.ndarray, tuple]:
-        finite = values[np.isfinite(values)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        if self.log_check.isChecked():
-            floor = np.log10(max(lo, 1e-12))
-            return np.log10(np.maximum(values, 10**floor)), (floor, np.log10(max(hi, 10 ** floor * 1.0001)))
-        return values, (lo, hi if hi > lo else lo + 1)
-
-    def _filled(self) -> np.ndarray:
-        """The values computed so far, gaps filled from the coarse level for drawing (never for measuring)."""
-        v = self.grid_values.copy()
-        if np.isnan(v).any():
-            ok = ~np.isnan(v)
-            idx = np.argwhere(ok)
-            miss = np.argwhere(~ok)
-            if len(idx):
-                from scipy.spatial import cKDTree
-
-                _, nearest = cKDTree(idx).query(miss)
-                v[~ok] = v[tuple(idx[nearest].T)]
-        return v
-
     def _redraw_surface(self) -> None:
+        """Ask for the display of the latest grid (filled, transformed, contoured off the GUI thread)."""
         if self.grid_values is None:
             return
-        t = self.grid_t
-        shown, rng = self._display(self._filled())
-        self.plane_view.set_field(t, t, shown, rng, "log₁₀ L" if self.log_check.isChecked() else "L")
-        from models.toy2d import GridSpec, contour_levels, contour_lines
+        coords = self.plane["coords"] if self.plane is not None else None
+        self.display_worker.submit((self.grid_t, self.grid_values, self.log_check.isChecked(), coords))
 
-        spec = GridSpec(float(t[-1]), len(t))
-        self.plane_view.set_contours([p for _, ps in contour_lines(shown, spec, contour_levels(shown, 12)) for p in ps])
+    def _on_display(self, req, out: dict) -> None:
+        if out["values"] is not self.grid_values:
+            return  # an older grid's: the newest one's display follows
+        self.shown = out
+        t, shown, rng = out["t"], out["shown"], out["range"]
+        self.plane_view.set_field(t, t, shown, rng, "log₁₀ L" if out["log"] else "L")
+        self.plane_view.set_contours(out["contours"])
         self.scene.set_surface(t, t, shown, rng, False, rng[0])
         self._redraw_path()
 
-    def _surface_at(self, coords: np.ndarray) -> np.ndarray:
-        from scipy.interpolate import RegularGridInterpolator
+    def _on_display_failed(self, req, text: str) -> None:
+        from visualizer.errorlog import report
 
-        f = RegularGridInterpolator((self.grid_t, self.grid_t), self._filled(), bounds_error=False, fill_value=None)
-        return f(coords)
+        self.message.emit(report("The surface could not be drawn", text), True)
 
     def _redraw_path(self) -> None:
-        if self.plane is None or self.grid_values is None or not self.snaps:
+        """The projected path at its true loss or at the surface below it: both are at hand, nothing computed."""
+        out = self.shown
+        if out is None or self.plane is None or out["coords"] is not self.plane["coords"] or not self._ck_loss:
             return
         coords = self.plane["coords"]
         self.path2d.setData(coords[:, 0], coords[:, 1])
-        ck_steps = [k for k in self.snaps if k.params is not None]
-        true_loss = np.array([k.loss for k in ck_steps])[: len(coords)]
-        loss = true_loss if self.height_check.isChecked() else self._surface_at(coords)
-        shown, _ = self._display(np.asarray(loss, dtype=np.float64))
+        n = min(len(coords), len(self._ck_loss))
+        if self.height_check.isChecked() or out["under_path"] is None:
+            loss = np.asarray(self._ck_loss[:n], dtype=np.float64)
+        else:
+            loss = np.asarray(out["under_path"][:n], dtype=np.float64)
+        floor = out["range"][0] if out["log"] else None
+        shown, _ = to_display(loss, out["log"], floor)
         lo, hi = self.scene.value_range
         z = (np.clip(shown, lo, hi) - lo) / (hi - lo if hi > lo else 1.0) * self.scene.zheight
-        self.path3d.setData(pos=np.column_stack([coords, z + 0.01 * self.scene.zheight]))
+        self.path3d.setData(pos=np.column_stack([coords[:n], z + 0.01 * self.scene.zheight]))
 
     # ----------------------------------------------------------------------------- files
     def _ask(self, title: str, filt: str, save: bool = True) -> str | None:
@@ -630,6 +756,7 @@ class SurfaceLab(Lab):
             values = f(np.stack([aa, bb], -1))
         self._stop_all()
         self.snaps, self.checkpoints, self.plane = [], [], None
+        self.trained, self._ck_loss, self.shown, self.surface_final = None, [], None, True
         self.path2d.setData([], [])
         self.path3d.setData(pos=np.zeros((0, 3)))
         self.grid_t, self.grid_values = surf.x, values
@@ -702,20 +829,29 @@ class SurfaceLab(Lab):
 
     # ----------------------------------------------------------------------------- control
     def _cancel_surface(self) -> None:
+        """Stop the surface computation: returns at once (the worker stops at its next row by itself)."""
         if self.surface_runner is not None:
             self.surface_runner.abort()
             self.surface_runner = None
+
+    def cancel_surface(self) -> None:
+        """The Cancel button."""
+        if self.surface_runner is not None and self.surface_runner.isRunning():
+            self._cancel_surface()
+            self.message.emit("Surface cancelled: what was computed stays; Recompute starts again", False)
 
     def _stop_all(self) -> None:
         self._cancel_surface()
         if self.trainer is not None:
             self.trainer.abort()
             self.trainer = None
+            self.status.emit({"running": False})
 
     def toggle_run(self) -> None:
         if self.trainer is not None and self.trainer.isRunning():
             self.paused = not self.paused
             (self.trainer.pause if self.paused else self.trainer.resume)()
+            self.status.emit({"paused": self.paused})
         else:
             self.train()
 
@@ -723,6 +859,7 @@ class SurfaceLab(Lab):
         if self.trainer is not None and self.trainer.isRunning():
             self.paused = True
             self.trainer.step_once()
+            self.status.emit({"paused": True})
 
     def reset(self) -> None:
         self._stop_all()
@@ -743,11 +880,19 @@ class SurfaceLab(Lab):
         return [self.trainer] if self.trainer is not None and self.trainer.isRunning() else []
 
     def busy(self) -> bool:
-        return self.surface_runner is not None and self.surface_runner.isRunning()
+        return ((self.surface_runner is not None and self.surface_runner.isRunning())
+                or self.display_worker.busy or self.display_worker.pending())
 
     def settings_dict(self) -> dict:
-        self._read_controls()
-        return super().settings_dict()
+        """What the controls show (what "Save scene" writes); reads only, writes and says nothing."""
+        return dataclasses.asdict(self._state_from_controls()[0])
+
+    def save_state(self) -> None:
+        s, problem = self._state_from_controls()
+        if problem is None:
+            store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
 
     def shutdown(self) -> None:
         self._stop_all()
+        self.display_worker.stop(wait_ms=0)
+        self.save_state()

@@ -24,6 +24,7 @@ class SyncRunner(QObject):
     done = Signal(object)
     failed = Signal(str)
     holding = Signal()
+    pause_reached = Signal()
 
     def __init__(self, target: str, kwargs: dict, start_paused: bool = False, **_) -> None:
         super().__init__()
@@ -76,6 +77,7 @@ class SyncRunner(QObject):
 
     def pause(self) -> None:
         self._paused = True
+        self.pause_reached.emit()  # nothing runs between steps here
 
     def resume(self) -> None:
         self._paused = False

@@ -116,14 +116,15 @@ class ScenePlayer(QWidget):
 
     # ------------------------------------------------------------------ loading
     def load(self, scene: Scene) -> None:
-        from visualizer import runs
         from visualizer.recording.driver import SceneDriver, SyncRunner
 
+        if self.lab is not None:
+            self.lab.runner_factory = None  # a lab left behind runs its own child processes again
         self.scene = scene
         self._main().switch_lab(scene.lab)
         self.lab = self._main().lab()
         self._main().mark_started(self.lab)
-        runs.RUNNER_FACTORY = SyncRunner
+        self.lab.runner_factory = SyncRunner  # this lab only: another lab opened meanwhile runs as usual
         self.driver = SceneDriver(scene, self.lab)
         self.slider.blockSignals(True)
         self.slider.setRange(0, scene.frames - 1)
@@ -327,8 +328,6 @@ class ScenePlayer(QWidget):
         self._main()._on_message(f"Scene stopped: {text}", True)
 
     def close_player(self) -> None:
-        from visualizer import runs
-
         self._timer.stop()
         self.playing = False
         if self._render is not None:
@@ -337,7 +336,7 @@ class ScenePlayer(QWidget):
             self._render = None
         if self.lab is not None:
             self.lab.reset()
-        runs.RUNNER_FACTORY = runs.ProcessRunner
+            self.lab.runner_factory = None
         self.scene = None
         self.closed.emit()
 

@@ -27,7 +27,6 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
 
     from PySide6.QtWidgets import QApplication
 
-    from visualizer import runs
     from visualizer.app import collect_garbage_on_gui_thread, prepare_qt
     from visualizer.recording.driver import SceneDriver, SyncRunner, wait_idle
     from visualizer.recording.frames import Encoder, burn_overlays, capture, check_output, release
@@ -45,8 +44,8 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
 
     # the labs save their settings on shutdown: a render must not change the user's
     os.environ.setdefault("LOSSLAB_CONFIG_DIR", tempfile.mkdtemp(prefix="losslab-record-"))
-    runs.RUNNER_FACTORY = SyncRunner
     lab = _lab_for(scene)(restore=False, start=False)
+    lab.runner_factory = SyncRunner
     # frames are rendered off screen at full size; the window itself stays small so that its own repaints
     # (the 2D view, the on-screen GL surface) cost little
     lab.resize(480, 320)
@@ -92,7 +91,6 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     finally:
         if enc is not None and enc.isRunning():
             enc.finish(wait=True)
-        runs.RUNNER_FACTORY = runs.ProcessRunner
         release(lab)
         lab.shutdown()
         lab.close()
