@@ -62,6 +62,7 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
         return
     paused = start_paused
     permits = 0
+    acks = 0  # pauses to confirm once nothing is left to do
     buf: list = []
     last = time.perf_counter()
     try:
@@ -75,12 +76,9 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
                     gen.close()
                     conn.send(("done", None))
                     return
-                if msg == "pause":  # stop, hand over what was computed, and say so
+                if msg == "pause":  # stop, hand over what was computed, and say so (below)
                     paused = True
-                    if buf:
-                        conn.send(("batch", buf))
-                        buf = []
-                    conn.send(("paused", None))
+                    acks += 1
                 elif msg == "resume":
                     paused, permits = False, 0
                 elif msg == "step":
@@ -96,6 +94,10 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
                 if buf:
                     conn.send(("batch", buf))
                     buf = []
+                # every step asked for before the pause is made and sent: now the pause is where it stands
+                for _ in range(acks):
+                    conn.send(("paused", None))
+                acks = 0
                 continue
             if paused:
                 permits -= 1

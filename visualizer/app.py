@@ -160,6 +160,8 @@ class MainWindow(QMainWindow):
 
         P = QStyle.StandardPixmap
         self.run_state = "idle"
+        self.last_error: str | None = None
+        self.devices_known = False
         self.act_run = action("Start / pause", P.SP_MediaPlay, Qt.Key.Key_Space, lambda: self.lab().toggle_run(),
                               "Start a descent, or pause/resume all")
         self.act_step = action("Step", P.SP_MediaSeekForward, Qt.Key.Key_S, lambda: self.lab().single_step(),
@@ -282,6 +284,8 @@ class MainWindow(QMainWindow):
         self.act_run.setText("Pause" if running else ("Resume" if state == "paused" else "Start"))
 
     def _on_message(self, text: str, is_error: bool) -> None:
+        if is_error:
+            self.last_error = text  # what the status bar showed last as an error, after it has faded
         self.statusBar().setStyleSheet("QStatusBar{color:#ff8080;}" if is_error else "")
         self.statusBar().showMessage(text, 15000 if is_error else 8000)
 
@@ -304,6 +308,7 @@ class MainWindow(QMainWindow):
         self.device_combo.setCurrentText(want)
         self.device_combo.blockSignals(False)
         self._on_device_changed(want)
+        self.devices_known = True
 
     def _on_device_changed(self, dev: str) -> None:
         if not dev:

@@ -33,7 +33,7 @@ class DescentRun:
         self.removed = False
         self.result = None
         self.dirty = True
-        self.pause_reached = False  # the runner confirmed the last pause: every step before it is drawn
+        self._pauses = self._pauses_confirmed = 0  # counted here, on the GUI thread, after the batches before
         self.runner = lab.make_runner(target, dict(params, starts=self.starts), start_paused=lab.paused)
         self.runner.batch.connect(self._on_batch)
         self.runner.done.connect(self._on_done)
@@ -72,12 +72,16 @@ class DescentRun:
         self.runner.start()
 
     def pause(self) -> None:
-        self.pause_reached = False
+        self._pauses += 1
         self.runner.pause()
 
+    @property
+    def pause_reached(self) -> bool:
+        """The runner confirmed every pause asked of it: each step made before the last one has arrived."""
+        return self._pauses_confirmed >= self._pauses
+
     def _on_pause_reached(self) -> None:
-        if not self.removed:
-            self.pause_reached = True
+        self._pauses_confirmed += 1
 
     def _on_batch(self, snaps: list) -> None:
         if self.removed:  # a batch already under way when the run was cleared

@@ -348,7 +348,10 @@ class ProcessRunner(QThread):
         retire(self)
 
     def _child_died(self, run) -> None:
-        run.process.join(2.0)  # this thread, never the GUI's: the exit code is known once it has exited
+        # this thread, never the GUI's, waits for the exit code (known once the forkserver has reaped the child)
+        deadline = time.perf_counter() + 15.0
+        while run.process.exitcode is None and time.perf_counter() < deadline:
+            run.process.join(0.2)
         self.exit_code = run.process.exitcode
         if self._abort:
             self.done.emit(None)

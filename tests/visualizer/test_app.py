@@ -95,7 +95,7 @@ def test_corrupt_settings_fall_back_to_defaults(qtbot, fresh_settings):
     (fresh_settings / "losslab.json").write_text("{ half a file")
     win = make_window(qtbot)
     assert win.current_key == "manifold2d"
-    assert "not valid JSON" in win.statusBar().currentMessage()
+    assert "not valid JSON" in win.last_error
     assert (fresh_settings / "losslab.json.bad").read_text() == "{ half a file"
     store.save_json("labs/manifold2d", {"lr": "NaN", "xs": ["a"], "resolution": 10**9, "model": 3})
     from visualizer.labs.manifold2d import Manifold2DState
@@ -145,9 +145,12 @@ def test_f1_help_mentions_the_formula(qtbot, fresh_settings):
 
 def test_device_list_arrives_and_cpu_is_selectable(qtbot, fresh_settings):
     win = make_window(qtbot, lab="manifold2d")
-    qtbot.waitUntil(lambda: win._loader.isFinished(), timeout=20000)
+    qtbot.waitUntil(lambda: win.devices_known, timeout=60000)  # the list from the torch loader has arrived
+    from models.train import available_devices
+
     items = [win.device_combo.itemText(i) for i in range(win.device_combo.count())]
-    assert "cpu" in items
+    assert items == available_devices() and items[-1] == "cpu"
+    assert win.device_combo.currentText() == items[0]
     win.device_combo.setCurrentText("cpu")
     assert win.lab().device == "cpu"
     run = win.lab().start_descent(np.array([1.0, 2.0]))

@@ -80,6 +80,7 @@ def test_bad_expression_and_huge_grid(qtbot, lab):
     lab.res_spin.setValue(1000)
     lab.res_spin.editingFinished.emit()
     assert lab.state.resolution == 160 and any("clamped" in t for t, _ in msgs)
+    qtbot.waitUntil(lambda: not lab.busy() and lab.landscape["request"].resolution == 160, timeout=180000)
 
 
 def test_manifold_mesh_is_drawn(qtbot, lab):

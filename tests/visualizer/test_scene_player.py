@@ -177,3 +177,25 @@ def test_a_value_out_of_a_controls_range_stops_the_scene_with_a_message(qtbot, f
     assert "settings.lr" in win.statusBar().currentMessage()
     assert win.lab().runner_factory is None
     win.close()
+
+
+def test_another_lab_opened_while_a_scene_is_loaded_runs_its_own_descents(qtbot, fresh_settings, tmp_path):
+    from visualizer.recording.driver import SyncRunner
+    from visualizer.workers import ProcessRunner
+
+    path = tmp_path / "s.toml"
+    path.write_text(SCENE)
+    win = MainWindow(lab="manifold2d")
+    qtbot.addWidget(win)
+    win.show()
+    assert win.open_scene(str(path))
+    scene_lab = win.lab()
+    assert scene_lab.runner_factory is SyncRunner
+    win.switch_lab("manifold3d")
+    other = win.lab()
+    qtbot.waitUntil(lambda: other.landscape is not None, timeout=60000)
+    run = other.start_descent(np.array([1.0, -1.0, 0.5]))
+    assert isinstance(run.runner, ProcessRunner)  # not the player's synchronous runner, which nobody steps
+    qtbot.waitUntil(lambda: run.trajs[0].last_step > 10, timeout=30000)
+    assert scene_lab.runner_factory is SyncRunner  # the scene's lab is still the player's
+    win.close()

@@ -125,15 +125,27 @@ def test_command_line_opens_a_surface_file(tmp_path):
 
 
 def test_live_pca_plane_follows_training(qtbot, lab):
+    planes = []
+    orig = lab._on_surface_items
+
+    def spy(items):
+        planes.extend(i[1] for i in items if i[0] == "plane")
+        orig(items)
+
+    lab._on_surface_items = spy
     lab.dir_combo.setCurrentIndex(1)
     lab.steps_spin.setValue(1500)
     lab.train()
-    qtbot.waitUntil(lambda: lab.live_updates >= 1 and lab.plane is not None, timeout=120000)
     wait_surface(qtbot, lab)
-    u_final = lab.plane["u"]
-    assert lab._last_dirs is not None and np.allclose(lab._last_dirs[0], u_final)
+    assert lab.live_updates >= 2 and len(planes) >= 3  # live planes while training, then the final one
+    # each live plane is the PCA of the checkpoints so far: the path it holds grows
+    lengths = [len(p["coords"]) for p in planes]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1] == len(lab.checkpoints)
+    # each plane is aligned with the one before (signs and order chosen so the picture does not flip)
+    for a, b in zip(planes, planes[1:]):
+        assert float(a["u"] @ b["u"]) > 0 and float(a["v"] @ b["v"]) > 0
     steps, dist = lab.dist_curve.getData()
-    assert len(dist) == len(lab.plane["distance"]) and np.all(dist >= 0)
+    assert len(dist) == len(lab.plane["distance"]) == len(lab.checkpoints) and np.all(dist >= 0)
 
 
 def test_small_cnn_on_digits(qtbot, lab):
@@ -242,7 +254,6 @@ def test_cancel_returns_at_once_and_a_new_training_ignores_the_old_runs(qtbot, l
     old = lab.surface_runner
     lab.cancel_surface()  # returns without waiting for the grid level in progress
     assert lab.surface_runner is None and old.aborted()
-    assert old.parent() is None  # kept alive until it finishes, by nobody's parent
     lab.grid_spin.setValue(9)
     lab.steps_spin.setValue(20)
     lab.train()

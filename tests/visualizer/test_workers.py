@@ -16,7 +16,10 @@ def test_pause_and_abort_return_while_the_generator_computes(qtbot):
         seen["released_by_the_test"] = release.wait(20)
         yield 1
 
-    runner = GeneratorRunner(slow)
+    from PySide6.QtCore import QObject
+
+    owner = QObject()
+    runner = GeneratorRunner(slow, parent=owner)
     runner.start()
     assert entered.wait(20)
     runner.pause()
