@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -30,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from visualizer import runs
+from visualizer import errorlog
 from visualizer import settings as store
 from visualizer.labs.base import Lab
 from visualizer.views.plane import PlaneView
@@ -38,6 +40,24 @@ from visualizer.views.scene3d import Scene3D
 from visualizer.workers import LatestJobWorker, ProcessRunner
 
 SETTINGS_KEY = "labs/netmanifold"
+SLICE_MODES = ("random", "three", "cube")
+#: while a walk streams, the loss along the segment to its latest sample is recomputed at most this often
+SLICE_PACE_S = 0.5
+#: the range of every numeric setting: what its control accepts (n_points also stays below p = 3 width + 1)
+LIMITS = {"width": (2, 256), "n_points": (1, 200), "seed": (0, 10**6), "steps": (1, 100000),
+          "step_size": (1e-4, 10.0), "slice_extent": (1e-3, 1e3)}
+
+
+def _stored_number(v, integer: bool):
+    """A stored JSON number as the field's type, or None when it is not one (a string, list, bool, NaN, ...)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if isinstance(v, float):
+        if not math.isfinite(v) or (integer and not v.is_integer()):
+            return None
+        if integer:
+            v = int(v)
+    return v
 
 
 @dataclass
@@ -52,27 +72,28 @@ class NetState:
 
     @classmethod
     def from_dict(cls, d: dict) -> NetState:
+        """Stored settings, each clamped to what its control accepts; a value of the wrong kind (a string for a
+        number, NaN, a list, null) keeps the default. No stored value can break the lab's construction."""
         s = cls()
-        for f in dataclasses.fields(cls):
-            if f.name in d:
-                try:
-                    v = type(getattr(s, f.name))(d[f.name])
-                    if isinstance(v, float) and not math.isfinite(v):
-                        continue
-                    setattr(s, f.name, v)
-                except (TypeError, ValueError):
-                    pass
-        s.width = min(max(s.width, 2), 256)
-        s.n_points = min(max(s.n_points, 1), 3 * s.width)
-        s.step_size = min(max(s.step_size, 1e-4), 10.0)
+        if not isinstance(d, dict):
+            return s
+        for name, (lo, hi) in LIMITS.items():
+            integer = isinstance(getattr(s, name), int)
+            v = _stored_number(d.get(name), integer)
+            if v is not None:
+                v = min(max(v, lo), hi)  # before float(): a huge int would overflow it
+                setattr(s, name, int(v) if integer else float(v))
+        s.n_points = min(s.n_points, 3 * s.width)  # n < p = 3 width + 1: there is a manifold to walk on
+        mode = d.get("slice_mode")
+        if isinstance(mode, str) and mode in SLICE_MODES:
+            s.slice_mode = mode
         return s
 
 
-def compute_slice(req: tuple) -> dict:
-    """Loss on a random plane through the solution, and along the segment to the latest sample (worker)."""
+def slice_plane(width: int, n: int, seed: int, w_star: np.ndarray, extent: float, mode: str) -> dict:
+    """The loss on a plane (or, for 'cube', also a 3D subspace) through the solution w* (worker)."""
     from models import netmanifold as nm
 
-    width, n, seed, w_star, w_last, extent, mode = req
     net = nm.MLP1D(width)
     x, y = nm.make_data(n, seed)
     stars = np.zeros((1, 2))
@@ -89,8 +110,7 @@ def compute_slice(req: tuple) -> dict:
     else:
         d1, d2 = nm.random_plane(net.n_params, seed + 11)
     t, grid = nm.slice_loss(net, x, y, center, d1, d2, extent, 121)
-    ts, seg = nm.segment_loss(net, x, y, w_star, w_last)
-    out = {"t": t, "grid": grid, "ts": ts, "seg": seg, "stars": stars, "mode": mode, "shell": None}
+    out = {"t": t, "grid": grid, "stars": stars, "mode": mode, "shell": None}
     if mode == "cube":
         # a random 3D affine subspace through w*: the loss on a 41^3 grid and its shell L = level
         from models import toy3d
@@ -107,6 +127,129 @@ def compute_slice(req: tuple) -> dict:
     return out
 
 
+class SliceJob:
+    """The slice worker's job: the plane through w* and the loss along the segment to the latest sample, for
+    ``req`` = (run, width, n, seed, w_star, w_last, extent, mode). The plane depends only on w* and the slice
+    settings and is kept: while a walk streams only the segment is recomputed (a "three" plane finds two
+    more solutions, a "cube" evaluates 41^3 networks)."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self._plane: dict | None = None
+
+    def __call__(self, req: tuple) -> dict:
+        from models import netmanifold as nm
+
+        _run, width, n, seed, w_star, w_last, extent, mode = req
+        key = (width, n, seed, w_star.tobytes(), extent, mode)
+        if key != self._key or self._plane is None:
+            self._plane, self._key = slice_plane(width, n, seed, w_star, extent, mode), key
+        x, y = nm.make_data(n, seed)
+        ts, seg = nm.segment_loss(nm.MLP1D(width), x, y, w_star, w_last)
+        return {**self._plane, "ts": ts, "seg": seg}
+
+
+class SampleRows:
+    """The walk's parameter vectors in fixed-size blocks, filled on the GUI thread as samples arrive (O(new
+    samples)); a block is never moved or rewritten, so a worker can read the rows filled so far while more
+    are added."""
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+        self.n = 0
+
+    def append(self, w: np.ndarray) -> None:
+        if self.n == self.BLOCK * len(self.blocks):
+            self.blocks.append(np.empty((self.BLOCK, len(w))))
+        self.blocks[-1][self.n % self.BLOCK] = w
+        self.n += 1
+
+    def view(self) -> tuple:
+        """The rows filled so far, as block views (O(blocks))."""
+        if not self.blocks:
+            return ()
+        return (*self.blocks[:-1], self.blocks[-1][: self.n - self.BLOCK * (len(self.blocks) - 1)])
+
+
+@dataclass(frozen=True)
+class CloudRequest:
+    run: int
+    n: int
+    blocks: tuple  # SampleRows.view(): n rows of p parameters
+    width: int
+    stops: tuple  # the colour map's (positions, float RGBA colours)
+
+
+FIT_XS = np.linspace(-2.6, 2.6, 200)
+
+
+def compute_cloud(req: CloudRequest) -> dict:
+    """The samples on their first three principal components (axes oriented along the walk), their colours
+    (distance from the start), and the fits f(x; w) of five of them (worker)."""
+    import torch
+
+    from models import netmanifold as nm
+
+    w = np.concatenate(req.blocks)
+    coords, var = nm.pca3(w)
+    # an SVD's signs are arbitrary: orient each axis along the walk's progress, so the picture does not flip
+    # as samples arrive
+    order = np.arange(len(coords)) - 0.5 * (len(coords) - 1)
+    signs = np.sign(order @ coords)
+    coords = coords * np.where(signs == 0, 1.0, signs)
+    dist = np.linalg.norm(w - w[0], axis=1)
+    t = dist / max(float(dist.max()), 1e-12)
+    pos, colors = req.stops
+    rgba = np.stack([np.interp(t, pos, colors[:, i]) for i in range(colors.shape[1])], axis=1)
+    span = max(float(np.abs(coords).max()), 1e-9)
+    picks = list(range(0, len(w), max(1, len(w) // 4)))[-4:] + [len(w) - 1]
+    with torch.no_grad():
+        fits = nm.MLP1D(req.width).forward(torch.as_tensor(w[picks]), torch.as_tensor(FIT_XS)).numpy()
+    return {"run": req.run, "n": req.n, "pos": (coords / span * 2.0).astype(np.float32),
+            "colors": rgba.astype(np.float32), "var": var, "fits": fits}
+
+
+class WalkRelay(QObject):
+    """Passes one runner's signals to the lab while that runner is the lab's walk. A runner replaced or
+    stopped may still have signals queued for the GUI thread (Qt delivers them even after a disconnect): they
+    reach a released relay (or none, once it is deleted) and are dropped. The lab is held weakly."""
+
+    def __init__(self, lab: NetManifoldLab, runner) -> None:
+        super().__init__()
+        self._lab = weakref.ref(lab)
+        self.runner = runner
+        runner.batch.connect(self.on_batch)
+        runner.done.connect(self.on_done)
+        runner.failed.connect(self.on_failed)
+
+    def _lab_if_current(self):
+        lab = self._lab()
+        return lab if lab is not None and self.runner is not None and lab.runner is self.runner else None
+
+    def on_batch(self, items) -> None:
+        if (lab := self._lab_if_current()) is not None:
+            lab._on_batch(items)
+
+    def on_done(self, result) -> None:
+        if (lab := self._lab_if_current()) is not None:
+            lab._on_done(result)
+
+    def on_failed(self, text: str) -> None:
+        if (lab := self._lab_if_current()) is not None:
+            lab._on_failed(text)
+
+    def release(self) -> None:
+        runner, self.runner = self.runner, None
+        for sig, slot in ((runner.batch, self.on_batch), (runner.done, self.on_done),
+                          (runner.failed, self.on_failed)):
+            try:
+                sig.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
+
+
 class NetManifoldLab(Lab):
     key = "netmanifold"
     state_cls = NetState
@@ -120,18 +263,42 @@ class NetManifoldLab(Lab):
         self.state = NetState.from_dict(store.load_json(SETTINGS_KEY)) if restore else NetState()
         self.paused = False
         self.runner: ProcessRunner | None = None
+        self._relay: WalkRelay | None = None
         self.samples: list = []
-        self.reason = ""
+        self.rows = SampleRows()  # the samples' parameter vectors, for the cloud worker
+        self.reason = ""  # why the last walk ended: "completed", "failed", "aborted" or the walk's own reason
         self.landscape = None
         self.cmap = pg.colormap.get("viridis")
+        self._stops = tuple(np.asarray(a, dtype=np.float64) for a in self.cmap.getStops("float"))
+        s = self.state
+        self._run = 0  # bumped by every new walk and reset: results computed for an older one are not drawn
+        self._run_net = (s.width, s.n_points, s.seed)  # the network and data of the samples shown
+        self._run_steps = s.steps
+        self._walk_over = True
+        self._max_loss = -math.inf
+        self._cloud_inflight = self._cloud_dirty = False
+        self._cloud_var = None
+        self._slice_inflight = False
+        self._slice_next = None  # the newest slice request, sent when the one being computed is done
+        self._slice_sent = None  # (key, number of samples, clock) of the last slice request
+        self._shell_note = ""
+        self._clock = time.monotonic
         self._build_views()
         self._build_controls()
-        self.worker = LatestJobWorker(compute_slice, self)
+        # two workers, each with at most one request at a time (the next waits here): the slice (plane, loss
+        # shell, segment) and the cloud (PCA of all samples, their colours and fits); the GUI only draws
+        self.worker = LatestJobWorker(SliceJob(), self)
         self.worker.result.connect(self._on_slice)
-        self.worker.failed.connect(lambda req, text: self.message.emit(f"Slice failed: {text}", True))
+        self.worker.failed.connect(self._on_slice_failed)
+        self.cloud_worker = LatestJobWorker(compute_cloud, self)
+        self.cloud_worker.result.connect(self._on_cloud)
+        self.cloud_worker.failed.connect(self._on_cloud_failed)
         self._redraw = QTimer(self)
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self._draw_samples)
+        self._slice_timer = QTimer(self)
+        self._slice_timer.setSingleShot(True)
+        self._slice_timer.timeout.connect(self._pace_slice)
         if start:
             self.start()
 
@@ -250,7 +417,9 @@ class NetManifoldLab(Lab):
     def start(self) -> None:
         self.restart()
 
-    def restart(self) -> None:
+    def restart(self) -> bool:
+        """A new solution and a walk from it with the controls' settings; False (and a message) when there is
+        no manifold to walk on."""
         s = self.state
         s.width, s.n_points, s.seed = self.width_spin.value(), self.n_spin.value(), self.seed_spin.value()
         s.steps, s.step_size = self.steps_spin.value(), float(self.step_spin.value())
@@ -258,81 +427,201 @@ class NetManifoldLab(Lab):
         if s.n_points >= 3 * s.width + 1:
             self.message.emit(f"n = {s.n_points} ≥ p = {3 * s.width + 1}: no manifold to walk on "
                               "(add hidden units or remove points)", True)
-            return
+            return False
         self._stop_runner()
-        self.samples = []
-        self.reason = ""
-        self.runner = runs.RUNNER_FACTORY("models.netmanifold:walk_run",
-                                    dict(width=s.width, n_points=s.n_points, seed=s.seed, steps=s.steps,
-                                         step_size=s.step_size), start_paused=self.paused)
-        self.runner.batch.connect(self._on_batch)
-        self.runner.done.connect(self._on_done)
-        self.runner.failed.connect(lambda text: self.message.emit("Walk failed: " + text.splitlines()[0], True))
-        self.runner.start()
+        self._new_run()
+        self._run_net, self._run_steps = (s.width, s.n_points, s.seed), s.steps
+        from models import netmanifold as nm
+
+        self.data_item.setData(*nm.make_data(s.n_points, s.seed))
         p = 3 * s.width + 1
         self.caption.setText(f"<b>MLP 1-{s.width}-1</b>: p = {p} parameters, n = {s.n_points} points → "
                              f"M has dimension p − n = {p - s.n_points}")
+        self.runner = self.make_runner("models.netmanifold:walk_run",
+                                       dict(width=s.width, n_points=s.n_points, seed=s.seed, steps=s.steps,
+                                            step_size=s.step_size), start_paused=self.paused)
+        self._walk_over = False
+        self._relay = WalkRelay(self, self.runner)
+        self.status.emit({"paused": True} if self.paused else {"running": True})
+        self.runner.start()  # (a synchronous runner delivers its first sample here)
+        return True
+
+    def _new_run(self) -> None:
+        """Forget the samples; what is still being computed for them will not be drawn."""
+        self._run += 1
+        self.samples = []
+        self.rows = SampleRows()
+        self.reason = ""
+        self._max_loss = -math.inf
+        self._cloud_dirty = False
+        self._cloud_var = None
+        self._slice_next = None
+        self._slice_sent = None
+        self._slice_timer.stop()
+        self._redraw.stop()
 
     def _stop_runner(self) -> None:
-        if self.runner is not None:
-            self.runner.abort()
-            self.runner = None
+        runner, self.runner = self.runner, None
+        relay, self._relay = self._relay, None
+        self._walk_over = True
+        if relay is not None:
+            relay.release()
+        if runner is not None:
+            runner.abort()
+
+    def _walk_live(self) -> bool:
+        return self.runner is not None and not self._walk_over and self.runner.isRunning()
 
     def _on_batch(self, items: list) -> None:
+        """New samples of the walk (from its relay): O(new samples) here, the workers compute the rest."""
+        if not items:
+            return
+        for smp in items:
+            self.rows.append(np.asarray(smp.w, dtype=np.float64))
+        self._max_loss = max(self._max_loss, max(float(k.loss) for k in items))
         self.samples.extend(items)
+        self._cloud_dirty = True
+        self._submit_cloud()
+        self._maybe_submit_slice()
         if not self._redraw.isActive():
             self._redraw.start(60)
 
-    def _on_done(self, reason) -> None:
-        self.reason = reason or ""
-        if self.reason and self.reason != "completed":
-            self.message.emit(f"Walk {self.reason}", True)
+    def _end_walk(self) -> None:
+        self._walk_over = True
+        self._maybe_submit_slice(final=True)  # the segment to the last sample, at once
+        self._redraw.stop()
         self._draw_samples()
+        self.status.emit({"running": False})
 
+    def _on_done(self, result) -> None:
+        # decided from the samples, not from the wording of the walk's reason: a walk completed when its
+        # last step arrived (the engine's walk yields steps 0..steps, or returns early with its reason)
+        completed = bool(self.samples) and self.samples[-1].step >= self._run_steps
+        if completed:
+            self.reason = "completed"
+        elif result is None:  # aborted
+            self.reason = "aborted"
+        else:
+            self.reason = str(result)
+            self.message.emit(errorlog.report("Walk", self.reason), True)
+        self._end_walk()
+
+    def _on_failed(self, text: str) -> None:
+        self.reason = "failed"
+        self.message.emit(errorlog.report("Walk failed", text), True)
+        self._end_walk()
+
+    # ----------------------------------------------------------------------------- drawing
     def _draw_samples(self) -> None:
+        """The paced redraw: O(1) (the text, the status, and whether the slice is due)."""
         if not self.samples:
             return
-        from models import netmanifold as nm
-
-        s = self.state
-        w = np.array([k.w for k in self.samples])
-        coords, var = nm.pca3(w)
-        # an SVD's signs are arbitrary: orient each axis along the walk's progress, so the picture does not
-        # flip as samples arrive
-        order = np.arange(len(coords)) - 0.5 * (len(coords) - 1)
-        signs = np.sign(order @ coords)
-        coords = coords * np.where(signs == 0, 1.0, signs)
-        dist = np.linalg.norm(w - w[0], axis=1)
-        colors = self.cmap.map(dist / max(dist.max(), 1e-12), mode="float")
-        span = max(float(np.abs(coords).max()), 1e-9)
-        self.cloud.setData(pos=coords / span * 2.0, color=colors)
-        self.path.setData(pos=coords / span * 2.0)
         last = self.samples[-1]
-        p = 3 * s.width + 1
-        self.info.setText(f"samples: {len(self.samples)} · max loss on the walk: "
-                          f"{max(k.loss for k in self.samples):.1e}<br>tangent dimension measured: "
-                          f"<b>{last.tangent_dim}</b> (p − n = {p - s.n_points})<br>"
-                          f"PCA variance of the first three components: {', '.join(f'{v:.2f}' for v in var)}")
+        self._update_info()
         self.status.emit({"step": last.step, "loss": last.loss})
-        net = nm.MLP1D(s.width)
-        x, y = nm.make_data(s.n_points, s.seed)
-        self.data_item.setData(x, y)
-        xs = np.linspace(-2.6, 2.6, 200)
-        picks = self.samples[:: max(1, len(self.samples) // 4)][-4:] + [last]
-        import torch
+        self._maybe_submit_slice()
 
-        for item, smp in zip(self.fit_curves, picks):
-            with torch.no_grad():
-                f = net.forward(torch.as_tensor(smp.w), torch.as_tensor(xs)).numpy()
-            item.setData(xs, f)
-        self.worker.submit((s.width, s.n_points, s.seed, self.samples[0].w, last.w, s.slice_extent, s.slice_mode))
+    def _update_info(self) -> None:
+        if not self.samples:
+            return
+        width, n, _seed = self._run_net
+        p = 3 * width + 1
+        lines = [f"samples: {len(self.samples)} · max loss on the walk: {self._max_loss:.1e}",
+                 f"tangent dimension measured: <b>{self.samples[-1].tangent_dim}</b> (p − n = {p - n})"]
+        if self._cloud_var is not None:
+            lines.append("PCA variance of the first three components: "
+                         + ", ".join(f"{v:.2f}" for v in self._cloud_var))
+        if self._shell_note:
+            lines.append(self._shell_note)
+        self.info.setText("<br>".join(lines))
+
+    def _submit_cloud(self) -> None:
+        """One cloud request at a time, for all samples so far; samples that arrive meanwhile go with the next
+        one (sent when this one's result arrives)."""
+        if self._cloud_inflight or not self._cloud_dirty or not self.samples:
+            return
+        self._cloud_dirty = False
+        self._cloud_inflight = True
+        self.cloud_worker.submit(CloudRequest(self._run, self.rows.n, self.rows.view(), self._run_net[0],
+                                              self._stops))
+
+    def _on_cloud(self, req: CloudRequest, out: dict) -> None:
+        self._cloud_inflight = False
+        if out["run"] == self._run:
+            self.cloud.setData(pos=out["pos"], color=out["colors"])
+            self.path.setData(pos=out["pos"])
+            fits = out["fits"]
+            for k, item in enumerate(self.fit_curves):
+                if k < len(fits):
+                    item.setData(FIT_XS, fits[k])
+                else:
+                    item.setData([], [])
+            self._cloud_var = out["var"]
+            self._update_info()
+        self._submit_cloud()
+
+    def _on_cloud_failed(self, req: CloudRequest, text: str) -> None:
+        self._cloud_inflight = False
+        if req.run == self._run:
+            self.message.emit(errorlog.report("Drawing the walk failed", text), True)
+        self._submit_cloud()
+
+    def _slice_key(self) -> tuple:
+        s = self.state
+        return (self._run, *self._run_net, s.slice_extent, s.slice_mode)
+
+    def _maybe_submit_slice(self, final: bool = False) -> None:
+        """Ask for the slice when what it shows changed: at once for a new walk or another slice, at most every
+        SLICE_PACE_S for the segment to the latest sample while the walk streams, at once when it ends."""
+        if not self.samples:
+            return
+        key, n = self._slice_key(), len(self.samples)
+        sent = self._slice_sent
+        if sent is not None and sent[0] == key:
+            if sent[1] == n:
+                self._slice_timer.stop()
+                return
+            wait = SLICE_PACE_S - (self._clock() - sent[2])
+            if wait > 0 and not final:
+                if not self._slice_timer.isActive():
+                    self._slice_timer.start(int(1000 * wait) + 1)
+                return
+        self._slice_timer.stop()
+        self._slice_sent = (key, n, self._clock())
+        width, n_points, seed = self._run_net
+        s = self.state
+        req = (self._run, width, n_points, seed, self.samples[0].w, self.samples[-1].w, s.slice_extent,
+               s.slice_mode)
+        if self._slice_inflight:
+            self._slice_next = req
+        else:
+            self._slice_inflight = True
+            self.worker.submit(req)
+
+    def _pace_slice(self) -> None:
+        self._maybe_submit_slice()
+
+    def _slice_done(self) -> None:
+        self._slice_inflight = False
+        req, self._slice_next = self._slice_next, None
+        if req is not None:
+            self._slice_inflight = True
+            self.worker.submit(req)
+
+    def _on_slice_failed(self, req, text: str) -> None:
+        self._slice_done()
+        if req[0] == self._run:
+            self.message.emit(errorlog.report("Slice failed", text), True)
 
     def _on_slice_mode(self) -> None:
         self.state.slice_mode = self.slice_combo.currentData()
         store.save_json(SETTINGS_KEY, dataclasses.asdict(self.state))
-        self._draw_samples()
+        self._maybe_submit_slice()
 
     def _on_slice(self, req, out: dict) -> None:
+        self._slice_done()
+        if req[0] != self._run:
+            return
         self.landscape = out
         lv = out["grid"]
         top = math.log10(max(float(lv.max()), 1e-300))
@@ -346,6 +635,7 @@ class NetManifoldLab(Lab):
         cube = out["mode"] == "cube"
         self.cloud.setVisible(not cube)
         self.path.setVisible(not cube)
+        self._shell_note = ""
         if cube and out["shell"] is not None and not out["shell"].empty:
             from pyqtgraph.opengl.MeshData import MeshData
 
@@ -357,28 +647,37 @@ class NetManifoldLab(Lab):
                           vertexColors=lit_colors(sh.normals, (0.35, 0.75, 1.0, 0.6), len(sh.vertices)))
             self.shell_item = gl.GLMeshItem(meshdata=md, smooth=True, computeNormals=False, glOptions="translucent")
             self.scene.addItem(self.shell_item)
-            self.info.setText(self.info.text() + f"<br>3D view: the shell L = {out['shell_level']:.2g} in a random "
-                              "3D subspace through w*: with n ≥ 3 it meets M only at w*, so the shell closes around it")
+            self._shell_note = (f"3D view: the shell L = {out['shell_level']:.2g} in a random 3D subspace through "
+                                "w*: with n ≥ 3 it meets M only at w*, so the shell closes around it")
+        self._update_info()
 
     # ----------------------------------------------------------------------------- Lab API
     def toggle_run(self) -> None:
-        if self.runner is None or not self.runner.isRunning():
-            self.restart()
+        if not self._walk_live():
+            was, self.paused = self.paused, False
+            if not self.restart():
+                self.paused = was
             return
         self.paused = not self.paused
         (self.runner.pause if self.paused else self.runner.resume)()
+        self.status.emit({"paused": self.paused})
 
     def single_step(self) -> None:
+        if not self._walk_live():
+            was, self.paused = self.paused, True
+            if not self.restart():
+                self.paused = was
+                return
         self.paused = True
-        if self.runner is None or not self.runner.isRunning():
-            self.restart()
         self.runner.step_once()
+        self.status.emit({"paused": True})
 
     def reset(self) -> None:
         self._stop_runner()
-        self.samples = []
+        self._new_run()
         self.cloud.setData(pos=np.zeros((0, 3)))
         self.path.setData(pos=np.zeros((0, 3)))
+        self.status.emit({"running": False})
 
     # ----------------------------------------------------------------------------- recording
     def scene_action(self, action: str, start=None) -> None:
@@ -388,10 +687,13 @@ class NetManifoldLab(Lab):
             super().scene_action(action, start)
 
     def runners(self) -> list:
-        return [self.runner] if self.runner is not None and self.runner.isRunning() else []
+        return [self.runner] if self._walk_live() else []
 
     def busy(self) -> bool:
-        return self.worker.busy or self.worker._has_pending
+        """True from a request for the cloud or the slice until its result is drawn (or samples wait for the
+        next cloud request): a recorder's frame shows every sample delivered."""
+        return (self._cloud_inflight or self._cloud_dirty or self._slice_inflight or self._slice_next is not None
+                or any(w.busy or w.pending() for w in (self.worker, self.cloud_worker)))
 
     def flush(self) -> None:
         if self._redraw.isActive():
@@ -400,5 +702,7 @@ class NetManifoldLab(Lab):
 
     def shutdown(self) -> None:
         self._redraw.stop()
+        self._slice_timer.stop()
         self._stop_runner()
         self.worker.stop()
+        self.cloud_worker.stop()
