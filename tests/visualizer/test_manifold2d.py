@@ -169,12 +169,18 @@ def test_random_starts_run_several_trajectories_at_once(qtbot, lab):
 
 
 def test_changing_the_model_mid_run_restarts_cleanly(qtbot, lab):
-    lab.steps_spin.setValue(100000)
-    lab.start_descent([2.0, -2.0])
-    qtbot.wait(200)
+    lab.steps_spin.setValue(lab.steps_spin.maximum())
+    lab.lr_spin.setValue(lab.lr_spin.minimum())  # still running when the model changes
+    first = lab.start_descent([2.0, -2.0])
+    qtbot.waitUntil(lambda: first.trajs[0].last_step > 5, timeout=20000)
+    assert not first.finished
     lab.model_combo.setCurrentIndex(2)
-    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["model_key"] == "factor", timeout=10000)
+    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["model_key"] == "factor", timeout=20000)
     assert len(lab.runs) == 1 and np.allclose(lab.runs[0].starts, [[2.0, -2.0]])
+    new = lab.runs[0]
+    qtbot.waitUntil(lambda: new.trajs[0].last_step > 5, timeout=20000)  # the new run streams from its start
+    assert np.allclose(new.trajs[0].path[0], [2.0, -2.0]) and first.removed
+    qtbot.waitUntil(lambda: not first.runner.isRunning(), timeout=20000)  # the old child ended
     lab.reset()
 
 
