@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .train import check_step_size
+
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}
 DATASETS = ("spirals", "moons", "circles", "xor", "blobs", "digits")
 
@@ -195,7 +197,15 @@ def train_run(hidden: tuple, activation: str, parameterization: str, residual: b
               noise: float, optimizer: str, lr: float, steps: int, seed: int, every: int = 10, device: str = "cpu",
               network: str = "mlp"):
     """Train the lab's network with full-batch cross-entropy, yielding a snapshot per step (parameters every
-    ``every`` steps and at the end); runs in the lab's child process. Diverging training stops with a message."""
+    ``every`` steps and at the end); runs in the lab's child process. Diverging training stops with a message.
+    A learning rate that is not a positive finite number is refused by the call itself (ValueError)."""
+    check_step_size(lr)
+    return _train_run(hidden, activation, parameterization, residual, data, n, noise, optimizer, lr, steps, seed,
+                      every, device, network)
+
+
+def _train_run(hidden, activation, parameterization, residual, data, n, noise, optimizer, lr, steps, seed, every,
+               device, network):
     torch.manual_seed(seed)
     x, y = make_data(data, n, noise, seed)
     dev = torch.device(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
@@ -216,7 +226,16 @@ def _accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
 def train_snapshots(net: nn.Module, forward, loss_of, optimizer: str, lr: float, steps: int, every: int,
                     accuracy=None):
     """Full-batch training of any module, yielding a TrainSnapshot per step (flat parameters every ``every``
-    steps, at the end and on divergence); returns a one-line summary. Shared by the lab's networks and users'."""
+    steps, at the end and on divergence); returns a one-line summary. Shared by the lab's networks and users'.
+
+    The learning rate and ``every`` are checked by the call itself, before any step (ValueError)."""
+    lr = check_step_size(lr)
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"parameters are kept every `every` steps: it must be a positive integer, got {every!r}")
+    return _train_snapshots(net, forward, loss_of, optimizer, lr, steps, int(every), accuracy)
+
+
+def _train_snapshots(net, forward, loss_of, optimizer, lr, steps, every, accuracy):
     if optimizer == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr)
     else:

@@ -7,7 +7,9 @@ L(w_t) <= (1 - eta mu)^t L(w0).
 
 mu and beta are estimated by dense sampling of the ball (polar grid, vectorized): mu as the smallest
 lambda_min(K), beta as the largest eigenvalue of the Hessian of L. Since R depends on mu and beta, the ball
-is found by a fixed-point iteration starting from the values at w0.
+is found by a fixed-point iteration starting from the values at w0. For a model linear in w (f = w1 x + w2) DF is
+the constant X (rows (x_i, 1)), so the constants are exact: mu = lambda_min(X X^T), beta = lambda_max(X^T X)
+= lambda_max(X X^T) (the sum loss's Hessian is X^T X), and the ball closes at once.
 """
 
 from __future__ import annotations
@@ -67,9 +69,16 @@ def _min_kernel_in_ball(model, data, pts: torch.Tensor, w0: np.ndarray, radius: 
         w.requires_grad_(True)
         with torch.enable_grad():
             f = model.forward(w, x)
-            rows = [torch.autograd.grad(f[:, i].sum(), w, create_graph=True)[0] for i in range(x.shape[0])]
+            rows = []
+            for i in range(x.shape[0]):
+                (row,) = torch.autograd.grad(f[:, i].sum(), w, create_graph=True, allow_unused=True)
+                rows.append(torch.zeros_like(w) if row is None else row)
             j = torch.stack(rows, dim=-2)
             val = torch.linalg.eigvalsh(j @ j.transpose(-1, -2))[:, 0]
+            if not val.requires_grad:
+                # DF does not depend on w (a model linear in w, such as w1*x + w2): K is the same matrix
+                # everywhere, so the sampled minimum is already exact and there is nothing to descend
+                return min(best, float(val.detach().min()))
             (g,) = torch.autograd.grad(val.sum(), w)
         with torch.no_grad():
             best = min(best, float(val.min()))

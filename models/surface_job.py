@@ -32,6 +32,7 @@ from . import directions as dr
 from . import landscape as ls
 from .nets import MLP, MLPSpec, SmallCNN, loss_for, make_data
 from .surface_io import Surface, SurfaceFileError, read_surface, write_directions, write_surface
+from .train import check_step_size
 
 
 class JobError(ValueError):
@@ -134,6 +135,7 @@ def train_mlp(spec, x: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: floa
               seed: int = 0, checkpoints: int = 30) -> Problem:
     """Full-batch Adam on the data's cross-entropy, seeded; keeps flat checkpoints for PCA directions.
     ``spec`` is an MLPSpec or a model spec string (mlp:... or cnn)."""
+    lr = check_step_size(lr)
     torch.manual_seed(seed)
     net = MLP(spec, seed=seed) if isinstance(spec, MLPSpec) else build_model(spec, x, y, seed)
     bce_loss = loss_for(y)
@@ -269,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def user_train_run(spec: str, optimizer: str, lr: float, steps: int, every: int = 10):
-    """Train a user's model (from its factory) in the lab's child process, yielding TrainSnapshots."""
+    """Train a user's model (from its factory) in the lab's child process, yielding TrainSnapshots.
+
+    The learning rate is checked by the call itself, before the factory is loaded (ValueError)."""
+    check_step_size(lr)
+    return _user_train_run(spec, optimizer, lr, steps, every)
+
+
+def _user_train_run(spec: str, optimizer: str, lr: float, steps: int, every: int):
     from .nets import train_snapshots
 
     p = from_factory(spec)

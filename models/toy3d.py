@@ -51,12 +51,25 @@ def make_model(key: str, expression: str | None = None) -> Model3:
     return Model3("custom", parse_expression(expression, VARIABLES))
 
 
+SCALINGS = {
+    "lazy": "α·(f(w) − f(w₀)) with the loss divided by α² (THEORY.md section 3)",
+    "plain": "f(w) itself: descends onto the drawn solution set F(w) = y (no output scale)",
+}
+
+
 def loss(model: Model3, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0,
          f0: torch.Tensor | None = None) -> torch.Tensor:
-    """Sum square loss per parameter point. With ``alpha`` != 1 (lazy training, THEORY.md section 3) the
-    model is alpha * (f(w) - f(w0)) and the loss is scaled by 1/alpha^2: (1/2alpha^2) sum (alpha(f-f0) - y)^2."""
+    """Sum square loss per parameter point.
+
+    With ``f0`` (the outputs at each descent's start w0) this is the lazy-training loss of THEORY.md section 3
+    for every alpha, alpha = 1 included: the model is alpha (f(w) - f(w0)) and the loss is
+    (1 / 2 alpha^2) sum (alpha (f - f0) - y)^2. Without ``f0`` it is the plain loss 1/2 sum (f - y)^2, which has
+    no output scale (alpha must then be 1).
+    """
     f = model.forward(w, x)
-    if f0 is None or alpha == 1.0:
+    if f0 is None:
+        if alpha != 1.0:
+            raise ValueError(f"the output scale alpha = {alpha:g} needs f(w0) (lazy scaling); the plain loss has none")
         r = f - y
         return 0.5 * (r * r).sum(-1)
     r = alpha * (f - f0) - y
@@ -324,33 +337,53 @@ def loss_grid(residuals: np.ndarray) -> np.ndarray:
     return 0.5 * np.sum(residuals * residuals, axis=0)
 
 
-def projection_onto_linear_solutions(data: Data, w0: np.ndarray) -> np.ndarray:
-    """For the model w1 x + w2 x^2 + w3 (linear in w, rows (x, x^2, 1)): w0 - X^+ (X w0 - y)."""
+def projection_onto_linear_solutions(data: Data, w0: np.ndarray, alpha: float | None = None) -> np.ndarray:
+    """Where gradient descent from w0 lands for the model w1 x + w2 x^2 + w3 (linear in w, rows (x, x^2, 1)).
+
+    ``alpha`` None (the plain scaling): the projection of w0 onto {X w = y}, w0 - X^+ (X w0 - y).
+    ``alpha`` given (the lazy scaling, alpha X (w - w0) = y): the projection of w0 onto {X w = X w0 + y / alpha},
+    w0 + X^+ y / alpha.
+    """
     a = np.column_stack([data.x, data.x**2, np.ones(data.n)])
     w0 = np.asarray(w0, dtype=np.float64)
+    if alpha is not None:
+        return w0 + np.linalg.pinv(a) @ data.y / alpha
     return w0 - np.linalg.pinv(a) @ (a @ w0 - data.y)
 
 
 def descent(model_key: str, expression: str, xs, ys, starts, optimizer: str, lr: float, momentum: float,
-            batch_size: int, steps: int, device: str, seed: int, alpha: float = 1.0):
+            batch_size: int, steps: int, device: str, seed: int, alpha: float = 1.0, scaling: str = "lazy"):
     """Trainer generator for N descents at once in the three-parameter lab (runs in a child process).
 
-    With ``alpha`` != 1 each descent trains alpha * (f(w) - f(w0)) with the loss scaled by 1/alpha^2.
+    ``scaling='lazy'`` (the default): each descent trains alpha * (f(w) - f(w0)) with the loss scaled by
+    1/alpha^2, one formula for every alpha > 0 (alpha = 1 included), so the distance travelled is continuous in
+    alpha and shrinks like 1/alpha. Its zero-loss set is {f(w) = f(w0) + y / alpha}, not the drawn F(w) = y.
+    ``scaling='plain'``: trains f(w) itself onto F(w) = y; alpha must be 1 there.
     """
     from .train import OptimizerConfig, resolve_device, train
 
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling '{scaling}'; choose one of {', '.join(SCALINGS)}")
+    alpha = float(alpha)
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"the output scale alpha must be a positive finite number, got {alpha}")
+    if scaling == "plain" and alpha != 1.0:
+        raise ValueError(f"the plain scaling trains f(w) itself and takes no output scale: alpha must be 1, "
+                         f"got {alpha:g} (use scaling='lazy')")
     model = make_model(model_key, expression)
     data = Data(list(xs), list(ys))
     dev = resolve_device(device)
     x, y = data.tensors(dev)
     w0 = torch.as_tensor(np.asarray(starts, dtype=np.float64).reshape(-1, 3), device=dev)
-    with torch.no_grad():
-        f0 = model.forward(w0, x)
+    f0 = None
+    if scaling == "lazy":
+        with torch.no_grad():
+            f0 = model.forward(w0, x)
     cfg = OptimizerConfig(optimizer, lr, momentum=momentum, batch_size=batch_size if optimizer == "sgd" else None)
 
     def loss_fn(w, idx):
         if idx is None:
             return loss(model, w, x, y, alpha, f0)
-        return loss(model, w, x[idx], y[idx], alpha, f0[:, idx])
+        return loss(model, w, x[idx], y[idx], alpha, None if f0 is None else f0[:, idx])
 
     return train(loss_fn, w0.cpu().numpy(), data.n, cfg, steps, device=dev, seed=seed)

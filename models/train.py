@@ -21,6 +21,24 @@ OPTIMIZERS = {
 }
 
 
+def check_step_size(value, what: str = "learning rate") -> float:
+    """``value`` as a float if it is a positive finite number, else a ValueError that names ``what`` and the value.
+
+    Every trainer in models/ calls this before it starts: a NaN, infinite, zero or negative step would otherwise
+    surface later as 'diverged at step 1', a frozen run or an SVD that does not converge.
+    """
+    bad = ValueError(f"{what} must be a positive finite number, got {value!r}")
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise bad
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise bad from None
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{what} must be a positive finite number, got {v:g}")
+    return v
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """Which optimizer, with its hyper-parameters. ``batch_size`` None means the full data."""
@@ -34,8 +52,7 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer '{self.name}'; choose one of {', '.join(OPTIMIZERS)}")
-        if not (np.isfinite(self.lr) and self.lr > 0):
-            raise ValueError("the learning rate must be a positive number")
+        check_step_size(self.lr)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("the batch size must be at least 1")
 

@@ -35,10 +35,10 @@ class DescentRun:
         self.dirty = True
         self._pauses = self._pauses_confirmed = 0  # counted here, on the GUI thread, after the batches before
         self.runner = lab.make_runner(target, dict(params, starts=self.starts), start_paused=lab.paused)
-        self.runner.batch.connect(self._on_batch)
-        self.runner.done.connect(self._on_done)
-        self.runner.failed.connect(self._on_failed)
-        self.runner.pause_reached.connect(self._on_pause_reached)
+        from visualizer.workers import RunnerRelay
+
+        self._relay = RunnerRelay(self, self.runner, {"batch": "_on_batch", "done": "_on_done",
+                                                      "failed": "_on_failed", "pause_reached": "_on_pause_reached"})
         plot = lab.plane.plot
         self.curves2d, self.lines3d = [], []
         for c in colors:
@@ -134,6 +134,7 @@ class DescentRun:
 
     def remove(self) -> None:
         self.removed = True
+        self._relay.release()  # what the runner still sends is dropped
         self.runner.abort()  # returns at once; the runner ends its child by itself
         plot = self.lab.plane.plot
         for item in self.curves2d + [self.start_marks, self.land_marks] + ([self.proj_marks] if self.proj_marks else []):

@@ -16,7 +16,7 @@ import traceback
 import weakref
 from collections.abc import Callable, Generator
 
-from PySide6.QtCore import QCoreApplication, QThread, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal
 
 _LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
 # Threads told to stop but not yet finished: kept alive here (a QThread destroyed while it runs aborts the
@@ -407,3 +407,59 @@ class ProcessRunner(QThread):
                     return
         finally:
             run.close()
+
+
+class RunnerRelay(QObject):
+    """Delivers one runner's signals to ``owner``'s handlers, on the GUI thread, without a reference cycle.
+
+    The owner (a lab, a run on screen) keeps the relay; the relay holds the owner weakly and the runner holds
+    the relay only through Qt's connections. So an owner dropped is freed at once by reference counting (never
+    by the cyclic collector, which could free a QThread in the middle of a batch), its relay with it, and Qt
+    discards the signals still queued for that relay. ``current`` names the owner's attribute that must still
+    be this runner for a signal to count (a runner replaced or stopped may still have signals on their way).
+    ``handlers`` maps signal names (batch, done, failed, pause_reached, holding) to method names of the owner;
+    ``extra`` goes before each signal's own arguments."""
+
+    SIGNALS = ("batch", "done", "failed", "pause_reached", "holding")
+
+    def __init__(self, owner, runner, handlers: dict[str, str], *, current: str | None = None,
+                 extra: tuple = ()) -> None:
+        super().__init__()
+        self._owner = weakref.ref(owner)
+        self.runner = runner
+        self._handlers = handlers
+        self._current = current
+        self._extra = extra
+        for name in handlers:
+            if name not in self.SIGNALS:
+                raise ValueError(f"unknown runner signal '{name}'")
+            sig = getattr(runner, name, None)
+            if sig is not None:
+                sig.connect(getattr(self, "_on_" + name))
+
+    def _deliver(self, name: str, *args) -> None:
+        owner = self._owner()
+        if owner is None or self.runner is None:
+            return
+        if self._current is not None and getattr(owner, self._current, None) is not self.runner:
+            return
+        getattr(owner, self._handlers[name])(*self._extra, *args)
+
+    def _on_batch(self, items) -> None:
+        self._deliver("batch", items)
+
+    def _on_done(self, result) -> None:
+        self._deliver("done", result)
+
+    def _on_failed(self, text: str) -> None:
+        self._deliver("failed", text)
+
+    def _on_pause_reached(self) -> None:
+        self._deliver("pause_reached")
+
+    def _on_holding(self) -> None:
+        self._deliver("holding")
+
+    def release(self) -> None:
+        """Deliver nothing more (signals already queued included)."""
+        self.runner = None

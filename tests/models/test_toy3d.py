@@ -54,7 +54,7 @@ def test_linear_model_descent_lands_on_the_projection():
     data = Data([1.0, -0.5], [0.5, 0.3])
     w0 = np.array([[1.5, -1.0, 0.8], [-2.0, 2.0, -1.0]])
     snaps, result = run_to_end(toy3d.descent("quadratic", "", data.x, data.y, w0, "gd", 0.1, 0.9, 1, 50000,
-                                             "cpu", 0))
+                                             "cpu", 0, scaling="plain"))
     proj = np.array([toy3d.projection_onto_linear_solutions(data, w) for w in w0])
     assert np.max(np.linalg.norm(snaps[-1].params - proj, axis=1)) < 1e-6
 
@@ -105,3 +105,69 @@ def test_trainer_three_params_float64():
     snaps, _ = run_to_end(train(lambda w, idx: toy3d.loss(model, w, x, y), [[1.0, 1.0, 1.0]], 1,
                                 OptimizerConfig("gd", 0.05), 2000))
     assert snaps[-1].loss[0] < 1e-20 and snaps[-1].params.shape == (1, 3)
+
+
+def _lazy_distance(alpha: float, **kw) -> tuple[float, float]:
+    data = Data([1.0], [0.5])
+    w0 = np.array([[0.7, -0.4, 1.2]])
+    snaps, _ = run_to_end(toy3d.descent("tanh", "", data.x, data.y, w0, "gd", 0.05, 0.9, 1, 5000, "cpu", 0,
+                                        alpha=alpha, **kw))
+    return float(np.linalg.norm(snaps[-1].params[0] - w0[0])), float(snaps[-1].loss[0])
+
+
+def test_lazy_training_is_continuous_across_alpha_one():
+    """One formula for every alpha (THEORY.md section 3): alpha = 1 is no special case."""
+    d1, loss1 = _lazy_distance(1.0)
+    assert loss1 < 1e-20
+    for alpha in (1.0 + 1e-9, 1.0 - 1e-9):
+        d, _ = _lazy_distance(alpha)
+        assert d == pytest.approx(d1, abs=1e-6)
+    # and alpha = 1 is the lazy model alpha (f(w) - f(w0)), not f(w) = y
+    model = toy3d.make_model("tanh")
+    x = torch.tensor([1.0], dtype=torch.float64)
+    w0 = torch.tensor([[0.7, -0.4, 1.2]], dtype=torch.float64)
+    f0 = model.forward(w0, x)
+    assert float(toy3d.loss(model, w0, x, torch.tensor([0.5], dtype=torch.float64), 1.0, f0)[0]) == \
+        pytest.approx(0.5 * 0.5**2, rel=1e-12)
+
+
+def test_lazy_distance_shrinks_like_one_over_alpha():
+    """alpha ||w - w0|| tends to the linearized model's ||J^+ y|| = |y| / ||grad f(w0)||."""
+    model = toy3d.make_model("tanh")
+    w0 = torch.tensor([[0.7, -0.4, 1.2]], dtype=torch.float64)
+    j = toy3d.jacobian(model, w0, torch.tensor([1.0], dtype=torch.float64))[0].numpy()
+    limit = 0.5 / np.linalg.norm(j)
+    scaled = {alpha: alpha * _lazy_distance(alpha)[0] for alpha in (10.0, 100.0, 1000.0)}
+    assert scaled[10.0] == pytest.approx(limit, rel=0.15)
+    assert scaled[100.0] == pytest.approx(limit, rel=0.02)
+    assert scaled[1000.0] == pytest.approx(limit, rel=0.002)
+    assert abs(scaled[1000.0] - limit) < abs(scaled[100.0] - limit) < abs(scaled[10.0] - limit)
+
+
+def test_linear_model_lazy_descent_lands_on_the_shifted_projection():
+    """For w1 x + w2 x^2 + w3 the lazy target is X (w - w0) = y / alpha: GD lands on w0 + X^+ y / alpha."""
+    data = Data([1.0, -0.5], [0.5, 0.3])
+    w0 = np.array([[1.5, -1.0, 0.8], [-2.0, 2.0, -1.0]])
+    for alpha in (1.0, 4.0):
+        snaps, _ = run_to_end(toy3d.descent("quadratic", "", data.x, data.y, w0, "gd", 0.1, 0.9, 1, 50000, "cpu", 0,
+                                            alpha=alpha))
+        want = np.array([toy3d.projection_onto_linear_solutions(data, w, alpha=alpha) for w in w0])
+        assert np.max(np.linalg.norm(snaps[-1].params - want, axis=1)) < 1e-6
+
+
+def test_plain_scaling_is_a_separate_choice():
+    """scaling='plain' trains f(w) = y itself (the solution set the lab draws); it takes no alpha."""
+    data = Data([1.0], [0.5])
+    w0 = np.array([[0.7, -0.4, 1.2]])
+    snaps, _ = run_to_end(toy3d.descent("tanh", "", data.x, data.y, w0, "gd", 0.05, 0.9, 1, 5000, "cpu", 0,
+                                        scaling="plain"))
+    model = toy3d.make_model("tanh")
+    f = model.forward(torch.as_tensor(snaps[-1].params), torch.tensor([1.0], dtype=torch.float64))
+    assert abs(float(f[0, 0]) - 0.5) < 1e-10
+    with pytest.raises(ValueError, match="alpha"):
+        toy3d.descent("tanh", "", data.x, data.y, w0, "gd", 0.05, 0.9, 1, 10, "cpu", 0, alpha=2.0, scaling="plain")
+    with pytest.raises(ValueError, match="scaling"):
+        toy3d.descent("tanh", "", data.x, data.y, w0, "gd", 0.05, 0.9, 1, 10, "cpu", 0, scaling="rich")
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="alpha"):
+            toy3d.descent("tanh", "", data.x, data.y, w0, "gd", 0.05, 0.9, 1, 10, "cpu", 0, alpha=bad)

@@ -158,22 +158,43 @@ def test_device_list_arrives_and_cpu_is_selectable(qtbot, fresh_settings):
     win.close()
 
 
-def test_cyclic_garbage_is_collected_on_the_gui_thread_only(qtbot):
+def test_cyclic_garbage_is_collected_on_the_gui_thread_only(qtbot, monkeypatch):
     import gc
-    import weakref
+    import threading
 
-    from PySide6.QtCore import QObject
+    from visualizer import app as app_module
 
     assert not gc.isenabled()  # never automatically, in whatever thread allocates
+    assert app_module._GC is not None and app_module._GC.timer.isActive()
+    calls = []
+    real = gc.collect
 
-    class Holder(QObject):
+    def spy(generation=2):
+        calls.append((threading.current_thread(), generation))
+        return real(generation)
+
+    monkeypatch.setattr(gc, "collect", spy)
+    keep = []
+
+    def allocate_and_check(flag):
+        # live allocations until the first generation's count passes its threshold (frees of earlier tests'
+        # objects, still under way, lower that count: allocate as long as it takes)
+        keep.append([[i] for i in range(500)])
+        return bool(flag)
+
+    qtbot.waitUntil(lambda: allocate_and_check(calls), timeout=30000)
+    assert calls[0] == (threading.main_thread(), 0)
+    # and what it collects is freed: a cycle made now, in the youngest generation
+    freed = []
+
+    class Node:
         pass
 
-    a = Holder()
-    a.me = a  # a cycle through a Qt object: only the collector frees it
-    gone = weakref.ref(a)
-    del a
-    for _ in range(800):  # enough allocations to pass the first generation's threshold
-        [].append([])
-    _ = [[i] for i in range(2000)]
-    qtbot.waitUntil(lambda: gone() is None, timeout=5000)
+    node = Node()
+    node.me = node
+    import weakref
+
+    weakref.finalize(node, lambda: freed.append(threading.current_thread()))
+    del node
+    qtbot.waitUntil(lambda: allocate_and_check(freed), timeout=30000)
+    assert freed == [threading.main_thread()]

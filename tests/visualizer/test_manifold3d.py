@@ -31,17 +31,36 @@ def test_dragging_a_data_point_re_extracts_the_mesh(qtbot, lab):
     assert np.allclose(after[:, 2] * np.tanh(after[:, 0] + after[:, 1]), -0.7, atol=1e-8)
 
 
-def test_alpha_slider_makes_training_lazy(qtbot, lab):
+def _distance_at(qtbot, lab, slider):
+    """Set the α slider, wait for the re-run with that α to finish, and return its distance travelled."""
+    lab.alpha_slider.setValue(slider)
+    want = 10 ** (slider / 100)
+    qtbot.waitUntil(lambda: not lab.busy() and bool(lab.runs) and abs(lab.runs[0].params["alpha"] - want) < 1e-9,
+                    timeout=20000)
+    qtbot.waitUntil(lambda: lab.runs[0].finished, timeout=60000)
+    return lab.last_distance
+
+
+def test_lazy_training_is_one_formula_for_every_alpha(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append(t))
     lab.steps_spin.setValue(20000)
+    assert lab.state.scaling == "plain" and not lab.alpha_slider.isEnabled()
     run = lab.start_descent([0.7, -0.4, 1.2])
     qtbot.waitUntil(lambda: run.finished, timeout=60000)
-    d1 = lab.last_distance
-    lab.alpha_slider.setValue(150)  # alpha = 10^1.5
-    qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["alpha"] > 30, timeout=10000)
-    qtbot.waitUntil(lambda: lab.runs[0].finished, timeout=60000)
-    qtbot.wait(100)
-    assert lab.last_distance < 0.2 * d1
-    assert "distance travelled" in lab.caption.text() or lab.state.alpha > 30
+    plain = lab.last_distance
+    assert run.params["alpha"] == 1.0 and run.params["scaling"] == "plain"
+    lab.scaling_combo.setCurrentIndex(1)  # lazy
+    assert lab.alpha_slider.isEnabled() and lab.state.scaling == "lazy"
+    d_1 = _distance_at(qtbot, lab, 0)  # alpha = 1
+    d_near = _distance_at(qtbot, lab, 1)  # alpha = 10^0.01: no jump at alpha = 1 (there was one, 0.006 -> 0.42)
+    assert abs(d_near - d_1) < 0.05 * d_1
+    d_big = _distance_at(qtbot, lab, 150)  # alpha = 10^1.5
+    assert d_big < 0.2 * d_1
+    assert 0.3 < d_big * 10**1.5 / d_1 < 3  # shrinks about like 1/alpha
+    assert any("lazy, α = 31.6" in t and "distance travelled" in t for t in msgs)
+    assert "lazy training, α = 31.6" in lab.caption.text()
+    assert plain > 0
 
 
 def test_two_and_three_points(qtbot, lab):
@@ -116,3 +135,20 @@ def test_no_solutions_in_view_is_said_not_drawn(qtbot, lab):
     qtbot.waitUntil(lambda: lab.landscape["request"].model == "custom", timeout=20000)
     assert lab._mesh_items == []
     assert any("no solutions in view" in t for t in msgs)
+
+
+def test_lazy_descent_of_the_linear_model_lands_on_its_projection(qtbot, lab):
+    lab.model_combo.setCurrentIndex(1)  # w1 x + w2 x^2 + w3, linear in w
+    qtbot.waitUntil(lambda: lab.landscape["request"].model == "quadratic", timeout=20000)
+    lab.scaling_combo.setCurrentIndex(1)
+    lab.alpha_slider.setValue(100)  # alpha = 10
+    lab.steps_spin.setValue(200000)
+    w0 = np.array([1.5, -1.0, 0.8])
+    run = lab.start_descent(w0)
+    qtbot.waitUntil(lambda: run.finished, timeout=60000)
+    # alpha X (w - w0) = y: the nearest such w is w0 + X^+ y / alpha, a tenth of the plain move away
+    x, y = np.array(lab.state.xs), np.array(lab.state.ys)
+    X = np.column_stack([x, x**2, np.ones_like(x)])
+    expected = w0 + np.linalg.pinv(X) @ y / 10.0
+    assert np.allclose(run.projections[0], expected)
+    assert np.linalg.norm(run.trajs[0].last_params - expected) < 1e-6

@@ -236,6 +236,7 @@ class DescentLab(Lab):
         self._banner_timer.stop()
         for r in self.runs:
             r.remove()
+        self.runs = []  # the runs go now, by reference counting; their runners end by themselves
         for w in self._workers:
             w.stop(wait_ms=0)
         self.save_state()

@@ -2,9 +2,9 @@
 
 Right, the parameter cube in OpenGL: one data point's solutions as a lit translucent surface, two points'
 as a curve where their surfaces meet, three points' as isolated stars. Left, a movable slice w3 = c with
-the loss on it: click it to start gradient descent from (w1, w2, c). The output scale alpha trains
-alpha * (f(w) - f(w0)) with the loss divided by alpha^2: as alpha grows the descent lands ever closer to
-its start (lazy training).
+the loss on it: click it to start gradient descent from (w1, w2, c). Descents train the model itself
+(plain), or, in lazy training, alpha * (f(w) - f(w0)) with the loss divided by alpha^2 for every alpha: as
+alpha grows the descent lands ever closer to its start.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ MODEL_CHOICES = [
     ("custom", "custom expression…"),
 ]
 OPTIMIZERS = [("gd", "gradient descent"), ("momentum", "momentum"), ("adam", "Adam")]
+SCALING_CHOICES = [("plain", "f(w): lands on the drawn solutions"),
+                   ("lazy", "lazy: α·(f(w) − f(w₀)), loss / α²")]
 PALETTE = ["#ff9f1c", "#ff4d6d", "#4cc9f0", "#b8f35a", "#ffd60a", "#c77dff", "#2ec4b6", "#f72585"]
 SETTINGS_KEY = "labs/manifold3d"
 MAX_RES = 160
@@ -64,6 +66,7 @@ class Manifold3DState:
     optimizer: str = "gd"
     lr: float = 0.1
     steps: int = 3000
+    scaling: str = "plain"
     alpha: float = 1.0
     n_random: int = 6
     extent: float = 2.5
@@ -95,6 +98,8 @@ class Manifold3DState:
         s.shell_level = float(min(max(s.shell_level, 1e-3), 1.0))  # the slider's 10^-3 .. 1
         s.mu = float(min(max(s.mu, 1e-4), 1e4))
         s.seed = int(min(max(s.seed, 0), 10**6))
+        if s.scaling not in dict(SCALING_CHOICES):
+            s.scaling = "plain"
         if s.slice_color not in ("loss", "kernel"):
             s.slice_color = "loss"
         return s
@@ -229,6 +234,7 @@ class Manifold3DLab(DescentLab):
         self._make_banner()
         self.caption = QLabel()
         self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
+        self.caption.setWordWrap(True)  # a long formula wraps instead of widening the window
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.plane)
         split.addWidget(self.scene.container)
@@ -293,12 +299,27 @@ class Manifold3DLab(DescentLab):
         self.steps_spin.setValue(s.steps)
         self.steps_spin.valueChanged.connect(self._on_descent_setting)
         f.addRow("steps", self.steps_spin)
+        self.scaling_combo = QComboBox()
+        for key, text in SCALING_CHOICES:
+            self.scaling_combo.addItem(text, key)
+        self.scaling_combo.setCurrentIndex([k for k, _ in SCALING_CHOICES].index(s.scaling))
+        # the panel keeps its width: the long item shows in full in the open list
+        self.scaling_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.scaling_combo.setMinimumContentsLength(8)
+        self.scaling_combo.setToolTip("What the descents train. Plain: the model f(w) itself, so they land on the "
+                                      "solution set drawn here. Lazy: α·(f(w) − f(w₀)) with the loss divided by "
+                                      "α², one formula for every α (THEORY.md section 3); its solutions are "
+                                      "f(w) = f(w₀) + y/α, a copy of the drawn set shifted by each start's own "
+                                      "output, which the descent reaches ever closer to its start as α grows.")
+        self.scaling_combo.currentIndexChanged.connect(self._on_scaling)
+        f.addRow("training", self.scaling_combo)
         self.alpha_slider = QSlider(Qt.Orientation.Horizontal)
         self.alpha_slider.setRange(-100, 200)  # log10(alpha) * 100
         self.alpha_slider.setValue(int(round(100 * math.log10(s.alpha))))
         self.alpha_slider.setToolTip("Output scale α: trains α·(f(w) − f(w₀)) with the loss divided by α². "
                                      "Large α = lazy training: the descent barely moves from its start.")
         self.alpha_slider.valueChanged.connect(self._on_alpha)
+        self.alpha_slider.setEnabled(s.scaling == "lazy")
         self.alpha_label = QLabel()
         row = QHBoxLayout()
         row.addWidget(self.alpha_slider, 1)
@@ -368,7 +389,7 @@ class Manifold3DLab(DescentLab):
         v.addStretch(1)
         self._controls = panel
         self.bind("expression", setter="_expression_setting")
-        for name, w in (("model", self.model_combo), ("optimizer", self.opt_combo),
+        for name, w in (("model", self.model_combo), ("optimizer", self.opt_combo), ("scaling", self.scaling_combo),
                         ("lr", self.lr_spin), ("steps", self.steps_spin), ("n_random", self.n_random_spin),
                         ("extent", self.extent_spin), ("resolution", self.res_spin), ("shells", self.shell_check),
                         ("slice_color", self.slice_combo), ("mu", self.mu_spin)):
@@ -386,23 +407,30 @@ class Manifold3DLab(DescentLab):
                 "<p>The solutions of F(w) = y form a (p − n)-dimensional set: with p = 3, one data point gives a "
                 "surface, two a curve (where the two points' surfaces meet), three isolated points.</p>"
                 "<p>Loss <b>L(w) = ½ Σ (f(xᵢ; w) − yᵢ)²</b>. For the model linear in w the descent lands on the "
-                "orthogonal projection of its start (white ring). <b>α</b> trains α(f(w) − f(w₀)) with loss / α²: "
-                "as α grows, training turns lazy and the landing point approaches the start's nearest solution.</p>"
+                "orthogonal projection of its start (white ring). <b>Lazy training</b> trains α(f(w) − f(w₀)) with "
+                "loss / α², one formula for every α: as α grows the distance travelled shrinks like 1/α (the "
+                "landing set is f(w) = f(w₀) + y/α, which approaches the start). <b>Plain</b> trains f(w) onto the "
+                "drawn solution set.</p>"
                 "<p>Click the slice (left) to start a descent from (w₁, w₂, c).</p>")
 
     def active_view(self) -> QWidget:
         return self.scene
 
     # ----------------------------------------------------------------------------- state
+    def train_alpha(self) -> float:
+        """The output scale the descents train with: α in the lazy scaling, 1 (none) in the plain one."""
+        return self.state.alpha if self.state.scaling == "lazy" else 1.0
+
     def _update_labels(self) -> None:
         s = self.state
-        self.alpha_label.setText(f"{s.alpha:.3g}")
+        self.alpha_label.setText(f"{s.alpha:.3g}" if s.scaling == "lazy" else f"({s.alpha:.3g})")
         self.expr_edit.setEnabled(s.model == "custom")
         n = len(s.xs)
         what = {1: "a surface", 2: "a curve", 3: "isolated points"}[n]
         self.caption.setText(f"<b>f = {s.expression if s.model == 'custom' else dict(MODEL_CHOICES)[s.model]}</b>"
                              f" &nbsp; n = {n}, p = 3 → {what} of solutions (dimension {3 - n}) · "
-                             f"slice w₃ = {s.slice_w3:.2f} · α = {s.alpha:.3g}")
+                             f"slice w₃ = {s.slice_w3:.2f} · "
+                             + (f"lazy training, α = {s.alpha:.3g}" if s.scaling == "lazy" else "plain training"))
 
     def _on_model(self) -> None:
         from models.expr import ExpressionError, parse_expression
@@ -432,6 +460,11 @@ class Manifold3DLab(DescentLab):
 
     def _on_alpha(self) -> None:
         self.state.alpha = 10 ** (self.alpha_slider.value() / 100)
+        self._on_descent_setting()
+
+    def _on_scaling(self) -> None:
+        self.state.scaling = self.scaling_combo.currentData()
+        self.alpha_slider.setEnabled(self.state.scaling == "lazy")
         self._on_descent_setting()
 
     def _on_descent_setting(self) -> None:
@@ -542,14 +575,15 @@ class Manifold3DLab(DescentLab):
         s = self.state
         params = dict(model_key=s.model, expression=s.expression, xs=tuple(s.xs), ys=tuple(s.ys),
                       optimizer=s.optimizer, lr=s.lr, momentum=0.9, batch_size=1, steps=s.steps,
-                      device=self.device, seed=s.seed, alpha=s.alpha)
+                      device=self.device, seed=s.seed, alpha=self.train_alpha(), scaling=s.scaling)
         proj = None
-        if s.model == "quadratic" and s.alpha == 1.0:
+        if s.model == "quadratic":  # linear in w: the descent lands on a projection of its start
             from models.toy2d import Data
             from models.toy3d import projection_onto_linear_solutions
 
             data = Data(list(s.xs), list(s.ys))
-            proj = np.array([projection_onto_linear_solutions(data, w) for w in starts])
+            lazy = s.alpha if s.scaling == "lazy" else None
+            proj = np.array([projection_onto_linear_solutions(data, w, lazy) for w in starts])
         colors = [PALETTE[(self._palette_i + k) % len(PALETTE)] for k in range(len(starts))]
         self._palette_i += len(starts)
         run = DescentRun(self, "models.toy3d:descent", params, starts, colors, to2d=lambda p: p[:, :2],
@@ -589,7 +623,8 @@ class Manifold3DLab(DescentLab):
                 self.status.emit({"running": False})
             return
         moved = [np.linalg.norm(tr.last_params - st) for tr, st in zip(run.trajs, run.starts)]
-        msg = f"{result.message} · distance travelled ‖w_T − w₀‖ = {np.mean(moved):.4f} (α = {self.state.alpha:.3g})"
+        how = f"lazy, α = {self.state.alpha:.3g}" if self.state.scaling == "lazy" else "plain"
+        msg = f"{result.message} · distance travelled ‖w_T − w₀‖ = {np.mean(moved):.4f} ({how})"
         if run.projections is not None:
             d = max(np.linalg.norm(tr.last_params - p) for tr, p in zip(run.trajs, run.projections))
             msg += f" · |landing − projection| = {d:.2e}"

@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
-from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -37,7 +36,7 @@ from visualizer import settings as store
 from visualizer.labs.base import Lab
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
-from visualizer.workers import LatestJobWorker, ProcessRunner
+from visualizer.workers import LatestJobWorker, ProcessRunner, RunnerRelay
 
 SETTINGS_KEY = "labs/netmanifold"
 SLICE_MODES = ("random", "three", "cube")
@@ -211,45 +210,6 @@ def compute_cloud(req: CloudRequest) -> dict:
             "colors": rgba.astype(np.float32), "var": var, "fits": fits}
 
 
-class WalkRelay(QObject):
-    """Passes one runner's signals to the lab while that runner is the lab's walk. A runner replaced or
-    stopped may still have signals queued for the GUI thread (Qt delivers them even after a disconnect): they
-    reach a released relay (or none, once it is deleted) and are dropped. The lab is held weakly."""
-
-    def __init__(self, lab: NetManifoldLab, runner) -> None:
-        super().__init__()
-        self._lab = weakref.ref(lab)
-        self.runner = runner
-        runner.batch.connect(self.on_batch)
-        runner.done.connect(self.on_done)
-        runner.failed.connect(self.on_failed)
-
-    def _lab_if_current(self):
-        lab = self._lab()
-        return lab if lab is not None and self.runner is not None and lab.runner is self.runner else None
-
-    def on_batch(self, items) -> None:
-        if (lab := self._lab_if_current()) is not None:
-            lab._on_batch(items)
-
-    def on_done(self, result) -> None:
-        if (lab := self._lab_if_current()) is not None:
-            lab._on_done(result)
-
-    def on_failed(self, text: str) -> None:
-        if (lab := self._lab_if_current()) is not None:
-            lab._on_failed(text)
-
-    def release(self) -> None:
-        runner, self.runner = self.runner, None
-        for sig, slot in ((runner.batch, self.on_batch), (runner.done, self.on_done),
-                          (runner.failed, self.on_failed)):
-            try:
-                sig.disconnect(slot)
-            except (RuntimeError, TypeError):
-                pass
-
-
 class NetManifoldLab(Lab):
     key = "netmanifold"
     state_cls = NetState
@@ -263,7 +223,7 @@ class NetManifoldLab(Lab):
         self.state = NetState.from_dict(store.load_json(SETTINGS_KEY)) if restore else NetState()
         self.paused = False
         self.runner: ProcessRunner | None = None
-        self._relay: WalkRelay | None = None
+        self._relay: RunnerRelay | None = None
         self.samples: list = []
         self.rows = SampleRows()  # the samples' parameter vectors, for the cloud worker
         self.reason = ""  # why the last walk ended: "completed", "failed", "aborted" or the walk's own reason
@@ -441,7 +401,8 @@ class NetManifoldLab(Lab):
                                        dict(width=s.width, n_points=s.n_points, seed=s.seed, steps=s.steps,
                                             step_size=s.step_size), start_paused=self.paused)
         self._walk_over = False
-        self._relay = WalkRelay(self, self.runner)
+        self._relay = RunnerRelay(self, self.runner, {"batch": "_on_batch", "done": "_on_done",
+                                                         "failed": "_on_failed"}, current="runner")
         self.status.emit({"paused": True} if self.paused else {"running": True})
         self.runner.start()  # (a synchronous runner delivers its first sample here)
         return True

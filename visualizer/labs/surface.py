@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pyqtgraph as pg
@@ -38,7 +37,7 @@ from visualizer.labs.base import Lab
 from visualizer.labs.descent_lab import restore_state
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
-from visualizer.workers import GeneratorRunner, LatestJobWorker, ProcessRunner
+from visualizer.workers import GeneratorRunner, LatestJobWorker, ProcessRunner, RunnerRelay
 
 SETTINGS_KEY = "labs/surface"
 DATA = ["spirals", "moons", "circles", "xor", "blobs", "digits"]
@@ -456,9 +455,10 @@ class SurfaceLab(Lab):
                 steps=s.steps, seed=s.seed, every=every, device=self.device, network=s.network)
         self.paused = False
         trainer = self.trainer = self.make_runner(target, kwargs)
-        trainer.batch.connect(partial(self._on_trainer_batch, trainer))
-        trainer.done.connect(partial(self._on_trainer_done, trainer))
-        trainer.failed.connect(partial(self._on_trainer_failed, trainer))
+        # a runner stopped (a new training, a reset) may still have signals on their way: only the current one's
+        # count (``current``)
+        self._trainer_relay = RunnerRelay(self, trainer, {"batch": "_on_train_batch", "done": "_on_trained",
+                                                          "failed": "_on_trainer_failed"}, current="trainer")
         trainer.start()
         self.status.emit({"running": True})
         if self.user_model:
@@ -475,21 +475,11 @@ class SurfaceLab(Lab):
         self.caption.setText(f"<b>{name}</b> · {s.data}, {s.n} points · {loss} (mean) on the full training set, "
                              "eval mode")
 
-    # a runner stopped (a new training, a reset) may still have signals on their way: only the current one counts
-    def _on_trainer_batch(self, runner, items: list) -> None:
-        if runner is self.trainer:
-            self._on_train_batch(items)
+    def _on_trainer_failed(self, text: str) -> None:
+        from visualizer.errorlog import report
 
-    def _on_trainer_done(self, runner, result) -> None:
-        if runner is self.trainer:
-            self._on_trained(result)
-
-    def _on_trainer_failed(self, runner, text: str) -> None:
-        if runner is self.trainer:
-            from visualizer.errorlog import report
-
-            self.message.emit(report("Training failed", text), True)
-            self.status.emit({"running": False})
+        self.message.emit(report("Training failed", text), True)
+        self.status.emit({"running": False})
 
     def _on_train_batch(self, items: list) -> None:
         self.snaps.extend(items)
@@ -560,24 +550,22 @@ class SurfaceLab(Lab):
         else:
             runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
         self.surface_runner = runner
-        runner.batch.connect(partial(self._on_surface_batch, runner))
-        runner.done.connect(partial(self._on_surface_done, runner, live))
-        runner.failed.connect(partial(self._on_surface_failed, runner))
+        self._surface_relay = RunnerRelay(self, runner, {"batch": "_on_surface_batch"}, current="surface_runner")
+        self._surface_done_relay = RunnerRelay(self, runner, {"done": "_on_surface_done", "failed": "_on_surface_failed"},
+                                               current="surface_runner", extra=(live,))
         runner.start()
 
-    def _on_surface_batch(self, runner, items: list) -> None:
-        if runner is self.surface_runner:
-            self._on_surface_items(items)
+    def _on_surface_batch(self, items: list) -> None:
+        self._on_surface_items(items)  # looked up now: a test may wrap it
 
-    def _on_surface_done(self, runner, live: bool, result) -> None:
-        if runner is self.surface_runner and not live:
+    def _on_surface_done(self, live: bool, result) -> None:
+        if not live:
             self.surface_final = True
 
-    def _on_surface_failed(self, runner, text: str) -> None:
-        if runner is self.surface_runner:
-            from visualizer.errorlog import report
+    def _on_surface_failed(self, live: bool, text: str) -> None:
+        from visualizer.errorlog import report
 
-            self.message.emit(report("Surface failed", text), True)
+        self.message.emit(report("Surface failed", text), True)
 
     def surface_ready(self) -> bool:
         """Training has ended, its full surface is computed, and the views show it."""
