@@ -99,8 +99,9 @@ def slice_plane(width: int, n: int, seed: int, w_star: np.ndarray, extent: float
     center = w_star
     if mode == "three":
         # the plane spanned by three solutions (w* and two from other initializations)
-        w_b = nm.find_solution(net, x, y, seed + 5)
-        w_c = nm.find_solution(net, x, y, seed + 9)
+        # bounded: a search that finds nothing is reported ("Slice failed: NoSolutionFound ...") within a minute
+        w_b = nm.find_solution(net, x, y, seed + 5, max_seconds=30.0)
+        w_c = nm.find_solution(net, x, y, seed + 9, max_seconds=30.0)
         d1, d2, stars = nm.plane_through(w_star, w_b, w_c)
         mid = stars.mean(0)
         center = w_star + mid[0] * d1 + mid[1] * d2
