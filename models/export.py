@@ -9,12 +9,16 @@ import tempfile
 import numpy as np
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename: a crash or a full
+    disk leaves the old file (or none), never half a file, and no temporary file behind."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".losslab-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -40,7 +44,7 @@ def write_obj(path: str, verts: np.ndarray, faces: np.ndarray) -> None:
     buf.write("# losslab loss surface\n")
     np.savetxt(buf, verts, fmt="v %.9g %.9g %.9g")
     np.savetxt(buf, faces + 1, fmt="f %d %d %d")
-    _atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())
 
 
 def write_ply(path: str, verts: np.ndarray, faces: np.ndarray) -> None:
@@ -52,13 +56,13 @@ def write_ply(path: str, verts: np.ndarray, faces: np.ndarray) -> None:
     f = np.zeros(len(faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
     f["n"] = 3
     f["i"] = faces
-    _atomic_write(path, header + v + f.tobytes())
+    atomic_write(path, header + v + f.tobytes())
 
 
 def write_npz(path: str, **arrays) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
@@ -66,7 +70,7 @@ def write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
     data = np.column_stack([np.asarray(columns[n], dtype=np.float64).ravel() for n in names])
     buf = io.StringIO()
     np.savetxt(buf, data, delimiter=",", header=",".join(names), comments="", fmt="%.10g")
-    _atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())
 
 
 def surface_columns(x: np.ndarray, y: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:

@@ -11,17 +11,17 @@ os.environ.setdefault("LOSSLAB_CONFIG_DIR", tempfile.mkdtemp(prefix="losslab-tes
 
 def pytest_configure(config):
     # before pytest-qt creates the QApplication: GL views share one context group (see app.prepare_qt)
-    from visualizer.app import prepare_qt
+    from visualizer.qtsetup import prepare_qt
 
     prepare_qt()
 
 
 @pytest.fixture(autouse=True)
 def _gc_on_gui_thread(request):
-    # as in the app: Python's cyclic collector runs on the GUI thread only (see app.GuiThreadGC)
+    # as in the app: Python's cyclic collector runs on the GUI thread only (see qtsetup.GuiThreadGC)
     if "qtbot" in request.fixturenames or "qapp" in request.fixturenames:
         request.getfixturevalue("qapp")
-        from visualizer.app import collect_garbage_on_gui_thread
+        from visualizer.qtsetup import collect_garbage_on_gui_thread
 
         collect_garbage_on_gui_thread()
     yield

@@ -83,7 +83,7 @@ def _ensure_display(argv: list[str]):
 def _app():
     from PySide6.QtWidgets import QApplication
 
-    from visualizer.app import prepare_qt
+    from visualizer.qtsetup import prepare_qt
 
     prepare_qt()
     return QApplication.instance() or QApplication([])
@@ -470,8 +470,8 @@ def bench_record(results: dict, wanted: set) -> None:
         if "record_4k_frame_ms" in wanted:
             from PySide6.QtWidgets import QApplication
 
-            from visualizer.app import prepare_qt
             from visualizer.labs.manifold2d import Manifold2DLab
+            from visualizer.qtsetup import prepare_qt
 
             prepare_qt()
             app = QApplication.instance() or QApplication([])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 FILE_NAME = "losslab.json"
 MAX_BYTES = 4_000_000  # far above what the app writes; a larger file is not read into memory
@@ -65,22 +64,11 @@ def _read() -> dict:
 
 
 def _write(data: dict) -> None:
+    from models.export import atomic_write
+
     path = settings_path()
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".losslab-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True, allow_nan=False).encode("utf-8"))
 
 
 def get(key: str, default=None):

@@ -162,7 +162,7 @@ def test_cyclic_garbage_is_collected_on_the_gui_thread_only(qtbot, monkeypatch):
     import gc
     import threading
 
-    from visualizer import app as app_module
+    from visualizer import qtsetup as app_module
 
     assert not gc.isenabled()  # never automatically, in whatever thread allocates
     assert app_module._GC is not None and app_module._GC.timer.isActive()

@@ -90,15 +90,9 @@ def test_the_cloud_is_computed_off_the_gui_thread(qtbot, lab, monkeypatch):
     import threading
 
     from models import netmanifold as nm
+    from tests.threads import record_threads
 
-    threads = []
-    real = nm.pca3
-
-    def pca3(samples):
-        threads.append(threading.current_thread())
-        return real(samples)
-
-    monkeypatch.setattr(nm, "pca3", pca3)
+    threads = record_threads(monkeypatch, nm, "pca3")
     walk = _fake_walk(20000)
     lab._on_batch(walk[:12000])
     lab._on_batch(walk[12000:])

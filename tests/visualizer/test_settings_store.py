@@ -129,7 +129,7 @@ def test_writes_are_atomic_and_a_failed_write_keeps_the_old_file(fresh_settings,
         raise OSError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(json, "dump", fail)
+        m.setattr(os, "fsync", fail)  # the new file is half on disk when the write fails
         assert store.put("a", {"x": 2}) is False
     assert (fresh_settings / "losslab.json").read_bytes() == before
     assert sorted(p.name for p in fresh_settings.iterdir()) == ["losslab.json"]  # no temporary file left

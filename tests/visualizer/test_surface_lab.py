@@ -192,16 +192,10 @@ def test_command_line_refuses_a_bad_model_spec(tmp_path):
 def test_the_surface_is_prepared_off_the_gui_thread(qtbot, lab, monkeypatch):
     import threading
 
+    from tests.threads import record_threads
     from visualizer.labs import surface as mod
 
-    threads = []
-    real = mod.fill_gaps
-
-    def spy(values):
-        threads.append(threading.current_thread())
-        return real(values)
-
-    monkeypatch.setattr(mod, "fill_gaps", spy)
+    threads = record_threads(monkeypatch, mod, "fill_gaps")
     lab.train()
     wait_surface(qtbot, lab)
     assert threads and threading.main_thread() not in threads  # gap fill, contours, interpolation: a worker's

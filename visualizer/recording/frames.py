@@ -72,7 +72,7 @@ def capture(lab, source: str, width: int, height: int, window=None, keep: bool =
     check_size(width, height)
     views = lab.views()
     if source == "window":
-        from visualizer.app import grab_window
+        from visualizer.qtsetup import grab_window
 
         return render_image(grab_window(window or lab.window()), width, height)
     if source not in views:

@@ -27,7 +27,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
 
     from PySide6.QtWidgets import QApplication
 
-    from visualizer.app import collect_garbage_on_gui_thread, prepare_qt
+    from visualizer.qtsetup import collect_garbage_on_gui_thread, prepare_qt
     from visualizer.recording.driver import SceneDriver, SyncRunner, wait_idle
     from visualizer.recording.frames import Encoder, burn_overlays, capture, check_output, release
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 
@@ -297,16 +295,6 @@ def dump_scene(sc: Scene, comment: str = "") -> str:
 
 def save_scene(sc: Scene, path: str, comment: str = "") -> None:
     """Write the scene atomically (a temporary file in the same folder, then a rename)."""
-    text = dump_scene(sc, comment)
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(suffix=".toml", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from models.export import atomic_write
+
+    atomic_write(path, dump_scene(sc, comment).encode("utf-8"))
