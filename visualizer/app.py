@@ -553,10 +553,10 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
 
         def grab_when_ready():
             labw = win.lab()
-            ready = (getattr(labw, "landscape", True) is not None
-                     and not getattr(getattr(labw, "grid_worker", None), "busy", False))
+            # the lab's own word (its contract): nothing computing, no run producing steps, something drawn
+            ready = (getattr(labw, "landscape", True) is not None and not labw.busy() and not labw.runners())
             tries[0] += 1
-            if not ready and tries[0] < 200:
+            if not ready and tries[0] < 600:
                 QTimer.singleShot(100, grab_when_ready)
                 return
             QTimer.singleShot(600, lambda: (grab_window(win).save(screenshot), win.close()))
