@@ -6,7 +6,18 @@ import time
 
 import pytest
 
-os.environ.setdefault("LOSSLAB_CONFIG_DIR", tempfile.mkdtemp(prefix="losslab-test-cfg-"))
+if not os.environ.get("LOSSLAB_CONFIG_DIR"):
+    _SESSION_CFG = tempfile.mkdtemp(prefix="losslab-test-cfg-")
+    os.environ["LOSSLAB_CONFIG_DIR"] = _SESSION_CFG
+else:
+    _SESSION_CFG = None
+
+
+def pytest_unconfigure(config):
+    if _SESSION_CFG is not None:  # the session's settings folder goes with the session
+        import shutil
+
+        shutil.rmtree(_SESSION_CFG, ignore_errors=True)
 
 
 def pytest_configure(config):

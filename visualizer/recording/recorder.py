@@ -42,8 +42,12 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     collect_garbage_on_gui_thread()
     import tempfile
 
-    # the labs save their settings on shutdown: a render must not change the user's
-    os.environ.setdefault("LOSSLAB_CONFIG_DIR", tempfile.mkdtemp(prefix="losslab-record-"))
+    # the labs save their settings on shutdown: a render must not change the user's (a folder of its own,
+    # removed again at the end)
+    own_cfg = None
+    if not os.environ.get("LOSSLAB_CONFIG_DIR"):
+        own_cfg = tempfile.mkdtemp(prefix="losslab-record-")
+        os.environ["LOSSLAB_CONFIG_DIR"] = own_cfg
     lab = _lab_for(scene)(restore=False, start=False)
     lab.runner_factory = SyncRunner
     # frames are rendered off screen at full size; the window itself stays small so that its own repaints
@@ -94,6 +98,11 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
         release(lab)
         lab.shutdown()
         lab.close()
+        if own_cfg is not None:
+            import shutil
+
+            os.environ.pop("LOSSLAB_CONFIG_DIR", None)
+            shutil.rmtree(own_cfg, ignore_errors=True)
     if progress and tty:
         sys.stderr.write("\n")
     return n_frames
