@@ -1,83 +1,128 @@
-"""What every lab offers the main window, the recorder and scene files."""
+"""What every lab offers the main window, the recorder and scene files: the lab contract.
+
+A lab declares its settings (``state_cls``, a dataclass of ``schema.setting`` fields), its actions
+(``actions``: buttons and scene-file actions from one list), its help (``help``), and answers
+``views()``, ``busy()``, ``runners()``, ``has_drawn()``. The base class does the rest: restoring the
+settings leniently (``restore_problems`` names what fell back to its default), the generated controls form,
+strict scene settings, debounced saving, and calling the reaction each change declares (``react_<name>``).
+Nothing else is read from a lab.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (
-    QAbstractButton,
-    QAbstractSlider,
-    QAbstractSpinBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QLineEdit,
-    QSpinBox,
-    QWidget,
-)
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QWidget
 
+from visualizer import settings as store
+from visualizer.labs import schema
+from visualizer.labs.schema import SettingError, Settings
+from visualizer.views.form import Action, SettingsForm
 
-class SettingError(ValueError):
-    """A setting a lab does not have, or a value of the wrong kind: the message names the field."""
+__all__ = ["Action", "Lab", "SettingError", "SingleRunLab", "check_settings"]
+
+SAVE_DELAY_MS = 600  # settings are written this long after the last change (not on every spin-box tick)
 
 
 def check_settings(state_cls, values: dict, where: str = "settings") -> dict:
-    """``values`` checked against the fields of the lab's state dataclass: known names, values of the field's
-    kind (an int where a float is expected is fine), finite numbers. Returns the values converted."""
-    fields = {f.name: f for f in dataclasses.fields(state_cls)}
-    defaults = state_cls()
-    out = {}
-    for k, v in values.items():
-        if k not in fields:
-            raise SettingError(f"{where}.{k}: no such setting; known: {', '.join(fields)}")
-        cur = getattr(defaults, k)
-        ok = True
-        if isinstance(cur, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(cur, int):
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        elif isinstance(cur, float):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            v = float(v) if ok else v
-        elif isinstance(cur, str):
-            ok = isinstance(v, str)
-        elif isinstance(cur, list):
-            ok = isinstance(v, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool)
-                                             and math.isfinite(a) for a in v)
-            v = [float(a) for a in v] if ok else v
-        if not ok:
-            raise SettingError(f"{where}.{k}: expected {type(cur).__name__} like {cur!r}, got {v!r}")
-        out[k] = v
-    return out
+    """``values`` checked strictly against the lab's declared settings (scene files): known names, values of
+    the field's kind, within its range or choices. Returns the values converted."""
+    return schema.check_values(state_cls, values, where)
 
 
 class Lab(QWidget):
-    """A lab: its views (this widget), its controls panel, and run control.
+    """A lab: its views (this widget), its controls form, and run control.
 
-    Signals: ``status(dict)`` with keys among step, loss, running; ``message(str, bool)`` with
+    Signals: ``status(dict)`` with keys among step, loss, running, paused; ``message(str, bool)`` with
     (text, is_error); ``frame_drawn()`` after each GL frame.
-
-    For recordings and scene files a lab also names its settings (``state_cls``, a dataclass; controls
-    registered with ``bind`` so that a scene moves them as a user would), its timeline actions
-    (``scene_actions``), its views (``views``), the runners that advance with the simulation clock
-    (``runners``), and whether it is still computing (``busy``).
     """
 
     key = "lab"
     title = "Lab"
+    help = ""
     status = Signal(dict)
     message = Signal(str, bool)
     frame_drawn = Signal()
     state_cls: type | None = None
-    #: action name -> what it does (scene files' ``[[event]] action = ...``)
-    scene_actions: dict[str, str] = {"reset": "stop and clear every run"}
+    actions: tuple[Action, ...] = (Action("reset", "Reset (R)", "reset", button=False,
+                                          scene="stop and clear every run"),)
+    scene_actions: dict[str, str] = {}
 
-    #: who runs the lab's training generators: None is a child process (``ProcessRunner``); the recorder and
-    #: the scene player set their synchronous runner on the one lab they drive (never process-wide)
-    runner_factory: Callable | None = None
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        cls.scene_actions = {a.name: a.scene for a in cls.actions if a.scene}
 
+    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True,
+                 runner_factory: Callable | None = None) -> None:
+        super().__init__(parent)
+        self.device = device
+        #: who runs the lab's training generators: None is a child process (``ProcessRunner``); the recorder
+        #: and the scene player pass their synchronous runner to the one lab they drive
+        self.runner_factory = runner_factory
+        self.restore_problems: list[str] = []
+        self.form: SettingsForm | None = None
+        if self.state_cls is not None:
+            state = self.state_cls()
+            if restore:
+                state, self.restore_problems = schema.restore(self.state_cls, store.load_json(self.settings_key))
+            self.settings = Settings(state)
+            self.state = state  # the same object for the lab's life: changed only through self.settings
+            self.settings.subscribe(self._on_settings_changed)
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(self.save_state)
+
+    @property
+    def settings_key(self) -> str:
+        return f"labs/{self.key}"
+
+    # ------------------------------------------------------------------ settings
+    def make_form(self, custom: dict | None = None) -> SettingsForm:
+        """The controls generated from the declared settings and actions (call once, after the views)."""
+        self.form = SettingsForm(self.settings, lab=self, custom=custom, actions=self.actions,
+                                 on_error=lambda text: self.message.emit(text, True))
+        return self.form
+
+    def widget(self, name: str) -> QWidget:
+        """The control showing setting ``name``."""
+        return self.form.widget(name)
+
+    def set_setting(self, name: str, value) -> None:
+        """Programmatic equivalent of a user setting one control (strict: SettingError)."""
+        self.settings.update({name: value}, "user")
+
+    def apply_settings(self, values: dict) -> None:
+        """Set several settings at once (a scene file): checked strictly, together, then the reactions."""
+        try:
+            self.settings.update(dict(values), "scene")
+        except SettingError as exc:
+            raise SettingError(f"settings.{exc}") from None
+
+    def settings_dict(self) -> dict:
+        """The current settings (what "Save scene" writes)."""
+        return dataclasses.asdict(self.state) if self.state_cls is not None else {}
+
+    def _on_settings_changed(self, changed: dict, source: str) -> None:
+        self._save_timer.start()
+        for reaction in self.settings.reactions(changed):
+            getattr(self, f"react_{reaction}")(changed)
+
+    def react_none(self, changed: dict) -> None:
+        """A setting used the next time it is needed (the next run, the next surface)."""
+
+    def react_redraw(self, changed: dict) -> None:
+        """A setting that changes only how the results are drawn."""
+
+    def save_state(self) -> None:
+        """Write the settings now (the debounced save, and on shutdown)."""
+        self._save_timer.stop()
+        if self.state_cls is not None:
+            store.save_json(self.settings_key, dataclasses.asdict(self.state))
+
+    # ------------------------------------------------------------------ runners
     def make_runner(self, target: str, kwargs: dict, **options):
         """A runner for the generator ``target`` ('module:function') called with ``kwargs``."""
         if self.runner_factory is not None:
@@ -86,14 +131,19 @@ class Lab(QWidget):
 
         return ProcessRunner(target, kwargs, **options)
 
+    def use_runner_factory(self, factory: Callable | None) -> None:
+        """From now on runs go to ``factory`` (None: child processes again). The scene player's hook."""
+        self.runner_factory = factory
+
+    # ------------------------------------------------------------------ the contract
     def start(self) -> None:
         """Begin the lab's first computation; labs are created with start=False by the main window."""
 
     def controls(self) -> QWidget:
-        raise NotImplementedError
+        return self.form
 
     def help_html(self) -> str:
-        raise NotImplementedError
+        return self.help
 
     def toggle_run(self) -> None:
         """Space: start (from a default point if nothing runs yet) or pause/resume."""
@@ -109,92 +159,25 @@ class Lab(QWidget):
 
     def set_device(self, device: str) -> None:
         """New computations go to this torch device."""
-
-    def save_state(self) -> None:
-        """Persist the lab's settings (called on close and on change)."""
+        self.device = device
 
     def shutdown(self) -> None:
-        """Stop every worker and wait for it: called before the window closes."""
+        """Stop every worker (without waiting on it) and save the settings: called before the window closes."""
+        self._save_timer.stop()
+        self.save_state()
 
-    # ------------------------------------------------------------------ settings, for scenes
-    def bind(self, name: str, widget: QWidget | None = None, *, setter: str | None = None,
-             to_widget: Callable | None = None) -> None:
-        """Register the control that shows setting ``name``: a scene sets it through the control, so the lab
-        reacts exactly as to a user's change. ``to_widget(lab, value)`` converts the value; ``setter`` (the name
-        of a method of the lab taking the value) replaces all that.
-
-        Nothing registered here refers back to the lab (a method *name*, a converter given the lab): a
-        reference cycle through a Qt object would leave the lab to Python's cyclic garbage collector, which
-        can run in any thread, and a QObject destroyed in a worker thread can deadlock with the GUI thread."""
-        if setter is not None and not isinstance(setter, str):
-            raise TypeError("setter: the name of a method of the lab")
-        if not hasattr(self, "_bindings"):
-            self._bindings = {}
-        self._bindings[name] = (widget, setter, to_widget)
-
-    def apply_settings(self, values: dict) -> None:
-        """Set several settings (checked against ``state_cls``) through their controls."""
-        if self.state_cls is not None:
-            values = check_settings(self.state_cls, values)
-        bindings = getattr(self, "_bindings", {})
-        for k, v in values.items():
-            w, setter, conv = bindings.get(k, (None, None, None))
-            if setter is not None:
-                getattr(self, setter)(v)
-                continue
-            if hasattr(self, "state"):
-                setattr(self.state, k, v)
-            if w is None:
-                continue
-            wv = conv(self, v) if conv else v
-            if isinstance(w, QComboBox):
-                i = w.findData(wv)
-                i = w.findText(str(wv)) if i < 0 else i
-                if i < 0:
-                    raise SettingError(f"settings.{k}: '{v}' is not one of "
-                                       f"{', '.join(str(w.itemData(j) or w.itemText(j)) for j in range(w.count()))}")
-                w.setCurrentIndex(i)
-            elif isinstance(w, (QSpinBox, QAbstractSlider, QDoubleSpinBox)) and not (
-                    w.minimum() - 1e-9 <= float(wv) <= w.maximum() + 1e-9):
-                raise SettingError(f"settings.{k}: {v} is outside the range of its control "
-                                   f"[{w.minimum():g}, {w.maximum():g}]")
-            elif isinstance(w, (QSpinBox, QAbstractSlider)):
-                w.setValue(int(wv))
-                if isinstance(w, QAbstractSpinBox):
-                    w.editingFinished.emit()
-            elif isinstance(w, QDoubleSpinBox):
-                w.setValue(float(wv))
-                w.editingFinished.emit()
-            elif isinstance(w, QAbstractButton):
-                w.setChecked(bool(wv))
-            elif isinstance(w, QLineEdit):
-                w.setText(str(wv))
-                w.editingFinished.emit()
-                w.returnPressed.emit()
-
-    def settings_dict(self) -> dict:
-        """The current settings (what "Save scene" writes)."""
-        if not hasattr(self, "state") or not dataclasses.is_dataclass(self.state):
-            return {}
-        return dataclasses.asdict(self.state)
-
-    # ------------------------------------------------------------------ recording
     def scene_action(self, action: str, start=None) -> None:
         """Perform a timeline action named in ``scene_actions``."""
-        if action == "reset":
-            self.reset()
-        else:
-            raise SettingError(f"the {self.key} lab has no action '{action}'")
+        for a in self.actions:
+            if a.name == action and a.scene:
+                fn = getattr(self, a.method)
+                fn(start) if a.with_start else fn()
+                return
+        raise SettingError(f"the {self.key} lab has no action '{action}'")
 
     def views(self) -> dict[str, QWidget]:
         """What can be recorded: '3d' (a Scene3D) and/or '2d' (a widget)."""
-        out = {}
-        if hasattr(self, "scene"):
-            out["3d"] = self.scene
-        plane = getattr(self, "plane_view", None) or getattr(self, "plane", None)
-        if isinstance(plane, QWidget):
-            out["2d"] = plane
-        return out
+        return {}
 
     def runners(self) -> list:
         """The runners (child processes, or the recorder's synchronous ones) now producing steps."""
@@ -204,8 +187,78 @@ class Lab(QWidget):
         """True while a grid, mesh or surface asked for is still being computed."""
         return False
 
+    def has_drawn(self) -> bool:
+        """Something is on screen (the first grid, surface or sample arrived)."""
+        return True
+
     def flush(self) -> None:
         """Draw now what is waiting for a paced redraw (a recorder calls this before each frame)."""
 
     def recording_title(self) -> str:
         return self.title
+
+
+class SingleRunLab(Lab):
+    """A lab that owns one run at a time (a walk, a training): start, pause, single step, stop, and the relay
+    that drops signals of a run already replaced. Subclasses call ``start_run`` and implement ``restart``
+    (Space or S with no live run) returning False when the settings do not make a run."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.paused = False
+        self.runner = None
+        self._relay = None
+
+    def start_run(self, target: str, kwargs: dict, handlers: dict, **options):
+        """Stop the current run and start ``target`` with ``kwargs``; ``handlers`` maps the runner's signals
+        (batch, done, failed) to method names of the lab. Returns the runner."""
+        from visualizer.workers import RunnerRelay
+
+        self.stop_run()
+        self.runner = self.make_runner(target, kwargs, **options)
+        self._relay = RunnerRelay(self, self.runner, handlers, current="runner")
+        self.status.emit({"paused": True} if options.get("start_paused") else {"running": True})
+        self.runner.start()  # (a synchronous runner delivers its first item here)
+        return self.runner
+
+    def stop_run(self) -> None:
+        """Stop the run at once (its process ends by itself); its late signals are dropped."""
+        runner, self.runner = self.runner, None
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.release()
+        if runner is not None:
+            runner.abort()
+
+    def run_live(self) -> bool:
+        return self.runner is not None and self.runner.isRunning()
+
+    def restart(self) -> bool:
+        raise NotImplementedError
+
+    def toggle_run(self) -> None:
+        if not self.run_live():
+            was, self.paused = self.paused, False
+            if not self.restart():
+                self.paused = was
+            return
+        self.paused = not self.paused
+        (self.runner.pause if self.paused else self.runner.resume)()
+        self.status.emit({"paused": self.paused})
+
+    def single_step(self) -> None:
+        if not self.run_live():
+            was, self.paused = self.paused, True
+            if not self.restart():
+                self.paused = was
+                return
+        self.paused = True
+        self.runner.step_once()
+        self.status.emit({"paused": True})
+
+    def runners(self) -> list:
+        return [self.runner] if self.run_live() else []
+
+    def shutdown(self) -> None:
+        self.stop_run()
+        super().shutdown()

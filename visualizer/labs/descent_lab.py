@@ -3,76 +3,33 @@ descents on screen after a change, the error banner, persisted state, and a clea
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import numpy as np
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QLabel
 
-from visualizer import settings as store
-from visualizer.labs.base import Lab
+from visualizer.labs.base import Action, Lab
+from visualizer.views.common import Banner
 
-MAX_STORED_TEXT = 2000  # a stored string longer than this (an expression, a width list) is not restored
-
-
-def restore_state(cls, d: dict, max_list: int):
-    """A ``cls`` dataclass from a stored dict, keeping only values of the field's own kind (finite numbers,
-    short strings, short lists of finite numbers); every other field keeps its default. Ranges are the
-    caller's to clamp."""
-    s = cls()
-    if not isinstance(d, dict):
-        return s
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        cur = getattr(s, f.name)
-        v = d[f.name]
-        if isinstance(cur, bool):
-            if not isinstance(v, bool):
-                continue
-        elif isinstance(cur, int):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
-                continue
-            v = int(v)
-        elif isinstance(cur, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            try:
-                v = float(v)
-            except OverflowError:  # an integer too large for a float
-                continue
-            if not math.isfinite(v):
-                continue
-        elif isinstance(cur, str):
-            if not isinstance(v, str) or len(v) > MAX_STORED_TEXT:
-                continue
-        elif isinstance(cur, list):
-            if not isinstance(v, list) or not v or len(v) > max_list:
-                continue
-            if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v):
-                continue
-            try:
-                v = [float(a) for a in v]
-            except OverflowError:
-                continue
-            if not all(math.isfinite(a) and abs(a) <= 1e6 for a in v):
-                continue
-        else:
-            continue
-        setattr(s, f.name, v)
-    return s
+PALETTE = ["#ff9f1c", "#ff4d6d", "#4cc9f0", "#b8f35a", "#ffd60a", "#c77dff", "#2ec4b6", "#f72585",
+           "#90e0ef", "#fb8500"]
+DESCENT_ACTIONS = (
+    Action("descent", "Descend from w₀", "scene_descent", scene="start a descent at 'start' (a list of "
+           "parameters; the lab's default start without it)", button=False, with_start=True),
+    Action("random_starts", "Random starts", "random_starts", group="Gradient descent", beside="n_random",
+           tooltip="Start N descents at once from random points of the box",
+           scene="start the lab's batch of random starts"),
+    Action("reset", "Clear descents (R)", "reset", group="Gradient descent", scene="stop and clear all descents"),
+)
 
 
 class DescentLab(Lab):
-    """Base of labs whose ``runs`` are DescentRuns. Subclasses set ``settings_key``, hold ``state``,
-    ``scene`` and implement ``start_descent``, ``clear_runs`` and ``_start_default``."""
+    """Base of labs whose ``runs`` are DescentRuns. Subclasses hold ``scene`` and implement
+    ``start_descent``, ``clear_runs``, ``default_start``, ``random_starts``, ``request_landscape`` and
+    ``update_caption``."""
 
-    settings_key = ""
+    actions = DESCENT_ACTIONS
 
-    def _init_descents(self) -> None:
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
         self.paused = False
         self.runs: list = []
         self._workers: list = []
@@ -84,16 +41,8 @@ class DescentLab(Lab):
         self._rerun_timer.setInterval(180)
         self._rerun_timer.timeout.connect(self._rerun)
         self._pending_rerun: list[np.ndarray] = []
-
-    def _make_banner(self) -> QLabel:
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setVisible(False)
-        self.banner.setStyleSheet("QLabel{background:#5c1d24;color:#ffe3e3;padding:6px 10px;border-radius:4px;}")
-        self._banner_timer = QTimer(self)
-        self._banner_timer.setSingleShot(True)
-        self._banner_timer.timeout.connect(lambda: self.banner.setVisible(False))
-        return self.banner
+        self._palette_i = 0
+        self.banner = Banner()
 
     # --- pacing and re-running ----------------------------------------------------------------------
     def _schedule_redraw(self) -> None:
@@ -127,20 +76,24 @@ class DescentLab(Lab):
             self.start_descent(st)
 
     # --- recording and scenes ------------------------------------------------------------------------
-    scene_actions = {
-        "descent": "start a descent at 'start' (a list of parameters; the lab's default start without it)",
-        "random_starts": "start the lab's batch of random starts",
-        "reset": "stop and clear all descents",
-    }
+    def scene_descent(self, start=None) -> None:
+        self.start_descent(np.atleast_2d(np.asarray(start, dtype=np.float64)) if start is not None
+                           else self.default_start())
 
-    def scene_action(self, action: str, start=None) -> None:
-        if action == "descent":
-            self.start_descent(np.atleast_2d(np.asarray(start, dtype=np.float64)) if start is not None
-                               else self.default_start())
-        elif action == "random_starts":
-            self.random_starts()
-        else:
-            super().scene_action(action, start)
+    def react_problem(self, changed: dict) -> None:
+        """The model or the data changed: the landscape now, the descents again once the change settles."""
+        self.update_caption()
+        self.request_landscape()
+        self._schedule_rerun()
+
+    def react_grid(self, changed: dict) -> None:
+        """A view setting that needs the grid computed again."""
+        self.update_caption()
+        self.request_landscape()
+
+    def react_runs(self, changed: dict) -> None:
+        """A descent setting changed: the descents on screen run again from their starts."""
+        self._schedule_rerun()
 
     def runners(self) -> list:
         return [r.runner for r in self.runs if not r.finished]
@@ -154,24 +107,6 @@ class DescentLab(Lab):
             self._rerun()
         self._redraw_timer.stop()
         self._redraw_runs()
-
-    def apply_settings(self, values: dict) -> None:
-        values = dict(values)
-        xs, ys = values.pop("xs", None), values.pop("ys", None)
-        super().apply_settings(values)
-        if xs is not None or ys is not None:
-            xs = list(self.state.xs) if xs is None else xs
-            ys = list(self.state.ys) if ys is None else ys
-            self.set_points([float(a) for a in xs], [float(a) for a in ys])
-
-    def set_points(self, xs: list, ys: list) -> None:
-        """Replace the data points (a scene's ``xs``/``ys``): the panel's count, then each point."""
-        if len(xs) != len(ys) or not xs:
-            raise ValueError("xs and ys need the same, non-zero length")
-        panel = self.data_panel
-        panel.n_points.setValue(len(xs))
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            panel.set_point(i, x, y)
 
     # --- Lab API ------------------------------------------------------------------------------------
     def set_paused(self, paused: bool) -> None:
@@ -218,25 +153,26 @@ class DescentLab(Lab):
         self.status.emit({"step": 0, "loss": float("nan"), "running": False})
         self.message.emit("Cleared all descents", False)
 
-    def set_device(self, device: str) -> None:
-        self.device = device
+    def next_colors(self, n: int) -> list[str]:
+        """Colours for the next ``n`` descents, round the palette."""
+        out = [PALETTE[(self._palette_i + k) % len(PALETTE)] for k in range(n)]
+        self._palette_i += n
+        return out
+
+    def _start_default(self) -> None:
+        self.start_descent(self.default_start())
 
     def show_error(self, text: str) -> None:
-        self.banner.setText("⚠ " + text)
-        self.banner.setVisible(True)
-        self._banner_timer.start(10000)
+        self.banner.show_text(text)
         self.message.emit(text, True)
-
-    def save_state(self) -> None:
-        store.save_json(self.settings_key, dataclasses.asdict(self.state))
 
     def shutdown(self) -> None:
         self._redraw_timer.stop()
         self._rerun_timer.stop()
-        self._banner_timer.stop()
+        self.banner.stop()
         for r in self.runs:
             r.remove()
         self.runs = []  # the runs go now, by reference counting; their runners end by themselves
         for w in self._workers:
             w.stop(wait_ms=0)
-        self.save_state()
+        super().shutdown()

@@ -1,7 +1,8 @@
 """The data panel the manifold labs share: draggable points in a small plot, the same points in a table.
 
-Lists ``xs``/``ys`` are owned by the lab's state and edited in place; ``changed()`` fires after every edit
-(a drag, a typed cell, a new point count), ``error(str)`` when a typed cell is not a number.
+A custom control of the settings form (``visualizer/views/form.py``) for the settings ``xs`` and ``ys``: every
+edit (a drag, a typed cell, a new point count) is written through ``Settings.update``; ``show_state`` shows
+what the state holds, whoever changed it. ``error(str)`` when a typed cell is not a number.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ NEW_POINTS = [(-1.5, -0.6), (2.0, 0.9), (-0.5, 0.3)]
 
 
 class DataPanel(QWidget):
-    changed = Signal()
     error = Signal(str)
 
-    def __init__(self, xs: list, ys: list, max_points: int, count_tip: str, parent=None) -> None:
+    def __init__(self, settings, max_points: int, count_tip: str, parent=None) -> None:
         super().__init__(parent)
-        self.xs, self.ys = xs, ys
+        self.settings = settings
+        self.xs, self.ys = list(settings.get("xs")), list(settings.get("ys"))
         self._moving = False
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -40,7 +41,7 @@ class DataPanel(QWidget):
         row.addWidget(QLabel("points:"))
         self.n_points = QSpinBox()
         self.n_points.setRange(1, max_points)
-        self.n_points.setValue(len(xs))
+        self.n_points.setValue(len(self.xs))
         self.n_points.setToolTip(count_tip)
         self.n_points.valueChanged.connect(self._on_count)
         row.addWidget(self.n_points)
@@ -95,7 +96,26 @@ class DataPanel(QWidget):
         del self.xs[n:]
         del self.ys[n:]
         self.rebuild()
-        self.changed.emit()
+        self._commit()
+
+    def _commit(self) -> None:
+        self.settings.update({"xs": list(self.xs), "ys": list(self.ys)}, "user")
+
+    def show_state(self, state) -> None:
+        """Show ``state.xs``/``state.ys`` (a scene, a restore): moves the points, rebuilds on a new count."""
+        xs, ys = list(state.xs), list(state.ys)
+        if (xs, ys) == (self.xs, self.ys):
+            return
+        if len(xs) != len(self.xs):
+            self.xs, self.ys = xs, ys
+            self.n_points.blockSignals(True)
+            self.n_points.setValue(len(xs))
+            self.n_points.blockSignals(False)
+            self.rebuild()
+            return
+        self.xs, self.ys = xs, ys
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            self._show_point(i, x, y)
 
     def _on_drag(self, i: int, item) -> None:
         if self._moving:
@@ -104,9 +124,13 @@ class DataPanel(QWidget):
         self.set_point(i, float(p.x()), float(p.y()), from_drag=True)
 
     def set_point(self, i: int, x: float, y: float, from_drag: bool = False) -> None:
-        """Move point i to (x, y) everywhere it is shown, then announce the change."""
+        """Move point i to (x, y) everywhere it is shown, then write the change."""
         self.xs[i], self.ys[i] = float(x), float(y)
-        if not from_drag:
+        self._show_point(i, x, y, move=not from_drag)
+        self._commit()
+
+    def _show_point(self, i: int, x: float, y: float, move: bool = True) -> None:
+        if move:
             self._moving = True  # setPos re-emits sigPositionChanged (which also updates its label)
             try:
                 self.targets[i].setPos(x, y)
@@ -116,7 +140,6 @@ class DataPanel(QWidget):
         self.table.item(i, 0).setText(f"{x:.4g}")
         self.table.item(i, 1).setText(f"{y:.4g}")
         self.table.blockSignals(False)
-        self.changed.emit()
 
     def _on_cell(self, item: QTableWidgetItem) -> None:
         i, j = item.row(), item.column()
