@@ -114,7 +114,7 @@ def coerce(state_cls, name: str, value: Any, state=None) -> Any:
     def bad(why: str = "") -> SettingError:
         shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
         return SettingError(f"{name}: {why or 'got ' + shown}; expected "
-                            f"{describe(state_cls, name, state)}")
+                            f"{describe(state_cls, name, shown_state)}")
 
     if k is bool:
         if not isinstance(value, bool):

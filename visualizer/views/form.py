@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from visualizer.labs.schema import Settings, SettingError, range_of
+from visualizer.labs.schema import SettingError, Settings, range_of
 
 SLIDER_TICKS = 1000
 
