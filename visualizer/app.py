@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import math
 import os
@@ -62,8 +61,11 @@ class TorchLoader(QThread):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, lab: str | None = None, device: str | None = None) -> None:
+    def __init__(self, lab: str | None = None, device: str | None = None, lab_options: dict | None = None) -> None:
+        """``lab_options``: lab key -> keyword arguments for that lab's constructor (the surface lab's
+        ``open_path`` and ``user_model`` from the command line)."""
         super().__init__()
+        self.lab_options = dict(lab_options or {})
         self.setWindowTitle("losslab")
         self.setStyleSheet(DARK_STYLE)
         self.device = device or "cpu"
@@ -252,16 +254,20 @@ class MainWindow(QMainWindow):
         from visualizer.errorlog import report
 
         cls = LABS[key].load()
+        options = self.lab_options.get(key, {})
         try:
-            return cls(device=self.device, start=False)
+            lab = cls(device=self.device, start=False, **options)
         except Exception as exc:
             text = report(f"The stored settings of the {key} lab could not be used; it starts with its defaults",
                           exc)
-        lab = cls(device=self.device, start=False, restore=False)
-        state = getattr(lab, "state", None)
-        if dataclasses.is_dataclass(state):  # the defaults replace what failed, so the next start is clean
-            store.save_json(f"labs/{key}", dataclasses.asdict(state))
-        self._on_message(text, True)
+            lab = cls(device=self.device, start=False, restore=False, **options)
+            lab.save_state()  # the defaults replace what failed, so the next start is clean
+            self._on_message(text, True)
+            return lab
+        if lab.restore_problems:
+            n = len(lab.restore_problems)
+            self._on_message(f"{n} stored setting{'s' if n > 1 else ''} of the {key} lab could not be used and "
+                             f"went back to the default: " + " · ".join(lab.restore_problems), True)
         return lab
 
     # ----------------------------------------------------------------------------- status
@@ -412,6 +418,7 @@ class MainWindow(QMainWindow):
         if self.player is None:
             self.player = ScenePlayer(self)
             self.player.closed.connect(self._on_player_closed)
+            self.player.message.connect(self._on_message)
             self.player_dock = QDockWidget("Scene")
             self.player_dock.setObjectName("scene_player")
             self.player_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
@@ -519,18 +526,15 @@ class MainWindow(QMainWindow):
 
 
 def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None,
-            open_path=None, scene_path=None) -> int:
+            open_path=None, scene_path=None, user_model=None) -> int:
     """Create the application and the main window; returns the exit code."""
     prepare_qt()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("losslab")
     app.setOrganizationName("losslab")
     collect_garbage_on_gui_thread()
-    if open_path:
-        from visualizer.labs.surface import SurfaceLab
-
-        SurfaceLab.pending_open = open_path  # read by the lab when it starts (after the first frame)
-    win = MainWindow(lab=lab, device=device)
+    surface = {k: v for k, v in (("open_path", open_path), ("user_model", user_model)) if v}
+    win = MainWindow(lab=lab, device=device, lab_options={"surface": surface} if surface else None)
     win.pending_scene = scene_path
     if size:
         win.resize(*size)
@@ -554,7 +558,7 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
         def grab_when_ready():
             labw = win.lab()
             # the lab's own word (its contract): nothing computing, no run producing steps, something drawn
-            ready = (getattr(labw, "landscape", True) is not None and not labw.busy() and not labw.runners())
+            ready = labw.has_drawn() and not labw.busy() and not labw.runners()
             tries[0] += 1
             if not ready and tries[0] < 600:
                 QTimer.singleShot(100, grab_when_ready)

@@ -203,8 +203,7 @@ def bench_stream(results: dict, wanted: set, seconds: float = 4.0) -> None:
         from models.procrun import warm_up
 
         warm_up()
-        lab.lr_spin.setValue(1e-4)
-        lab.steps_spin.setValue(10**6)
+        lab.apply_settings({"lr": 1e-4, "steps": 10**6})
         run = lab.start_descent(np.array([2.5, -2.5]))
         from PySide6.QtCore import QEventLoop
 
@@ -239,7 +238,7 @@ def bench_stream(results: dict, wanted: set, seconds: float = 4.0) -> None:
         results["stream_steps_per_s"] = (s1 - s0) / (t1 - t0)
         results["gui_max_stall_ms"] = max(0.0, max(gaps[2:]) - 5.0) if len(gaps) > 3 else float("nan")
         if os.environ.get("LOSSLAB_BENCH_DEBUG"):
-            print("gaps", sorted(gaps)[-8:], "median", statistics.median(gaps), "frame", lab.scene.last_frame_ms)
+            print("gaps", sorted(gaps)[-8:], "median", statistics.median(gaps), "frame", lab.views()["3d"].last_frame_ms)
         lab.shutdown()
         lab.close()
         lab.deleteLater()
@@ -294,12 +293,13 @@ def bench_manifold3d(results: dict, wanted: set) -> None:
             for _ in range(10):
                 app.processEvents()
             ys = iter(np.linspace(0.3, 0.7, 64))
+            view = lab.views()["3d"]
 
             def update():
                 req = Request3("tanh", "", (1.0,), (float(next(ys)),), 2.5, 64, 0.8, False, 0.05)
                 lab._on_landscape(req, compute_landscape3d(req))
-                lab.scene.makeCurrent()
-                lab.scene.paintGL()
+                view.makeCurrent()
+                view.paintGL()
                 GL.glFinish()
 
             results["manifold3d_update_64_ms"] = _median_ms(update, 9)
@@ -421,10 +421,7 @@ def bench_first_surface(results: dict, wanted: set) -> None:
         lab = SurfaceLab(restore=False, start=False)
         lab.resize(1280, 800)
         lab.show()
-        lab.hidden_edit.setText("64x64")
-        lab.n_spin.setValue(2000)
-        lab.steps_spin.setValue(150)
-        lab.grid_spin.setValue(41)
+        lab.apply_settings({"hidden": "64x64", "n": 2000, "steps": 150, "grid": 41})
         lab.train()
         end = time.perf_counter() + 120
         while not (lab.landscape is not None and lab.landscape["stride"] == 1) and time.perf_counter() < end:
@@ -482,7 +479,7 @@ def bench_record(results: dict, wanted: set) -> None:
             while lab.landscape is None and time.perf_counter() < end:
                 app.processEvents()
                 time.sleep(0.01)
-            results["record_4k_frame_ms"] = _median_ms(lambda: lab.scene.render_offscreen(3840, 2160), 3, 1)
+            results["record_4k_frame_ms"] = _median_ms(lambda: lab.views()["3d"].render_offscreen(3840, 2160), 3, 1)
             lab.shutdown()
             lab.close()
             app.processEvents()

@@ -113,12 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         except JobError as exc:
             print(f"losslab: {exc}", file=sys.stderr)
             return 2
-        from visualizer.labs.surface import SurfaceLab
-
-        SurfaceLab.user_model = args.model
         args.lab = args.lab or "surface"
     return run_app(lab=args.lab, device=args.device, size=size, screenshot=args.screenshot,
-                   report_startup=args.report_startup, t0=_T0, open_path=open_path, scene_path=scene_path)
+                   report_startup=args.report_startup, t0=_T0, open_path=open_path, scene_path=scene_path,
+                   user_model=args.model)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,11 @@ class Lab(QWidget):
     actions: tuple[Action, ...] = (Action("reset", "Reset (R)", "reset", button=False,
                                           scene="stop and clear every run"),)
     scene_actions: dict[str, str] = {}
+    #: the stored settings that could not be used (each went back to its default), in words
+    restore_problems: list[str] = []
+    runner_factory: Callable | None = None
+    #: the lab's runs are paused (Space): a recorder on the steps clock waits
+    paused: bool = False
 
     def __init_subclass__(cls, **kw) -> None:
         super().__init_subclass__(**kw)

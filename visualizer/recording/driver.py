@@ -131,7 +131,7 @@ class SceneDriver:
                 import dataclasses
 
                 settings = dataclasses.asdict(lab.state_cls())
-            if "seed" in lab.state_cls.__dataclass_fields__:
+            if "seed" in lab.settings_dict():
                 settings["seed"] = sc.seed
         settings.update(sc.settings)
         lab.apply_settings(settings)
@@ -197,7 +197,8 @@ class SceneDriver:
             return None
         # keyframes without a centre or distance follow the view the lab chose for its content (its "home",
         # which moves when the content does: a new surface, a new extent)
-        center, distance = getattr(self.lab.scene, "home", ((0.0, 0.0, 0.0), 10.0))
+        view = self.lab.views().get("3d")
+        center, distance = getattr(view, "home", ((0.0, 0.0, 0.0), 10.0))
         keys = [(t, Camera(c.azimuth, c.elevation, distance if c.distance is None else c.distance,
                            center if c.center is None else c.center)) for t, c in self.scene.camera]
         return camera_at(keys, self.time_of(i), self.scene.easing)
@@ -208,8 +209,8 @@ class SceneDriver:
             return
         import pyqtgraph as pg
 
-        self.lab.scene.setCameraPosition(pos=pg.Vector(*cam.center), distance=cam.distance,
-                                         elevation=cam.elevation, azimuth=cam.azimuth)
+        self.lab.views()["3d"].setCameraPosition(pos=pg.Vector(*cam.center), distance=cam.distance,
+                                                 elevation=cam.elevation, azimuth=cam.azimuth)
 
     def captions(self, i: int) -> str:
         t = self.time_of(i)

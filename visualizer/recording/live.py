@@ -210,7 +210,7 @@ class LiveRecorder(QObject):
             return
         o = self.opts
         runs = self.driven_runners()
-        if o.clock == "steps" and runs and not getattr(self.lab, "paused", False):
+        if o.clock == "steps" and runs and not self.lab.paused:
             for r in runs:
                 if id(r) not in self._clock:  # a run the recording has not taken over yet
                     self._take(r)
@@ -238,7 +238,7 @@ class LiveRecorder(QObject):
             self.lab.status.disconnect(self._on_status)
         except (RuntimeError, TypeError):
             pass
-        if not getattr(self.lab, "paused", False):
+        if not self.lab.paused:
             for r in self.driven_runners():
                 r.resume()
         self._release_all()

@@ -34,7 +34,7 @@ from visualizer.recording.scene import Scene, save_scene
 
 
 def current_camera(lab) -> Camera:
-    o = lab.scene.opts
+    o = lab.views()["3d"].opts
     c = o["center"]
     return Camera(float(o["azimuth"]), float(o["elevation"]), float(o["distance"]),
                   (float(c.x()), float(c.y()), float(c.z())))
@@ -54,6 +54,8 @@ class ScenePlayer(QWidget):
     """Preview, scrub, edit and render one scene on the main window's lab."""
 
     closed = Signal()
+    #: (text, is_error) for the main window's status bar
+    message = Signal(str, bool)
 
     def __init__(self, window, parent=None) -> None:
         super().__init__(parent)
@@ -119,12 +121,12 @@ class ScenePlayer(QWidget):
         from visualizer.recording.driver import SceneDriver, SyncRunner
 
         if self.lab is not None:
-            self.lab.runner_factory = None  # a lab left behind runs its own child processes again
+            self.lab.use_runner_factory(None)  # a lab left behind runs its own child processes again
         self.scene = scene
         self._main().switch_lab(scene.lab)
         self.lab = self._main().lab()
         self._main().mark_started(self.lab)
-        self.lab.runner_factory = SyncRunner  # this lab only: another lab opened meanwhile runs as usual
+        self.lab.use_runner_factory(SyncRunner)  # this lab only: another lab opened meanwhile runs as usual
         self.driver = SceneDriver(scene, self.lab)
         self.slider.blockSignals(True)
         self.slider.setRange(0, scene.frames - 1)
@@ -251,7 +253,7 @@ class ScenePlayer(QWidget):
             self.slider.setRange(0, sc.frames - 1)
         self.modified = True
         self._update_name()
-        self._main()._on_message(f"Keyframe {len(sc.camera)} at {t:.2f} s: azimuth {cam.azimuth:.0f}°, "
+        self.message.emit(f"Keyframe {len(sc.camera)} at {t:.2f} s: azimuth {cam.azimuth:.0f}°, "
                                 f"elevation {cam.elevation:.0f}°, distance {cam.distance:.3g}", False)
         return t, cam
 
@@ -259,12 +261,12 @@ class ScenePlayer(QWidget):
         try:
             save_scene(self.scene, path, comment=f"losslab scene: {self.lab.title}")
         except (OSError, ValueError) as exc:
-            self._main()._on_message(f"Scene not saved: {exc}", True)
+            self.message.emit(f"Scene not saved: {exc}", True)
             return False
         self.scene.path = path
         self.modified = False
         self._update_name()
-        self._main()._on_message(f"Saved the scene to {path} · render it with: losslab record {path} -o OUT.mp4",
+        self.message.emit(f"Saved the scene to {path} · render it with: losslab record {path} -o OUT.mp4",
                                 False)
         return True
 
@@ -280,7 +282,7 @@ class ScenePlayer(QWidget):
     def render(self, out: str | None = None) -> bool:
         """Render the (saved) scene in a child process: ``losslab record SCENE -o OUT``."""
         if self._render is not None:
-            self._main()._on_message("A render is already running", True)
+            self.message.emit("A render is already running", True)
             return False
         if self.modified or not self.scene.path:
             self.save_as() if not self.scene.path else self.save(self.scene.path)
@@ -316,16 +318,16 @@ class ScenePlayer(QWidget):
         self.progress.setVisible(False)
         self._render = None
         if code == 0:
-            self._main()._on_message(f"Rendered {out}", False)
+            self.message.emit(f"Rendered {out}", False)
         else:
             last = [ln for ln in self._render_err.replace("\r", "\n").splitlines() if ln.strip()]
-            self._main()._on_message(f"Render failed: {last[-1] if last else f'exit code {code}'}", True)
+            self.message.emit(f"Render failed: {last[-1] if last else f'exit code {code}'}", True)
 
     # ------------------------------------------------------------------ closing
     def _fail(self, text: str) -> None:
         """Leave the preview, then say why (after the lab's own messages about clearing its runs)."""
         self.close_player()
-        self._main()._on_message(f"Scene stopped: {text}", True)
+        self.message.emit(f"Scene stopped: {text}", True)
 
     def close_player(self) -> None:
         self._timer.stop()
@@ -336,7 +338,7 @@ class ScenePlayer(QWidget):
             self._render = None
         if self.lab is not None:
             self.lab.reset()
-            self.lab.runner_factory = None
+            self.lab.use_runner_factory(None)
         self.scene = None
         self.closed.emit()
 

@@ -48,8 +48,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
     if not os.environ.get("LOSSLAB_CONFIG_DIR"):
         own_cfg = tempfile.mkdtemp(prefix="losslab-record-")
         os.environ["LOSSLAB_CONFIG_DIR"] = own_cfg
-    lab = _lab_for(scene)(restore=False, start=False)
-    lab.runner_factory = SyncRunner
+    lab = _lab_for(scene)(restore=False, start=False, runner_factory=SyncRunner)
     # frames are rendered off screen at full size; the window itself stays small so that its own repaints
     # (the 2D view, the on-screen GL surface) cost little
     lab.resize(480, 320)
