@@ -212,7 +212,6 @@ class MainWindow(QMainWindow):
         for w in (self.rec_indicator, self.step_label, self.loss_label, self.fps_label, QLabel("device:"),
                   self.device_combo):
             sb.addPermanentWidget(w)
-        sb.showMessage("Click the parameter plane to start gradient descent there · F1 for help")
 
     # ----------------------------------------------------------------------------- labs
     def lab(self):
@@ -224,6 +223,8 @@ class MainWindow(QMainWindow):
         if self.recorder is not None and self.recorder.active and key != getattr(self, "current_key", key):
             self.stop_recording()
             self._on_message("Switching labs ended the recording", False)
+        hint = LABS[key].load().hint  # first: a message from building the lab (a stored value refused) wins
+        self.statusBar().showMessage(f"{hint} · F1 for help" if hint else "F1 for help")
         if key not in self.labs:
             lab = self._build_lab(key)
             lab.status.connect(self._on_status)

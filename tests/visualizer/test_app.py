@@ -22,8 +22,8 @@ def test_keyboard_space_step_reset_and_status(qtbot, fresh_settings):
     win = make_window(qtbot, lab="manifold2d")
     lab = win.lab()
     # a descent that cannot end during the test (a finished one would make Space start another)
-    lab.steps_spin.setValue(lab.steps_spin.maximum())
-    lab.lr_spin.setValue(lab.lr_spin.minimum())
+    lab.widget("steps").setValue(lab.widget("steps").maximum())
+    lab.widget("lr").setValue(lab.widget("lr").minimum())
     win.activateWindow()
     qtbot.waitUntil(win.isActiveWindow, timeout=5000)
     lab.plane.setFocus()
@@ -51,8 +51,8 @@ def test_a_killed_training_process_ends_the_run_with_its_exit_code(qtbot, fresh_
 
     win = make_window(qtbot, lab="manifold2d")
     lab = win.lab()
-    lab.steps_spin.setValue(lab.steps_spin.maximum())
-    lab.lr_spin.setValue(lab.lr_spin.minimum())
+    lab.widget("steps").setValue(lab.widget("steps").maximum())
+    lab.widget("lr").setValue(lab.widget("lr").minimum())
     msgs = []
     lab.message.connect(lambda t, e: msgs.append((t, e)))
     run = lab.start_descent(np.array([1.0, 1.0]))
@@ -71,9 +71,9 @@ def test_window_geometry_lab_and_settings_survive_a_restart(qtbot, fresh_setting
     win = make_window(qtbot, lab="manifold2d")
     win.resize(1420, 801)
     lab = win.lab()
-    lab.model_combo.setCurrentIndex(2)
+    lab.widget("model").setCurrentIndex(2)
     lab.set_data_point(0, 1.25, -0.5)
-    lab.lr_spin.setValue(0.033)
+    lab.widget("lr").setValue(0.033)
     win.close()
     win2 = make_window(qtbot)
     assert win2.current_key == "manifold2d"
@@ -97,19 +97,22 @@ def test_corrupt_settings_fall_back_to_defaults(qtbot, fresh_settings):
     assert win.current_key == "manifold2d"
     assert "not valid JSON" in win.last_error
     assert (fresh_settings / "losslab.json.bad").read_text() == "{ half a file"
-    store.save_json("labs/manifold2d", {"lr": "NaN", "xs": ["a"], "resolution": 10**9, "model": 3})
-    from visualizer.labs.manifold2d import Manifold2DState
-
-    st = Manifold2DState.from_dict(store.load_json("labs/manifold2d"))
-    assert st.lr == 0.1 and st.xs == [1.0] and st.resolution == 1601 and st.model == "tanh"
+    win.close()
+    # stored values the settings do not take: each back to its default, and the status bar names them
+    store.save_json("labs/manifold2d", {"lr": "NaN", "xs": ["a"], "resolution": 10**9, "model": 3, "steps": 77})
+    win = make_window(qtbot)
+    st = win.lab().state
+    assert st.lr == 0.1 and st.xs == [1.0] and st.resolution == 201 and st.model == "tanh" and st.steps == 77
+    assert all(w in win.last_error for w in ("4 stored settings", "lr", "xs", "model", "resolution: 1e+09 is out "
+                                             "of range; expected an integer in [21, 1601]"))
     win.close()
 
 
 def test_closing_mid_run_leaves_no_thread(qtbot, fresh_settings):
     win = make_window(qtbot, lab="manifold2d")
     lab = win.lab()
-    lab.steps_spin.setValue(1_000_000)
-    lab.n_random_spin.setValue(20)
+    lab.widget("steps").setValue(1_000_000)
+    lab.widget("n_random").setValue(20)
     lab.random_starts()
     lab.start_descent([1.0, 1.0])
     qtbot.waitUntil(lambda: lab.runs[0].trajs[0].last_step > 10, timeout=10000)

@@ -112,10 +112,15 @@ def test_bad_stored_values_fall_back_to_their_defaults_and_are_named(qtbot, fres
     assert (s.points, s.rate, s.kind, s.batch, s.smooth) == (5, 0.1, "a", 4, True)
     text = " ".join(lab.restore_problems)
     assert "points" in text and "[1, 10]" in text and "rate" in text and "kind" in text
-    store.save_json("labs/toy", {"points": 3, "batch": 9})  # batch past its dependent range
+    store.save_json("labs/toy", {"points": 3, "batch": 9})  # batch past its dependent range: only batch goes
     lab2 = ToyLab(start=False)
     qtbot.addWidget(lab2)
-    assert (lab2.state.points, lab2.state.batch) == (5, 2) and "batch" in " ".join(lab2.restore_problems)
+    assert (lab2.state.points, lab2.state.batch) == (3, 2) and "batch" in " ".join(lab2.restore_problems)
+    store.save_json("labs/toy", {"points": 1})  # a default that does not fit a stored neighbour: into its range
+    lab3 = ToyLab(start=False)
+    qtbot.addWidget(lab3)
+    assert (lab3.state.points, lab3.state.batch) == (1, 1) and lab3.restore_problems == []
+    lab3.shutdown()
     lab.shutdown()
     lab2.shutdown()
 

@@ -29,8 +29,8 @@ def make_window(qtbot, lab="manifold2d"):
 def test_frames_follow_the_simulation_clock_and_the_file_decodes(qtbot, fresh_settings, tmp_path):
     win = make_window(qtbot)
     lab = win.lab()
-    lab.steps_spin.setValue(100000)
-    lab.lr_spin.setValue(0.02)  # far from converged during the test (a converged path stops growing)
+    lab.widget("steps").setValue(100000)
+    lab.widget("lr").setValue(0.02)  # far from converged during the test (a converged path stops growing)
     lab.start_descent([2.0, 2.0])
     # the recording takes the descent over from its first steps, so the frames show the path near its start,
     # where it moves most

@@ -1,9 +1,12 @@
 """Widget tests of the manifold2d lab (run under Xvfb: the lab holds an OpenGL view)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
+from visualizer.labs.base import SettingError
 from visualizer.labs.manifold2d import Manifold2DLab
 
 
@@ -24,7 +27,7 @@ def wait_done(qtbot, lab, timeout=30000):
 
 
 def test_click_starts_a_descent_that_streams_into_both_views(qtbot, lab):
-    lab.steps_spin.setValue(300)
+    lab.widget("steps").setValue(300)
     pos = lab.plane.view_to_widget(1.5, -2.0)
     qtbot.mouseClick(lab.plane.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(int(pos.x()), int(pos.y())))
     assert len(lab.runs) == 1
@@ -49,7 +52,7 @@ def test_click_starts_a_descent_that_streams_into_both_views(qtbot, lab):
 
 
 def test_linear_model_landing_point_coincides_with_marked_projection(qtbot, lab):
-    lab.model_combo.setCurrentIndex(1)  # w1 x + w2
+    lab.widget("model").setCurrentIndex(1)  # w1 x + w2
     qtbot.waitUntil(lambda: lab.landscape["request"].model == "linear", timeout=10000)
     run = lab.start_descent([2.0, 2.5])
     wait_done(qtbot, lab)
@@ -62,15 +65,15 @@ def test_linear_model_landing_point_coincides_with_marked_projection(qtbot, lab)
 def test_diverging_step_size_shows_a_message_and_the_app_stays_usable(qtbot, lab):
     messages = []
     lab.message.connect(lambda text, err: messages.append((text, err)))
-    lab.model_combo.setCurrentIndex(2)  # w1 w2 x
-    lab.lr_spin.setValue(5.0)
+    lab.widget("model").setCurrentIndex(2)  # w1 w2 x
+    lab.widget("lr").setValue(5.0)
     lab.start_descent([2.5, 2.5])
     wait_done(qtbot, lab)
     assert lab.banner.isVisible() and "diverged" in lab.banner.text()
     assert any(err and "diverged" in t for t, err in messages)
     tr = lab.runs[0].trajs[0]
     assert np.all(np.isfinite(tr.path))  # the path up to the last finite point is kept and shown
-    lab.lr_spin.setValue(0.05)  # re-runs the diverged descent at the new step size, after a short delay
+    lab.widget("lr").setValue(0.05)  # re-runs the diverged descent at the new step size, after a short delay
     qtbot.waitUntil(lambda: not lab.busy() and lab.runs and lab.runs[0].params["lr"] == 0.05, timeout=30000)
     run = lab.start_descent([1.0, 0.5])
     qtbot.waitUntil(lambda: run.finished and lab.runs[0].finished, timeout=30000)
@@ -79,27 +82,59 @@ def test_diverging_step_size_shows_a_message_and_the_app_stays_usable(qtbot, lab
 
 
 def test_unparsable_expression_is_refused_with_a_reason(qtbot, lab):
+    error = lab.form.error_label("expression")
     before = lab.state.expression
     assert not lab.set_expression("w2 * tanh(w1 */ x)")
-    assert not lab.expr_error.isHidden()
-    assert "column" in lab.expr_error.text()
-    assert lab.state.expression == before
+    assert not error.isHidden()
+    assert "column" in error.text()
+    assert lab.state.expression == before and lab.state.model == "tanh"  # a refusal changes nothing
     assert not lab.set_expression("os.system('x')")
-    assert "not allowed" in lab.expr_error.text() or "unknown" in lab.expr_error.text()
-    assert lab.set_expression("w2*sin(w1*x)")
-    qtbot.waitUntil(lambda: lab.landscape["request"].expression == "w2*sin(w1*x)", timeout=10000)
-    assert lab.expr_error.isHidden()
+    assert "not allowed" in error.text() or "unknown" in error.text()
+    assert lab.set_expression("w2*sin(w1*x)")  # taken: the model becomes the custom one
+    qtbot.waitUntil(lambda: lab.landscape["request"].expression == "w2*sin(w1*x)"
+                    and lab.landscape["request"].model == "custom", timeout=10000)
+    assert lab.state.model == "custom" and lab.widget("model").currentData() == "custom"
+    assert error.isHidden()
     assert len(lab.landscape["solution"].curves) > 0
 
 
-def test_huge_grid_request_is_clamped_with_a_message(qtbot, lab):
-    messages = []
-    lab.message.connect(lambda text, err: messages.append((text, err)))
-    lab.res_spin.setValue(5000)
-    lab.res_spin.editingFinished.emit()
-    assert lab.state.resolution == 1601
-    assert any("5000" in t and "clamped" in t for t, _ in messages)
-    # the clamped request is what the worker computes (and the test ends only once it has)
+def test_the_expression_field_is_for_the_custom_model_and_commits_on_enter(qtbot, lab):
+    edit, error = lab.widget("expression"), lab.form.error_label("expression")
+    assert not edit.isEnabled()
+    lab.apply_settings({"expression": "w1*w2*x"})  # a scene's formula: kept for the custom model, unused yet
+    assert lab.state.model == "tanh" and edit.text() == "w1*w2*x"
+    lab.widget("model").setCurrentIndex(3)
+    assert edit.isEnabled()
+    qtbot.waitUntil(lambda: lab.landscape["request"].model == "custom"
+                    and lab.landscape["request"].expression == "w1*w2*x", timeout=10000)
+    edit.clear()
+    qtbot.keyClicks(edit, "w2*tanh(w1*x")
+    assert lab.state.expression == "w1*w2*x"  # nothing is taken before Enter
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    assert not error.isHidden() and lab.state.expression == "w1*w2*x"
+    assert edit.text() == "w2*tanh(w1*x"  # the refused text stays to be corrected
+    qtbot.keyClicks(edit, ")")
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    assert error.isHidden() and lab.state.expression == "w2*tanh(w1*x)"
+    qtbot.waitUntil(lambda: lab.landscape["request"].expression == "w2*tanh(w1*x)", timeout=10000)
+    with pytest.raises(SettingError, match="expression"):  # a scene's bad formula is refused, strictly
+        lab.apply_settings({"expression": "w1 */ x"})
+    assert lab.state.expression == "w2*tanh(w1*x)"
+
+
+def test_huge_grid_request_is_refused_with_the_range(qtbot, lab):
+    spin = lab.widget("resolution")
+    assert spin.maximum() == 1601
+    before = dataclasses.asdict(lab.state)
+    with pytest.raises(SettingError, match=r"resolution.*5000.*\[21, 1601\]"):
+        lab.apply_settings({"resolution": 5000})
+    assert dataclasses.asdict(lab.state) == before and spin.value() == 201
+    assert not lab.busy() and lab.landscape["request"].resolution == 201  # nothing was asked of the worker
+    # the control cannot ask for more than its maximum; the largest grid is what the worker computes (and
+    # the test ends only once it has)
+    spin.setValue(5000)
+    spin.editingFinished.emit()
+    assert spin.value() == 1601 and lab.state.resolution == 1601
     qtbot.waitUntil(lambda: not lab.busy() and lab.landscape["request"].resolution == 1601, timeout=180000)
 
 
@@ -108,7 +143,7 @@ def test_dragging_a_data_point_moves_the_manifold(qtbot, lab):
     lab.targets[0].setPos(1.0, -1.2)  # what a mouse drag does
     qtbot.waitUntil(lambda: lab.landscape["request"].ys == (-1.2,), timeout=10000)
     after = np.concatenate(lab.landscape["solution"].curves)
-    assert lab.table.item(0, 1).text() == "-1.2"
+    assert lab.data_panel.table.item(0, 1).text() == "-1.2" and lab.state.ys == [-1.2]
     # new curve: w2 = -1.2 / tanh(w1)
     assert np.allclose(after[:, 1] * np.tanh(after[:, 0]), -1.2, atol=1e-9)
     assert not np.allclose(before[:5], after[:5])
@@ -117,9 +152,9 @@ def test_dragging_a_data_point_moves_the_manifold(qtbot, lab):
 def test_typed_data_point_and_bad_cell(qtbot, lab):
     messages = []
     lab.message.connect(lambda text, err: messages.append((text, err)))
-    lab.table.item(0, 0).setText("abc")
+    lab.data_panel.table.item(0, 0).setText("abc")
     assert lab.state.xs == [1.0] and any("not a number" in t for t, _ in messages)
-    lab.table.item(0, 0).setText("2")
+    lab.data_panel.table.item(0, 0).setText("2")
     qtbot.waitUntil(lambda: lab.landscape["request"].xs == (2.0,), timeout=10000)
     # the draggable point moved and its label says where it is
     assert lab.targets[0].pos().x() == 2.0
@@ -127,7 +162,9 @@ def test_typed_data_point_and_bad_cell(qtbot, lab):
 
 
 def test_two_points_give_isolated_solutions(qtbot, lab):
-    lab.n_points.setValue(2)
+    assert lab.widget("batch_size").maximum() == 1
+    lab.data_panel.n_points.setValue(2)
+    assert lab.widget("batch_size").maximum() == 2  # the batch size's range follows the number of points
     lab.set_data_point(1, 2.0, 1.2)
     qtbot.waitUntil(lambda: lab.landscape["request"].xs == (1.0, 2.0)
                     and lab.landscape["request"].ys == (0.8, 1.2), timeout=10000)
@@ -138,8 +175,8 @@ def test_two_points_give_isolated_solutions(qtbot, lab):
 
 def test_pause_single_step_resume_and_reset(qtbot, lab):
     # a descent that cannot end during the test
-    lab.steps_spin.setValue(lab.steps_spin.maximum())
-    lab.lr_spin.setValue(lab.lr_spin.minimum())
+    lab.widget("steps").setValue(lab.widget("steps").maximum())
+    lab.widget("lr").setValue(lab.widget("lr").minimum())
     run = lab.start_descent([2.0, -2.0])
     qtbot.waitUntil(lambda: run.trajs[0].last_step > 5, timeout=20000)
     lab.set_paused(True)
@@ -158,8 +195,8 @@ def test_pause_single_step_resume_and_reset(qtbot, lab):
 
 
 def test_random_starts_run_several_trajectories_at_once(qtbot, lab):
-    lab.n_random_spin.setValue(6)
-    lab.steps_spin.setValue(400)
+    lab.widget("n_random").setValue(6)
+    lab.widget("steps").setValue(400)
     run = lab.random_starts()
     assert len(run.trajs) == 6
     wait_done(qtbot, lab)
@@ -169,12 +206,12 @@ def test_random_starts_run_several_trajectories_at_once(qtbot, lab):
 
 
 def test_changing_the_model_mid_run_restarts_cleanly(qtbot, lab):
-    lab.steps_spin.setValue(lab.steps_spin.maximum())
-    lab.lr_spin.setValue(lab.lr_spin.minimum())  # still running when the model changes
+    lab.widget("steps").setValue(lab.widget("steps").maximum())
+    lab.widget("lr").setValue(lab.widget("lr").minimum())  # still running when the model changes
     first = lab.start_descent([2.0, -2.0])
     qtbot.waitUntil(lambda: first.trajs[0].last_step > 5, timeout=20000)
     assert not first.finished
-    lab.model_combo.setCurrentIndex(2)
+    lab.widget("model").setCurrentIndex(2)
     qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["model_key"] == "factor", timeout=20000)
     assert len(lab.runs) == 1 and np.allclose(lab.runs[0].starts, [[2.0, -2.0]])
     new = lab.runs[0]
@@ -185,7 +222,7 @@ def test_changing_the_model_mid_run_restarts_cleanly(qtbot, lab):
 
 
 def test_curvature_toggle_shades_a_region_touching_the_manifold(qtbot, lab):
-    lab.curv_check.setChecked(True)
+    lab.widget("curvature").setChecked(True)
     qtbot.waitUntil(lambda: lab.landscape["neg_mask"] is not None, timeout=10000)
     mask = lab.landscape["neg_mask"]
     assert mask.any() and not mask.all()
@@ -199,11 +236,11 @@ def test_curvature_toggle_shades_a_region_touching_the_manifold(qtbot, lab):
 
 
 def test_changing_the_step_size_reruns_the_descents_from_their_starts(qtbot, lab):
-    lab.steps_spin.setValue(500)
+    lab.widget("steps").setValue(500)
     lab.start_descent([2.0, -2.0])
     wait_done(qtbot, lab)
     slow = lab.runs[0].trajs[0].last_step
-    lab.lr_spin.setValue(0.4)
+    lab.widget("lr").setValue(0.4)
     qtbot.waitUntil(lambda: bool(lab.runs) and lab.runs[0].params["lr"] == 0.4, timeout=10000)
     assert np.allclose(lab.runs[0].starts, [[2.0, -2.0]])
     wait_done(qtbot, lab)
@@ -211,8 +248,8 @@ def test_changing_the_step_size_reruns_the_descents_from_their_starts(qtbot, lab
 
 
 def test_kernel_colouring_outlines_where_pl_star_fails(qtbot, lab):
-    lab.mu_spin.setValue(0.05)
-    lab.colorby_combo.setCurrentIndex(1)
+    lab.widget("mu").setValue(0.05)
+    lab.widget("color_by").setCurrentIndex(1)
     qtbot.waitUntil(lambda: lab.landscape["request"].color_by == "kernel", timeout=10000)
     lam = lab.landscape["kernel"]
     assert lab.landscape["plane_label"].startswith("log₁₀ λ_min")
@@ -225,9 +262,9 @@ def test_kernel_colouring_outlines_where_pl_star_fails(qtbot, lab):
 
 
 def test_pl_ball_contains_the_descent_and_bound_is_drawn(qtbot, lab):
-    lab.ball_check.setChecked(True)
-    lab.lr_spin.setValue(0.05)
-    lab.steps_spin.setValue(3000)
+    lab.widget("pl_ball").setChecked(True)
+    lab.widget("lr").setValue(0.05)
+    lab.widget("steps").setValue(3000)
     run = lab.start_descent([1.2, 1.0])
     qtbot.waitUntil(lambda: getattr(lab, "last_ball", None) is not None, timeout=20000)
     wait_done(qtbot, lab)
@@ -237,3 +274,36 @@ def test_pl_ball_contains_the_descent_and_bound_is_drawn(qtbot, lab):
     assert np.linalg.norm(path - np.array([1.2, 1.0]), axis=1).max() <= b.radius
     assert lab.ball_items and lab.bound_curve is not None
     assert "μ =" in lab.ball_label.text()
+
+
+def test_stored_settings_out_of_range_fall_back_to_their_defaults_and_are_named(qtbot, fresh_settings):
+    from visualizer import settings as store
+
+    store.save_json("labs/manifold2d", {"resolution": 5000, "lr": 1e9, "model": "linear", "xs": [1.0, 2.0],
+                                        "ys": [0.5], "batch_size": 2, "expression": "w1 */ x", "steps": 700})
+    lab = Manifold2DLab(start=False)
+    qtbot.addWidget(lab)
+    s = lab.state
+    assert (s.resolution, s.lr, s.xs, s.ys, s.batch_size) == (201, 0.1, [1.0], [0.8], 1)
+    assert s.expression == "w2*sin(w1*x) + 0.2*w1"
+    assert (s.model, s.steps) == ("linear", 700)  # what is valid is kept
+    text = " · ".join(lab.restore_problems)
+    for words in ("resolution", "[21, 1601]", "lr", "[1e-05, 100]", "xs", "ys", "batch_size", "expression"):
+        assert words in text, text
+    assert lab.widget("resolution").value() == 201 and lab.widget("steps").value() == 700
+    assert lab.widget("model").currentData() == "linear"
+    lab.shutdown()
+
+
+def test_wireframe_redraws_and_a_new_box_resets_the_view(qtbot, lab):
+    lab.widget("wireframe").setChecked(True)
+    assert lab.scene.surface.wireframe and not lab.busy()  # drawn again, the grid not computed again
+    vb = lab.plane.plot.getViewBox()
+    vb.setRange(xRange=(10, 11), yRange=(10, 11), padding=0)  # the user panned away
+    lab.widget("extent").setValue(2.0)
+    lab.widget("extent").editingFinished.emit()
+    qtbot.waitUntil(lambda: lab.landscape["request"].extent == 2.0, timeout=10000)
+    (x0, x1), (y0, y1) = vb.viewRange()
+    box = 2.0 * 201 / 200  # the grid's cells are centred on the box's edges
+    assert x0 <= -box + 1e-6 and x1 >= box - 1e-6 and y0 <= -box + 1e-6 and y1 >= box - 1e-6
+    assert min(x1 - x0, y1 - y0) < 2.2 * box  # the view went to the new box (the aspect ratio is locked)

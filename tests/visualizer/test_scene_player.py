@@ -82,7 +82,7 @@ def test_add_keyframe_and_save_scene_read_back(qtbot, fresh_settings, tmp_path):
     win.show()
     qtbot.waitUntil(lambda: win.lab().landscape is not None, timeout=30000)
     lab = win.lab()
-    lab.lr_spin.setValue(0.033)
+    lab.widget("lr").setValue(0.033)
     lab.set_data_point(0, 1.25, -0.5)
     lab.scene.setCameraPosition(azimuth=10, elevation=40, distance=7)
     t0, _ = win.add_keyframe()

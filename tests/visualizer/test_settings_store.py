@@ -81,13 +81,13 @@ def test_no_stored_value_breaks_a_lab(qtbot, fresh_settings, lab_key):
 
 def test_a_lab_whose_stored_settings_fail_starts_with_its_defaults(qtbot, fresh_settings, monkeypatch):
     from visualizer.app import MainWindow
-    from visualizer.labs import manifold3d
+    from visualizer.labs import manifold3d, schema
 
     def broken(cls, d):
         raise ZeroDivisionError("a stored value no check foresaw")
 
     store.put("labs/manifold3d", {"lr": 0.2})
-    monkeypatch.setattr(manifold3d.Manifold3DState, "from_dict", classmethod(broken))
+    monkeypatch.setattr(schema, "restore", broken)
     win = MainWindow(lab="manifold3d")
     qtbot.addWidget(win)
     win.show()

@@ -42,6 +42,8 @@ class Lab(QWidget):
     key = "lab"
     title = "Lab"
     help = ""
+    #: one line for the status bar when the lab opens: what to do first
+    hint = ""
     status = Signal(dict)
     message = Signal(str, bool)
     frame_drawn = Signal()

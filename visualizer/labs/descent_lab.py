@@ -1,12 +1,14 @@
 """What the labs that run descents share: run control (Space/S/R), pacing of redraws, re-running the
-descents on screen after a change, the error banner, persisted state, and a clean shutdown."""
+descents on screen after a change, the error banner, the data points and the custom model's formula as
+declared settings, the end-of-run report, and a clean shutdown."""
 
 from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QTimer
 
-from visualizer.labs.base import Action, Lab
+from visualizer.labs.base import Action, Lab, SettingError
+from visualizer.labs.schema import setting
 from visualizer.views.common import Banner
 
 PALETTE = ["#ff9f1c", "#ff4d6d", "#4cc9f0", "#b8f35a", "#ffd60a", "#c77dff", "#2ec4b6", "#f72585",
@@ -19,6 +21,32 @@ DESCENT_ACTIONS = (
            scene="start the lab's batch of random starts"),
     Action("reset", "Clear descents (R)", "reset", group="Gradient descent", scene="stop and clear all descents"),
 )
+DATA_GROUP = "Data (drag the points, or type)"
+
+
+def data_setting(default: list, label: str, other: str, max_points: int):
+    """The data's ``xs`` or ``ys`` (``other`` names the other list): shown by the lab's DataPanel, as many
+    values as the other list, a change of either a new problem."""
+    def same_count(v, s):
+        n = len(getattr(s, other))
+        if len(v) == n:
+            return None
+        return f"{len(v)} value{'' if len(v) == 1 else 's'}, but {other} has {n}: one of each per point"
+    return setting(default, label, group=DATA_GROUP, widget="data", length=(1, max_points), depends=(other,),
+                   check=same_count, reacts="problem")
+
+
+def expression_check(variables: tuple = ("w1", "w2", "x")):
+    """A ``check`` for the custom model's formula: None when it parses, else the parser's reason."""
+    def check(text, state):
+        from models.expr import ExpressionError, parse_expression
+
+        try:
+            parse_expression(text, variables)
+        except ExpressionError as exc:
+            return str(exc)
+        return None
+    return check
 
 
 class DescentLab(Lab):
@@ -75,6 +103,33 @@ class DescentLab(Lab):
         for st in starts:
             self.start_descent(st)
 
+    # --- the data and the custom model -------------------------------------------------------------
+    def make_data_panel(self, max_points: int, count_tip: str) -> dict:
+        """The data panel (``self.data_panel``) for the settings xs/ys: the ``custom`` entry for make_form."""
+        from visualizer.views.data_panel import DataPanel
+
+        self.data_panel = DataPanel(self.settings, max_points, count_tip)
+        self.data_panel.error.connect(self._on_data_error)
+        return {"data": lambda settings: self.data_panel}
+
+    def _on_data_error(self, text: str) -> None:
+        self.message.emit(text, True)
+
+    def set_data_point(self, i: int, x: float, y: float) -> None:
+        """Move data point i to (x, y), as a drag does: the landscape and the manifold follow."""
+        self.data_panel.set_point(i, x, y)
+
+    def set_expression(self, text: str) -> bool:
+        """Typing ``text`` as the custom model's formula and pressing Enter. One that parses becomes the
+        expression and makes the model the custom one (one change: one new landscape); one that does not is
+        refused with the reason under the field, and nothing changes. Returns whether it was taken."""
+        try:
+            self.settings.update({"expression": self.settings.check({"expression": text.strip()})["expression"],
+                                  "model": "custom"}, "user")
+        except SettingError:
+            pass
+        return self.form.enter_text("expression", text)  # a refusal shows under the field; a success clears it
+
     # --- recording and scenes ------------------------------------------------------------------------
     def scene_descent(self, start=None) -> None:
         self.start_descent(np.atleast_2d(np.asarray(start, dtype=np.float64)) if start is not None
@@ -119,6 +174,27 @@ class DescentLab(Lab):
     def pause_settled(self) -> bool:
         """Paused, and every unfinished run has confirmed it: what is drawn is where the runs stand."""
         return self.paused and all(r.finished or r.pause_reached for r in self.runs)
+
+    def _on_run_done(self, run, result) -> None:
+        """A run ended: its landing points drawn; a divergence in the banner, else ``done_message``."""
+        run.redraw()
+        if result is None:
+            return
+        if result.diverged.any():
+            self.show_error(result.message)
+        else:
+            self.message.emit(self.done_message(run, result), False)
+        if all(r.finished for r in self.runs):
+            self.status.emit({"running": False})
+
+    def done_message(self, run, result) -> str:
+        """What the status bar says about a run that ended well: the engine's words, and how far each landing
+        point is from its marked projection (a lab adds its own measures)."""
+        msg = result.message
+        if run.projections is not None:
+            d = max(np.linalg.norm(tr.last_params - p) for tr, p in zip(run.trajs, run.projections))
+            msg += f" · |landing − projection| = {d:.2e}"
+        return msg
 
     def _on_run_failed(self, run, text: str) -> None:
         """A run ended with an error (the engine raised, its process died): keep its path, say why."""

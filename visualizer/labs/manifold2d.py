@@ -9,99 +9,85 @@ marked: gradient descent lands exactly there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtWidgets import QLabel, QWidget
 
-from visualizer import settings as store
-from visualizer.labs.descent_lab import DescentLab, restore_state
+from visualizer.labs.descent_lab import DescentLab, data_setting, expression_check
+from visualizer.labs.schema import setting
 from visualizer.runs import DescentRun
-from visualizer.views.data_panel import DATA_COLORS, DataPanel
+from visualizer.views.common import caption, dark_plot, lab_layout, splitter
+from visualizer.views.data_panel import DATA_COLORS
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
 from visualizer.workers import LatestJobWorker
 
-MODEL_CHOICES = [
+MODEL_CHOICES = (
     ("tanh", "w₂ · tanh(w₁ x)"),
     ("linear", "w₁ x + w₂"),
     ("factor", "w₁ · w₂ · x  (scalar factorization)"),
     ("custom", "custom expression…"),
-]
-OPTIMIZER_CHOICES = [("gd", "gradient descent"), ("sgd", "SGD (mini-batch)"), ("momentum", "momentum"),
-                     ("adam", "Adam")]
-PALETTE = ["#ff9f1c", "#ff4d6d", "#4cc9f0", "#b8f35a", "#ffd60a", "#c77dff", "#2ec4b6", "#f72585",
-           "#90e0ef", "#fb8500"]
-MAX_GRID = 1601
+)
+OPTIMIZER_CHOICES = (("gd", "gradient descent"), ("sgd", "SGD (mini-batch)"), ("momentum", "momentum"),
+                     ("adam", "Adam"))
+MAX_GRID = 1601  # grid points per side: a finer grid needs gigabytes and minutes per update
 MAX_SURFACE = 401  # the 3D mesh is subsampled past this; the 2D map keeps every point
-SETTINGS_KEY = "labs/manifold2d"
+MODEL, DESCENT, VIEW, KERNEL = "Model f(x; w₁, w₂)", "Gradient descent", "View", "Tangent kernel and PL*"
 
 
 @dataclass
 class Manifold2DState:
     """Everything the lab's controls set; saved between sessions."""
 
-    model: str = "tanh"
-    expression: str = "w2*sin(w1*x) + 0.2*w1"
-    xs: list = field(default_factory=lambda: [1.0])
-    ys: list = field(default_factory=lambda: [0.8])
-    optimizer: str = "gd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    batch_size: int = 1
-    steps: int = 2000
-    extent: float = 3.0
-    resolution: int = 201
-    log_scale: bool = True
-    contours: bool = True
-    wireframe: bool = False
-    curvature: bool = False
-    color_by: str = "loss"
-    mu: float = 0.05
-    pl_ball: bool = False
-    n_random: int = 8
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Manifold2DState:
-        """Restore what is valid in ``d``; anything malformed falls back to its default."""
-        s = restore_state(cls, d, 2)
-        if len(s.xs) != len(s.ys):
-            s.xs, s.ys = [1.0], [0.8]
-        if s.model not in dict(MODEL_CHOICES):
-            s.model = "tanh"
-        if s.optimizer not in dict(OPTIMIZER_CHOICES):
-            s.optimizer = "gd"
-        if s.color_by not in ("loss", "kernel"):
-            s.color_by = "loss"
-        # every number within what its control can show (a stored value must never break the lab's build)
-        s.mu = float(min(max(s.mu, 1e-4), 1e4))
-        s.resolution = int(min(max(s.resolution, 21), MAX_GRID))
-        s.extent = float(min(max(s.extent, 0.1), 1000.0))
-        s.steps = int(min(max(s.steps, 1), 1_000_000))
-        s.lr = float(min(max(s.lr, 1e-5), 100.0))
-        s.momentum = float(min(max(s.momentum, 0.0), 0.999))
-        s.batch_size = int(min(max(s.batch_size, 1), len(s.xs)))
-        s.n_random = int(min(max(s.n_random, 1), 200))
-        s.seed = int(min(max(s.seed, 0), 10**6))
-        return s
+    model: str = setting("tanh", "model", group=MODEL, choices=MODEL_CHOICES, reacts="problem",
+                         tooltip="The two-parameter model whose solution set is drawn")
+    expression: str = setting(
+        "w2*sin(w1*x) + 0.2*w1", "expression", group=MODEL, commit="enter", reacts="problem",
+        check=expression_check(), enabled_if=lambda s: s.model == "custom",
+        tooltip="f(x; w) for the custom model: w1, w2 and x with + - * / ** and tanh, sin, cos, exp, log, relu, "
+                "sigmoid. Press Enter to apply.")
+    xs: list = data_setting([1.0], "x", "ys", 2)
+    ys: list = data_setting([0.8], "y", "xs", 2)
+    optimizer: str = setting("gd", "optimizer", group=DESCENT, choices=OPTIMIZER_CHOICES, reacts="runs",
+                             tooltip="Changing it re-runs the descents on screen from their starting points")
+    lr: float = setting(0.1, "learning rate η", group=DESCENT, range=(1e-5, 100.0), step=0.01, decimals=5,
+                        reacts="runs", tooltip="Step size η (re-runs the descents on screen). Too large and the "
+                                               "descent diverges: try 5 with w₁·w₂·x to see it.")
+    momentum: float = setting(0.9, "momentum", group=DESCENT, range=(0.0, 0.999), step=0.05, decimals=3,
+                              reacts="runs", enabled_if=lambda s: s.optimizer == "momentum",
+                              tooltip="Momentum coefficient (the momentum optimizer only)")
+    batch_size: int = setting(1, "batch size", group=DESCENT, range=lambda s: (1, len(s.xs)), depends=("xs",),
+                              reacts="runs", enabled_if=lambda s: s.optimizer == "sgd",
+                              tooltip="Mini-batch size for SGD (points per step)")
+    steps: int = setting(2000, "steps", group=DESCENT, range=(1, 1_000_000), step=500, reacts="runs",
+                         tooltip="Steps of each descent (re-runs the descents on screen)")
+    n_random: int = setting(8, "N", group=DESCENT, range=(1, 200),
+                            tooltip="How many descents 'Random starts' starts at once")
+    extent: float = setting(3.0, "extent a", group=VIEW, range=(0.1, 1000.0), commit="finish", reacts="grid",
+                            tooltip="Half-width of the box: w₁, w₂ ∈ [−a, a]")
+    resolution: int = setting(201, "resolution", group=VIEW, range=(21, MAX_GRID), commit="finish",
+                              reacts="grid", tooltip=f"Grid points per side (at most {MAX_GRID})")
+    log_scale: bool = setting(True, "log scale (log₁₀ L)", group=VIEW, reacts="grid")
+    contours: bool = setting(True, "contour lines", group=VIEW, reacts="grid")
+    wireframe: bool = setting(False, "wireframe", group=VIEW, reacts="redraw")
+    curvature: bool = setting(False, "shade negative curvature (λ_min(∇²L) < 0)", group=VIEW, reacts="grid",
+                              tooltip="Red: the loss Hessian has a negative eigenvalue. For non-linear models "
+                                      "this region touches the solution set: the loss is non-convex next to it.")
+    color_by: str = setting("loss", "2D map", group=KERNEL, reacts="grid",
+                            choices=(("loss", "loss L(w)"), ("kernel", "λ_min of the tangent kernel K(w) = DF DFᵀ")),
+                            tooltip="What the 2D map shows. Uniform conditioning λ_min(K) ≥ μ implies PL*: "
+                                    "½‖∇L‖² ≥ μ L (sum loss).")
+    mu: float = setting(0.05, "μ", group=KERNEL, range=(1e-4, 1e4), decimals=4, commit="finish", reacts="grid",
+                        tooltip="Outline the set where λ_min(K) < μ: outside it the loss is μ-PL*")
+    pl_ball: bool = setting(False, "PL* ball B(w₀, R) for new descents", group=KERNEL,
+                            tooltip="R = 2√(2βL(w₀))/μ with μ (min λ_min(K)) and β (max Hessian eigenvalue) "
+                                    "sampled in the ball. With η ≤ 1/β the descent stays inside and "
+                                    "L(w_t) ≤ (1 − ημ)ᵗ L(w₀) (dashed, in the loss plot).")
+    seed: int = setting(0, "seed", widget="hidden", range=(0, 2**31))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,28 +183,38 @@ def compute_landscape(req: GridRequest) -> dict:
 class Manifold2DLab(DescentLab):
     key = "manifold2d"
     title = "Solution manifolds (2 parameters)"
-    settings_key = SETTINGS_KEY
     state_cls = Manifold2DState
+    hint = "Click the parameter plane to start gradient descent there"
+    help = (
+        "<h3>Solution manifolds of two-parameter models</h3>"
+        "<p>With more parameters than data points (p &gt; n) the equations F(w) = y are under-determined: "
+        "the solutions form a (p − n)-dimensional manifold M = {w : F(w) = y}. One point and two "
+        "parameters give a curve (white).</p>"
+        "<p>Loss: <b>L(w) = ½ Σ<sub>i</sub> (f(x<sub>i</sub>; w) − y<sub>i</sub>)²</b> (sum). For the linear "
+        "model f = w₁x + w₂ gradient descent from w₀ lands on the orthogonal projection of w₀ onto M "
+        "(white ring): w* = w₀ − X⁺(Xw₀ − y). For non-linear models M is curved and the loss is non-convex "
+        "arbitrarily close to it (toggle the negative-curvature shading).</p>"
+        "<p><b>Click</b> the plane to start a descent. <b>Space</b> start/pause, <b>S</b> single step, "
+        "<b>R</b> reset, <b>Ctrl+S</b> screenshot.</p>"
+    )
 
-    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
-        super().__init__(parent)
-        self.device = device
-        self.state = Manifold2DState.from_dict(store.load_json(SETTINGS_KEY)) if restore else Manifold2DState()
-        self._init_descents()
+    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True,
+                 runner_factory=None) -> None:
+        super().__init__(device, parent, restore, start, runner_factory)
         self.landscape: dict | None = None
-        self._palette_i = 0
+        self.last_ball = None
         self._last_view = "3d"
+        self._reset_view_pending = True
         self.cmap = pg.colormap.get("viridis")
         self._build_views()
         self._build_controls()
         self.ball_worker = LatestJobWorker(compute_ball, self)
         self.ball_worker.result.connect(self._on_ball)
-        self.ball_worker.failed.connect(lambda req, text: self.message.emit(f"PL* ball: {text}", True))
+        self.ball_worker.failed.connect(self._on_ball_failed)
         self.grid_worker = LatestJobWorker(compute_landscape, self)
         self.grid_worker.result.connect(self._on_landscape)
         self.grid_worker.failed.connect(self._on_landscape_failed)
         self._workers = [self.grid_worker, self.ball_worker]
-        self._reset_view_pending = True
         if start:
             self.start()
 
@@ -235,6 +231,7 @@ class Manifold2DLab(DescentLab):
         self.scene = Scene3D(self.cmap)
         self.scene.container.setToolTip("Left-drag rotates, middle-drag (or Ctrl+drag) pans, wheel zooms.")
         self.scene.frame_drawn.connect(self.frame_drawn)
+        self.scene.surface.set_wireframe(self.state.wireframe)
         self.zero3d = gl.GLLinePlotItem(mode="lines", color=(1, 1, 1, 1), width=3.5, antialias=True)
         self.scene.addItem(self.zero3d)
         self.sol3d = gl.GLScatterPlotItem(size=14, color=(1, 1, 1, 1), pxMode=True)
@@ -251,245 +248,50 @@ class Manifold2DLab(DescentLab):
         self.plane.plot.addItem(self.mu_curve)
         self.ball_items: list = []
         self.bound_curve = None
-        self._make_banner()
-        self.caption = QLabel()
-        self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
-        self.caption.setTextFormat(Qt.TextFormat.RichText)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.plane)
-        split.addWidget(self.scene.container)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 1)
-        split.setChildrenCollapsible(False)
-        self.plane.setMinimumWidth(220)
-        self.scene.container.setMinimumWidth(220)
-        self.split = split
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.banner)
-        lay.addWidget(self.caption)
-        lay.addWidget(split, 1)
+        self.caption = caption()
+        lab_layout(self, self.banner, self.caption,
+                   body=splitter("h", self.plane, self.scene.container, stretch=(1, 1), min_width=220))
         self.plane.installEventFilter(self)
         self.scene.installEventFilter(self)
 
-    def eventFilter(self, obj, ev):
-        from PySide6.QtCore import QEvent
+    def _build_controls(self) -> None:
+        custom = self.make_data_panel(2, "One point: the solutions form a curve (p − n = 1). "
+                                         "Two points: isolated solutions.")
+        form = self.make_form(custom=custom)
+        self.widget("expression").setPlaceholderText("e.g. w2*sin(w1*x) + 0.2*w1")
+        self.ball_label = QLabel()
+        self.ball_label.setWordWrap(True)
+        form.add_row(KERNEL, self.ball_label)
+        self.loss_plot = dark_plot(x="step", y="L", log_y=True)
+        self.loss_plot.setMinimumHeight(120)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.5))
+        form.add_row("Loss of the latest descent", self.loss_plot)
+        self.update_caption()
 
+    def eventFilter(self, obj, ev):
         if ev.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.FocusIn):
             self._last_view = "2d" if obj is self.plane else "3d"
         return False
 
-    def _build_controls(self) -> None:
-        s = self.state
-        panel = QWidget()
-        v = QVBoxLayout(panel)
-        v.setContentsMargins(6, 6, 6, 6)
-
-        # model
-        g = QGroupBox("Model f(x; w₁, w₂)")
-        f = QFormLayout(g)
-        self.model_combo = QComboBox()
-        for key, label in MODEL_CHOICES:
-            self.model_combo.addItem(label, key)
-        self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index(s.model))
-        self.model_combo.setToolTip("The two-parameter model whose solution set is drawn")
-        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
-        f.addRow(self.model_combo)
-        self.expr_edit = QLineEdit(s.expression)
-        self.expr_edit.setPlaceholderText("e.g. w2*sin(w1*x) + 0.2*w1")
-        self.expr_edit.setToolTip("An expression in w1, w2 and x with + - * / ** and tanh, sin, cos, exp, log, "
-                                  "relu, sigmoid. Press Enter to apply.")
-        self.expr_edit.returnPressed.connect(self._apply_expression)
-        f.addRow("f =", self.expr_edit)
-        self.expr_error = QLabel()
-        self.expr_error.setWordWrap(True)
-        self.expr_error.setStyleSheet("color:#ff6b6b;")
-        self.expr_error.setVisible(False)
-        f.addRow(self.expr_error)
-        v.addWidget(g)
-
-        # data
-        g = QGroupBox("Data (drag the points, or type)")
-        dl = QVBoxLayout(g)
-        self.data_panel = DataPanel(s.xs, s.ys, 2, "One point: the solutions form a curve (p − n = 1). "
-                                    "Two points: isolated solutions.")
-        self.data_panel.changed.connect(self._on_data_changed)
-        self.data_panel.error.connect(lambda text: self.message.emit(text, True))
-        # names the tests and the rest of the lab use
-        self.n_points, self.table, self.fit_curve = (self.data_panel.n_points, self.data_panel.table,
-                                                     self.data_panel.fit_curve)
-        dl.addWidget(self.data_panel)
-        v.addWidget(g)
-
-        # descent
-        g = QGroupBox("Gradient descent")
-        f = QFormLayout(g)
-        self.opt_combo = QComboBox()
-        for key, label in OPTIMIZER_CHOICES:
-            self.opt_combo.addItem(label, key)
-        self.opt_combo.setCurrentIndex([k for k, _ in OPTIMIZER_CHOICES].index(s.optimizer))
-        self.opt_combo.setToolTip("Changing it re-runs the descents on screen from their starting points")
-        self.opt_combo.currentIndexChanged.connect(self._on_descent_setting)
-        f.addRow("optimizer", self.opt_combo)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 100.0)
-        self.lr_spin.setSingleStep(0.01)
-        self.lr_spin.setValue(s.lr)
-        self.lr_spin.setToolTip("Step size η (re-runs the descents on screen). Too large and the descent "
-                                "diverges: try 5 with w₁·w₂·x to see it.")
-        self.lr_spin.valueChanged.connect(self._on_descent_setting)
-        f.addRow("learning rate η", self.lr_spin)
-        self.mom_spin = QDoubleSpinBox()
-        self.mom_spin.setRange(0.0, 0.999)
-        self.mom_spin.setSingleStep(0.05)
-        self.mom_spin.setValue(s.momentum)
-        self.mom_spin.valueChanged.connect(self._on_descent_setting)
-        f.addRow("momentum", self.mom_spin)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 2)
-        self.batch_spin.setValue(min(s.batch_size, 2))
-        self.batch_spin.setToolTip("Mini-batch size for SGD (points per step)")
-        self.batch_spin.valueChanged.connect(self._on_descent_setting)
-        f.addRow("batch size", self.batch_spin)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 1_000_000)
-        self.steps_spin.setSingleStep(500)
-        self.steps_spin.setValue(s.steps)
-        self.steps_spin.valueChanged.connect(self._on_descent_setting)
-        f.addRow("steps", self.steps_spin)
-        row = QHBoxLayout()
-        self.n_random_spin = QSpinBox()
-        self.n_random_spin.setRange(1, 200)
-        self.n_random_spin.setValue(s.n_random)
-        self.n_random_spin.valueChanged.connect(self._on_descent_setting)
-        row.addWidget(self.n_random_spin)
-        self.random_btn = QPushButton("Random starts")
-        self.random_btn.setToolTip("Start N descents at once from random points of the box")
-        self.random_btn.clicked.connect(self.random_starts)
-        row.addWidget(self.random_btn)
-        f.addRow("N", row)
-        self.clear_btn = QPushButton("Clear descents (R)")
-        self.clear_btn.clicked.connect(self.reset)
-        f.addRow(self.clear_btn)
-        v.addWidget(g)
-
-        # view
-        g = QGroupBox("View")
-        f = QFormLayout(g)
-        self.extent_spin = QDoubleSpinBox()
-        self.extent_spin.setRange(0.1, 1000.0)
-        self.extent_spin.setValue(s.extent)
-        self.extent_spin.setToolTip("Half-width of the box: w₁, w₂ ∈ [−a, a]")
-        self.extent_spin.editingFinished.connect(self._on_view_setting)
-        f.addRow("extent a", self.extent_spin)
-        self.res_spin = QSpinBox()
-        self.res_spin.setRange(21, 5000)
-        self.res_spin.setValue(s.resolution)
-        self.res_spin.setToolTip(f"Grid points per side (at most {MAX_GRID})")
-        self.res_spin.editingFinished.connect(self._on_view_setting)
-        f.addRow("resolution", self.res_spin)
-        self.log_check = QCheckBox("log scale (log₁₀ L)")
-        self.log_check.setChecked(s.log_scale)
-        self.contour_check = QCheckBox("contour lines")
-        self.contour_check.setChecked(s.contours)
-        self.wire_check = QCheckBox("wireframe")
-        self.wire_check.setChecked(s.wireframe)
-        self.curv_check = QCheckBox("shade negative curvature (λ_min(∇²L) < 0)")
-        self.curv_check.setChecked(s.curvature)
-        self.curv_check.setToolTip("Red: the loss Hessian has a negative eigenvalue. For non-linear models "
-                                   "this region touches the solution set: the loss is non-convex next to it.")
-        for cb in (self.log_check, self.contour_check, self.wire_check, self.curv_check):
-            cb.toggled.connect(self._on_view_setting)
-            f.addRow(cb)
-        v.addWidget(g)
-
-        # tangent kernel and PL*
-        g = QGroupBox("Tangent kernel and PL*")
-        f = QFormLayout(g)
-        self.colorby_combo = QComboBox()
-        self.colorby_combo.addItem("loss L(w)", "loss")
-        self.colorby_combo.addItem("λ_min of the tangent kernel K(w) = DF DFᵀ", "kernel")
-        self.colorby_combo.setCurrentIndex(0 if s.color_by == "loss" else 1)
-        self.colorby_combo.setToolTip("What the 2D map shows. Uniform conditioning λ_min(K) ≥ μ implies PL*: "
-                                      "½‖∇L‖² ≥ μ L (sum loss).")
-        self.colorby_combo.currentIndexChanged.connect(self._on_view_setting)
-        f.addRow("2D map", self.colorby_combo)
-        self.mu_spin = QDoubleSpinBox()
-        self.mu_spin.setDecimals(4)
-        self.mu_spin.setRange(1e-4, 1e4)
-        self.mu_spin.setValue(s.mu)
-        self.mu_spin.setToolTip("Outline the set where λ_min(K) < μ: outside it the loss is μ-PL*")
-        self.mu_spin.editingFinished.connect(self._on_view_setting)
-        f.addRow("μ", self.mu_spin)
-        self.ball_check = QCheckBox("PL* ball B(w₀, R) for new descents")
-        self.ball_check.setChecked(s.pl_ball)
-        self.ball_check.setToolTip("R = 2√(2βL(w₀))/μ with μ (min λ_min(K)) and β (max Hessian eigenvalue) "
-                                   "sampled in the ball. With η ≤ 1/β the descent stays inside and "
-                                   "L(w_t) ≤ (1 − ημ)ᵗ L(w₀) (dashed, in the loss plot).")
-        self.ball_check.toggled.connect(self._on_view_setting)
-        f.addRow(self.ball_check)
-        self.ball_label = QLabel()
-        self.ball_label.setWordWrap(True)
-        f.addRow(self.ball_label)
-        v.addWidget(g)
-
-        # loss curve
-        g = QGroupBox("Loss of the latest descent")
-        gl_ = QVBoxLayout(g)
-        self.loss_plot = pg.PlotWidget()
-        self.loss_plot.setBackground("#14161c")
-        self.loss_plot.setLogMode(x=False, y=True)
-        self.loss_plot.setLabel("bottom", "step")
-        self.loss_plot.setLabel("left", "L")
-        self.loss_plot.setMinimumHeight(120)
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.5))
-        gl_.addWidget(self.loss_plot)
-        v.addWidget(g)
-        v.addStretch(1)
-        self._controls = panel
-        self.bind("expression", setter="_expression_setting")
-        for name, w in (("model", self.model_combo), ("optimizer", self.opt_combo),
-                        ("lr", self.lr_spin), ("momentum", self.mom_spin), ("batch_size", self.batch_spin),
-                        ("steps", self.steps_spin), ("n_random", self.n_random_spin), ("extent", self.extent_spin),
-                        ("resolution", self.res_spin), ("log_scale", self.log_check),
-                        ("contours", self.contour_check), ("wireframe", self.wire_check),
-                        ("curvature", self.curv_check), ("color_by", self.colorby_combo), ("mu", self.mu_spin),
-                        ("pl_ball", self.ball_check)):
-            self.bind(name, w)
-        self._update_enabled()
-        self._update_caption()
-
-    def controls(self) -> QWidget:
-        return self._controls
-
-    def help_html(self) -> str:
-        return (
-            "<h3>Solution manifolds of two-parameter models</h3>"
-            "<p>With more parameters than data points (p &gt; n) the equations F(w) = y are under-determined: "
-            "the solutions form a (p − n)-dimensional manifold M = {w : F(w) = y}. One point and two "
-            "parameters give a curve (white).</p>"
-            "<p>Loss: <b>L(w) = ½ Σ<sub>i</sub> (f(x<sub>i</sub>; w) − y<sub>i</sub>)²</b> (sum). For the linear "
-            "model f = w₁x + w₂ gradient descent from w₀ lands on the orthogonal projection of w₀ onto M "
-            "(white ring): w* = w₀ − X⁺(Xw₀ − y). For non-linear models M is curved and the loss is non-convex "
-            "arbitrarily close to it (toggle the negative-curvature shading).</p>"
-            "<p><b>Click</b> the plane to start a descent. <b>Space</b> start/pause, <b>S</b> single step, "
-            "<b>R</b> reset, <b>Ctrl+S</b> screenshot.</p>"
-        )
-
     def active_view(self) -> QWidget:
         return self.plane if self._last_view == "2d" else self.scene
 
-    # ----------------------------------------------------------------------------- state changes
-    def _update_enabled(self) -> None:
-        custom = self.state.model == "custom"
-        self.expr_edit.setEnabled(custom)
-        opt = self.state.optimizer
-        self.mom_spin.setEnabled(opt == "momentum")
-        self.batch_spin.setEnabled(opt == "sgd")
-        self.batch_spin.setRange(1, len(self.state.xs))
+    def views(self) -> dict[str, QWidget]:
+        return {"3d": self.scene, "2d": self.plane}
 
-    def _update_caption(self) -> None:
+    def has_drawn(self) -> bool:
+        return self.landscape is not None
+
+    @property
+    def targets(self) -> list:
+        return self.data_panel.targets
+
+    @property
+    def fit_curve(self):
+        return self.data_panel.fit_curve
+
+    # ----------------------------------------------------------------------------- reactions
+    def update_caption(self) -> None:
         s = self.state
         name = s.expression if s.model == "custom" else dict(MODEL_CHOICES)[s.model].split("  ")[0]
         n = len(s.xs)
@@ -500,119 +302,17 @@ class Manifold2DLab(DescentLab):
             f"(dimension p − n = {dim}) &nbsp;·&nbsp; L(w) = ½ Σ (f(xᵢ; w) − yᵢ)² "
             f"&nbsp;·&nbsp; <i>click the plane to start gradient descent</i>")
 
-    def _on_model_changed(self) -> None:
-        key = self.model_combo.currentData()
-        if key == "custom" and not self._validate_expression(self.expr_edit.text()):
-            self.state.model = "custom"
-            self._update_enabled()
-            return
-        self.state.model = key
-        self._update_enabled()
-        self._problem_changed()
+    def react_grid(self, changed: dict) -> None:
+        """A view setting: the grid again; a new box or resolution also resets the view onto it."""
+        self._reset_view_pending |= bool({"extent", "resolution"} & changed.keys())
+        super().react_grid(changed)
 
-    def _validate_expression(self, text: str) -> bool:
-        from models.expr import ExpressionError, parse_expression
-
-        try:
-            parse_expression(text)
-        except ExpressionError as exc:
-            self.expr_error.setText(f"✗ {exc}")
-            self.expr_error.setVisible(True)
-            self.message.emit(f"Expression refused: {exc}", True)
-            self._expr_ok = False
-            return False
-        self.expr_error.setVisible(False)
-        self._expr_ok = True
-        return True
-
-    def _apply_expression(self) -> None:
-        self._expr_ok = False
-        text = self.expr_edit.text()
-        if not self._validate_expression(text):
-            return
-        self.state.expression = text.strip()
-        if self.state.model != "custom":
-            self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index("custom"))
-        else:
-            self._problem_changed()
-
-    def _expression_setting(self, text: str) -> None:
-        """A scene's ``expression``: the custom model's formula, used when (and only when) model = custom."""
-        self.expr_edit.setText(text)
-        if self._validate_expression(text):
-            self.state.expression = text.strip()
-            if self.state.model == "custom":
-                self._problem_changed()
-
-    def set_expression(self, text: str) -> bool:
-        """Programmatic equivalent of typing an expression and pressing Enter."""
-        self.expr_edit.setText(text)
-        if self.state.model != "custom":
-            self.model_combo.setCurrentIndex([k for k, _ in MODEL_CHOICES].index("custom"))
-        self._apply_expression()
-        return self._expr_ok
-
-    @property
-    def targets(self) -> list:
-        return self.data_panel.targets
-
-    def _on_data_changed(self) -> None:
-        self._update_enabled()
-        self._problem_changed()
-
-    def set_data_point(self, i: int, x: float, y: float) -> None:
-        """Move data point i to (x, y): the landscape and the manifold update at once."""
-        self.data_panel.set_point(i, x, y)
-
-    def _on_descent_setting(self) -> None:
-        s = self.state
-        s.optimizer = self.opt_combo.currentData()
-        s.lr = float(self.lr_spin.value())
-        s.momentum = float(self.mom_spin.value())
-        s.batch_size = int(self.batch_spin.value())
-        s.steps = int(self.steps_spin.value())
-        rerun = s.n_random == int(self.n_random_spin.value())
-        s.n_random = int(self.n_random_spin.value())
-        self._update_enabled()
-        self.save_state()
-        if rerun:
-            self._schedule_rerun()  # a new step size or optimizer re-runs the descents on screen
-
-    def _on_view_setting(self) -> None:
-        s = self.state
-        res = int(self.res_spin.value())
-        if res > MAX_GRID:
-            gb = res * res * 8 * (6 + len(s.xs)) / 1e9
-            self.message.emit(f"A {res}×{res} grid would need about {gb:.1f} GB and minutes per update: "
-                              f"clamped to {MAX_GRID}×{MAX_GRID}", True)
-            res = MAX_GRID
-            self.res_spin.blockSignals(True)
-            self.res_spin.setValue(res)
-            self.res_spin.blockSignals(False)
-        extent_changed = float(self.extent_spin.value()) != s.extent or res != s.resolution
-        s.extent = float(self.extent_spin.value())
-        s.resolution = res
-        s.log_scale = self.log_check.isChecked()
-        s.contours = self.contour_check.isChecked()
-        s.wireframe = self.wire_check.isChecked()
-        s.curvature = self.curv_check.isChecked()
-        s.color_by = self.colorby_combo.currentData()
-        s.mu = float(self.mu_spin.value())
-        s.pl_ball = self.ball_check.isChecked()
-        self.scene.surface.set_wireframe(s.wireframe)
-        self.save_state()
-        self.request_landscape(reset_view=extent_changed)
-
-    def _problem_changed(self) -> None:
-        """Model or data changed: redraw the landscape now, rerun the descents once the change settles."""
-        self._update_caption()
-        self.save_state()
-        self.request_landscape()
-        self._schedule_rerun()
+    def react_redraw(self, changed: dict) -> None:
+        self.scene.surface.set_wireframe(self.state.wireframe)
 
     def request_landscape(self, reset_view: bool = False) -> None:
         s = self.state
-        self._reset_view_pending = getattr(self, "_reset_view_pending", False) or reset_view
+        self._reset_view_pending |= reset_view
         self.grid_worker.submit(GridRequest(s.model, s.expression, tuple(s.xs), tuple(s.ys), s.extent,
                                             s.resolution, s.log_scale, s.curvature, s.contours, self.device,
                                             s.color_by, s.mu))
@@ -666,11 +366,6 @@ class Manifold2DLab(DescentLab):
         self._redraw_runs()
 
     # ----------------------------------------------------------------------------- descents
-    def _next_colors(self, n: int) -> list[str]:
-        out = [PALETTE[(self._palette_i + k) % len(PALETTE)] for k in range(n)]
-        self._palette_i += n
-        return out
-
     def start_descent(self, starts) -> DescentRun:
         starts = np.asarray(starts, dtype=np.float64).reshape(-1, 2)
         s = self.state
@@ -683,7 +378,7 @@ class Manifold2DLab(DescentLab):
 
             data = Data(list(s.xs), list(s.ys))
             projections = np.array([projection_onto_linear_solutions(data, w) for w in starts])
-        run = DescentRun(self, "models.toy2d:descent", params, starts, self._next_colors(len(starts)),
+        run = DescentRun(self, "models.toy2d:descent", params, starts, self.next_colors(len(starts)),
                          to2d=lambda p: p, to3d=self._to3d, projections=projections)
         if s.pl_ball and len(starts) == 1:
             self.ball_worker.submit((s.model, s.expression, tuple(s.xs), tuple(s.ys), tuple(starts[0]), run.colors[0],
@@ -716,22 +411,6 @@ class Manifold2DLab(DescentLab):
     def default_start(self) -> np.ndarray:
         e = self.state.extent
         return np.array([-0.6 * e, 0.75 * e])
-
-    def _on_run_done(self, run: DescentRun, result) -> None:
-        run.redraw()
-        if result is None:
-            return
-        if result.reason == "diverged" or result.diverged.any():
-            self.show_error(result.message)
-        else:
-            msg = result.message
-            if run.projections is not None:
-                end = np.array([tr.last_params for tr in run.trajs])
-                d = np.max(np.linalg.norm(end - run.projections, axis=1))
-                msg += f" · landing point vs projection of the start: |Δ| = {d:.2e}"
-            self.message.emit(msg, False)
-        if all(r.finished for r in self.runs):
-            self.status.emit({"running": False})
 
     def _redraw_runs(self):
         latest = super()._redraw_runs()
@@ -789,6 +468,9 @@ class Manifold2DLab(DescentLab):
             self.bound_curve = self.loss_plot.plot(steps, bound, pen=pg.mkPen("#ffffff", width=1.2,
                                                                               style=Qt.PenStyle.DashLine))
 
+    def _on_ball_failed(self, req, text: str) -> None:
+        self.message.emit(f"PL* ball: {text}", True)
+
     def clear_runs(self) -> None:
         for r in self.runs:
             r.remove()
@@ -800,7 +482,3 @@ class Manifold2DLab(DescentLab):
         self.plane.set_legend_entry("proj", None, "", False)
         self.loss_curve.setData([], [])
         self.fit_curve.setData([], [])
-
-    # ----------------------------------------------------------------------------- Lab API
-    def _start_default(self) -> None:
-        self.start_descent(self.default_start())

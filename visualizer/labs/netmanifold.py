@@ -9,7 +9,6 @@ points, and the loss along the straight segment from the start to the latest sam
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -17,76 +16,46 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QLabel
 
 from visualizer import errorlog
-from visualizer import settings as store
-from visualizer.labs.base import Lab
+from visualizer.labs.base import Action, SingleRunLab
+from visualizer.labs.schema import setting
+from visualizer.views.common import caption, dark_plot, lab_layout, lit_colors, splitter
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
-from visualizer.workers import LatestJobWorker, ProcessRunner, RunnerRelay
+from visualizer.workers import LatestJobWorker
 
-SETTINGS_KEY = "labs/netmanifold"
-SLICE_MODES = ("random", "three", "cube")
 #: while a walk streams, the loss along the segment to its latest sample is recomputed at most this often
 SLICE_PACE_S = 0.5
-#: the range of every numeric setting: what its control accepts (n_points also stays below p = 3 width + 1)
-LIMITS = {"width": (2, 256), "n_points": (1, 200), "seed": (0, 10**6), "steps": (1, 100000),
-          "step_size": (1e-4, 10.0), "slice_extent": (1e-3, 1e3)}
-
-
-def _stored_number(v, integer: bool):
-    """A stored JSON number as the field's type, or None when it is not one (a string, list, bool, NaN, ...)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    if isinstance(v, float):
-        if not math.isfinite(v) or (integer and not v.is_integer()):
-            return None
-        if integer:
-            v = int(v)
-    return v
+NET, WALK, SLICE = "Network and data", "Walk on the manifold", "Slice through w*"
 
 
 @dataclass
 class NetState:
-    width: int = 16
-    n_points: int = 10
-    seed: int = 0
-    steps: int = 300
-    step_size: float = 0.08
-    slice_extent: float = 1.5
-    slice_mode: str = "random"
+    """The network, its data and the walk are used by the next walk; the slice is redrawn for the current one."""
 
-    @classmethod
-    def from_dict(cls, d: dict) -> NetState:
-        """Stored settings, each clamped to what its control accepts; a value of the wrong kind (a string for a
-        number, NaN, a list, null) keeps the default. No stored value can break the lab's construction."""
-        s = cls()
-        if not isinstance(d, dict):
-            return s
-        for name, (lo, hi) in LIMITS.items():
-            integer = isinstance(getattr(s, name), int)
-            v = _stored_number(d.get(name), integer)
-            if v is not None:
-                v = min(max(v, lo), hi)  # before float(): a huge int would overflow it
-                setattr(s, name, int(v) if integer else float(v))
-        s.n_points = min(s.n_points, 3 * s.width)  # n < p = 3 width + 1: there is a manifold to walk on
-        mode = d.get("slice_mode")
-        if isinstance(mode, str) and mode in SLICE_MODES:
-            s.slice_mode = mode
-        return s
+    width: int = setting(16, "width h", range=(2, 256), group=NET, commit="finish",
+                         tooltip="Hidden units h of the MLP 1-h-1 (tanh): p = 3h + 1 parameters")
+    # n < p = 3 width + 1: there is a manifold to walk on (a smaller width moves n down into its range)
+    n_points: int = setting(10, "data points n", range=lambda s: (1, 3 * s.width), depends=("width",), group=NET,
+                            tooltip="Points fitted exactly: at most 3h, so that n < p and the solutions form a "
+                                    "manifold of dimension p − n")
+    seed: int = setting(0, "seed", range=(0, 10**6), group=NET, tooltip="The data and the first solution")
+    steps: int = setting(300, "steps", range=(1, 100000), group=WALK, tooltip="Steps of the walk")
+    step_size: float = setting(0.08, "step length", range=(1e-4, 10.0), decimals=4, log=True, group=WALK,
+                               tooltip="Length of each tangent move before projecting back onto F(w) = y")
+    slice_mode: str = setting("random", "slice", group=SLICE, reacts="slice",
+                              choices=(("random", "random plane through w*"),
+                                       ("three", "plane through three solutions"),
+                                       ("cube", "random 3D subspace through w* (loss shell in 3D)")),
+                              tooltip="A random plane meets M only at w* (M has dimension p − n, the plane 2); "
+                                      "the plane through three solutions shows three zeros and the ridges between")
+    slice_extent: float = setting(1.5, "extent", range=(1e-3, 1e3), decimals=3, log=True, group=SLICE,
+                                  reacts="slice", commit="finish", enabled_if=lambda s: s.slice_mode != "three",
+                                  tooltip="Half-width of the plane (and of the 3D subspace) around w*, in parameter "
+                                          "units; the plane through three solutions frames them itself")
 
 
 def slice_plane(width: int, n: int, seed: int, w_star: np.ndarray, extent: float, mode: str) -> dict:
@@ -211,20 +180,24 @@ def compute_cloud(req: CloudRequest) -> dict:
             "colors": rgba.astype(np.float32), "var": var, "fits": fits}
 
 
-class NetManifoldLab(Lab):
+class NetManifoldLab(SingleRunLab):
     key = "netmanifold"
     state_cls = NetState
-    scene_actions = {"walk": "find a new solution and start walking on the manifold (after setting changes)",
-                     "reset": "stop the walk and clear the samples"}
     title = "Inside a network's solution manifold"
+    actions = (Action("walk", "New solution and walk (Space)", "restart", group=WALK,
+                      tooltip="Find a new solution with the settings above and walk on the manifold from it",
+                      scene="find a new solution and start walking on the manifold (after setting changes)"),
+               Action("reset", "Reset (R)", "reset", button=False, scene="stop the walk and clear the samples"))
+    hint = "Space finds a solution and walks on the manifold; the slice and the cloud follow"
+    help = ("<h3>Inside a network's solution manifold</h3><p>An MLP with p parameters fitting n &lt; p points "
+            "exactly has a (p − n)-dimensional solution set M = {w : F(w) = y}. The walk steps in the tangent "
+            "space (the null space of DF) and projects back with Gauss-Newton, w ← w − Jᵀ(JJᵀ)⁻¹(F(w) − y). "
+            "The measured tangent dimension (p minus the numerical rank of DF) should equal p − n.</p>"
+            "<p>The loss along a straight segment between two solutions rises: the loss is not convex across M.</p>")
 
-    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
-        super().__init__(parent)
-        self.device = device
-        self.state = NetState.from_dict(store.load_json(SETTINGS_KEY)) if restore else NetState()
-        self.paused = False
-        self.runner: ProcessRunner | None = None
-        self._relay: RunnerRelay | None = None
+    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True,
+                 runner_factory=None) -> None:
+        super().__init__(device, parent, restore, start, runner_factory)
         self.samples: list = []
         self.rows = SampleRows()  # the samples' parameter vectors, for the cloud worker
         self.reason = ""  # why the last walk ended: "completed", "failed", "aborted" or the walk's own reason
@@ -245,7 +218,10 @@ class NetManifoldLab(Lab):
         self._shell_note = ""
         self._clock = time.monotonic
         self._build_views()
-        self._build_controls()
+        self.make_form()  # width and slice_extent commit when typing ends (20 never passes through width 2)
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.form.add_row(WALK, self.info)
         # two workers, each with at most one request at a time (the next waits here): the slice (plane, loss
         # shell, segment) and the cloud (PCA of all samples, their colours and fits); the GUI only draws
         self.worker = LatestJobWorker(SliceJob(), self)
@@ -259,14 +235,15 @@ class NetManifoldLab(Lab):
         self._redraw.timeout.connect(self._draw_samples)
         self._slice_timer = QTimer(self)
         self._slice_timer.setSingleShot(True)
-        self._slice_timer.timeout.connect(self._pace_slice)
+        self._slice_timer.timeout.connect(self._maybe_submit_slice)
         if start:
             self.start()
 
     def _build_views(self) -> None:
         self.plane = PlaneView(self.cmap, x_label="a (direction 1)", y_label="b (direction 2)", zero_legend=False)
-        self.plane.plot.setTitle("L(w* + a d₁ + b d₂): a random plane through a solution", color="#c9d1d9",
-                                 size="10pt")
+        self._title_plane("random")
+        self.plane.setToolTip("The loss L(w* + a d₁ + b d₂) on a plane through the solution w* (log scale)")
+        self.plane.legend.setVisible(False)  # (no entries here: an empty box otherwise)
         self.scene = Scene3D(self.cmap, labels=("PC₁", "PC₂", "PC₃"))
         self.scene.surface.setVisible(False)
         self.scene.frame_drawn.connect(self.frame_drawn)
@@ -276,137 +253,76 @@ class NetManifoldLab(Lab):
         self.scene.addItem(self.cloud)
         self.scene.set_home((0.0, 0.0, 0.0), 8.0, elevation=25, azimuth=-50)
         self.shell_item = None
-        self.fit_plot = pg.PlotWidget(title="f(x; w) of the latest samples: all pass through the data")
-        self.fit_plot.setBackground("#14161c")
-        self.fit_plot.setLabel("bottom", "x")
+        self.fit_plot = dark_plot("f(x; w) of the latest samples", x="x",
+                                  tooltip="Every sample passes through the data (yellow), yet they differ between")
         self.data_item = pg.ScatterPlotItem(size=10, brush=pg.mkBrush("#ffb703"), pen=pg.mkPen("#000"))
         self.fit_plot.addItem(self.data_item)
         self.fit_curves = [self.fit_plot.plot(pen=pg.mkPen(c, width=1.4)) for c in
                            ("#4cc9f0", "#b8f35a", "#ff4d6d", "#c77dff", "#ffffff")]
-        self.seg_plot = pg.PlotWidget(title="loss along the straight segment from w* to the latest sample")
-        self.seg_plot.setBackground("#14161c")
-        self.seg_plot.setLabel("bottom", "t")
+        self.seg_plot = dark_plot("loss along w* → latest sample", x="t",
+                                  tooltip="The loss along the straight segment from the start w* to the latest "
+                                          "sample: it rises between two solutions, M is not convex")
         self.seg_curve = self.seg_plot.plot(pen=pg.mkPen("#ff9f1c", width=2))
-        self.caption = QLabel()
-        self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.plane)
-        top.addWidget(self.scene.container)
-        bottom = QSplitter(Qt.Orientation.Horizontal)
-        bottom.addWidget(self.fit_plot)
-        bottom.addWidget(self.seg_plot)
-        outer = QSplitter(Qt.Orientation.Vertical)
-        outer.addWidget(top)
-        outer.addWidget(bottom)
-        outer.setStretchFactor(0, 3)
-        outer.setStretchFactor(1, 1)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.caption)
-        lay.addWidget(outer, 1)
+        self.caption = caption()
+        body = splitter("v", splitter("h", self.plane, self.scene.container),
+                        splitter("h", self.fit_plot, self.seg_plot), stretch=(3, 1))
+        lab_layout(self, self.caption, body=body)
 
-    def _build_controls(self) -> None:
-        s = self.state
-        panel = QWidget()
-        v = QVBoxLayout(panel)
-        g = QGroupBox("Network and data")
-        f = QFormLayout(g)
-        self.width_spin = QSpinBox()
-        self.width_spin.setRange(2, 256)
-        self.width_spin.setValue(s.width)
-        self.width_spin.setToolTip("Hidden units h of the MLP 1-h-1 (tanh): p = 3h + 1 parameters")
-        f.addRow("width h", self.width_spin)
-        self.n_spin = QSpinBox()
-        self.n_spin.setRange(1, 200)
-        self.n_spin.setValue(s.n_points)
-        f.addRow("data points n", self.n_spin)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 10**6)
-        self.seed_spin.setValue(s.seed)
-        f.addRow("seed", self.seed_spin)
-        v.addWidget(g)
-        g = QGroupBox("Walk on the manifold")
-        f = QFormLayout(g)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setValue(s.steps)
-        f.addRow("steps", self.steps_spin)
-        self.step_spin = QDoubleSpinBox()
-        self.step_spin.setDecimals(4)
-        self.step_spin.setRange(1e-4, 10.0)
-        self.step_spin.setValue(s.step_size)
-        self.step_spin.setToolTip("Length of each tangent move before projecting back onto F(w) = y")
-        f.addRow("step length", self.step_spin)
-        self.slice_combo = QComboBox()
-        self.slice_combo.addItem("random plane through w*", "random")
-        self.slice_combo.addItem("plane through three solutions", "three")
-        self.slice_combo.addItem("random 3D subspace through w* (loss shell in 3D)", "cube")
-        self.slice_combo.setCurrentIndex(max(0, ["random", "three", "cube"].index(s.slice_mode)
-                                             if s.slice_mode in ("random", "three", "cube") else 0))
-        self.slice_combo.setToolTip("A random plane meets M only at w* (M has dimension p − n, the plane 2); "
-                                    "the plane through three solutions shows three zeros and the ridges between")
-        self.slice_combo.currentIndexChanged.connect(self._on_slice_mode)
-        f.addRow("slice", self.slice_combo)
-        btn = QPushButton("New solution and walk (Space)")
-        btn.clicked.connect(self.restart)
-        f.addRow(btn)
-        v.addWidget(g)
-        self.info = QLabel()
-        self.info.setWordWrap(True)
-        v.addWidget(self.info)
-        v.addStretch(1)
-        self._controls = panel
-        for name, w in (("width", self.width_spin), ("n_points", self.n_spin), ("seed", self.seed_spin),
-                        ("steps", self.steps_spin), ("step_size", self.step_spin), ("slice_mode", self.slice_combo)):
-            self.bind(name, w)
+    def _title_plane(self, mode: str) -> None:
+        text = "L on the plane through three solutions" if mode == "three" else "L on a random plane through w*"
+        self.plane.plot.setTitle(text, color="#c9d1d9", size="10pt")
 
-    def controls(self) -> QWidget:
-        return self._controls
+    def views(self) -> dict:
+        return {"3d": self.scene, "2d": self.plane}
 
-    def help_html(self) -> str:
-        return ("<h3>Inside a network's solution manifold</h3><p>An MLP with p parameters fitting n &lt; p points "
-                "exactly has a (p − n)-dimensional solution set M = {w : F(w) = y}. The walk steps in the tangent "
-                "space (the null space of DF) and projects back with Gauss-Newton, w ← w − Jᵀ(JJᵀ)⁻¹(F(w) − y). "
-                "The measured tangent dimension (p minus the numerical rank of DF) should equal p − n.</p>"
-                "<p>The loss along a straight segment between two solutions rises: the loss is not convex across M."
-                "</p>")
-
-    def active_view(self) -> QWidget:
+    def active_view(self):
         return self.scene
+
+    def has_drawn(self) -> bool:
+        return self.landscape is not None
+
+    # ----------------------------------------------------------------------------- settings
+    def react_none(self, changed: dict) -> None:
+        """Network and walk settings: the next walk uses them. A smaller width that pulled n down says so."""
+        s, old_n = self.state, changed.get("n_points")
+        if "width" in changed and old_n is not None and old_n > 3 * s.width:
+            self.message.emit(f"data points n = {old_n} → {s.n_points}: h = {s.width} hidden units fit at most "
+                              f"3h = {3 * s.width} points on a manifold (n < p = {3 * s.width + 1})", False)
+
+    def react_slice(self, changed: dict) -> None:
+        """Another slice, or its extent: recomputed for the walk shown, at once."""
+        self._maybe_submit_slice()
 
     # ----------------------------------------------------------------------------- running
     def start(self) -> None:
         self.restart()
 
     def restart(self) -> bool:
-        """A new solution and a walk from it with the controls' settings; False (and a message) when there is
-        no manifold to walk on."""
+        """A new solution and a walk from it with the current settings; False (and a message) when there is no
+        manifold to walk on (the settings keep n < p; this guards a state written around them)."""
         s = self.state
-        s.width, s.n_points, s.seed = self.width_spin.value(), self.n_spin.value(), self.seed_spin.value()
-        s.steps, s.step_size = self.steps_spin.value(), float(self.step_spin.value())
-        store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
-        if s.n_points >= 3 * s.width + 1:
-            self.message.emit(f"n = {s.n_points} ≥ p = {3 * s.width + 1}: no manifold to walk on "
+        p = 3 * s.width + 1
+        if s.n_points >= p:
+            self.message.emit(f"n = {s.n_points} ≥ p = {p}: no manifold to walk on "
                               "(add hidden units or remove points)", True)
             return False
-        self._stop_runner()
+        self.stop_run()
         self._new_run()
         self._run_net, self._run_steps = (s.width, s.n_points, s.seed), s.steps
         from models import netmanifold as nm
 
         self.data_item.setData(*nm.make_data(s.n_points, s.seed))
-        p = 3 * s.width + 1
         self.caption.setText(f"<b>MLP 1-{s.width}-1</b>: p = {p} parameters, n = {s.n_points} points → "
                              f"M has dimension p − n = {p - s.n_points}")
-        self.runner = self.make_runner("models.netmanifold:walk_run",
-                                       dict(width=s.width, n_points=s.n_points, seed=s.seed, steps=s.steps,
-                                            step_size=s.step_size), start_paused=self.paused)
         self._walk_over = False
-        self._relay = RunnerRelay(self, self.runner, {"batch": "_on_batch", "done": "_on_done",
-                                                         "failed": "_on_failed"}, current="runner")
-        self.status.emit({"paused": True} if self.paused else {"running": True})
-        self.runner.start()  # (a synchronous runner delivers its first sample here)
+        self.start_run("models.netmanifold:walk_run",
+                       dict(width=s.width, n_points=s.n_points, seed=s.seed, steps=s.steps, step_size=s.step_size),
+                       {"batch": "_on_batch", "done": "_on_done", "failed": "_on_failed"}, start_paused=self.paused)
         return True
+
+    def run_live(self) -> bool:
+        """The walk's end counts, not only its runner's (a finished walk's process may still be closing)."""
+        return not self._walk_over and super().run_live()
 
     def _new_run(self) -> None:
         """Forget the samples; what is still being computed for them will not be drawn."""
@@ -421,18 +337,6 @@ class NetManifoldLab(Lab):
         self._slice_sent = None
         self._slice_timer.stop()
         self._redraw.stop()
-
-    def _stop_runner(self) -> None:
-        runner, self.runner = self.runner, None
-        relay, self._relay = self._relay, None
-        self._walk_over = True
-        if relay is not None:
-            relay.release()
-        if runner is not None:
-            runner.abort()
-
-    def _walk_live(self) -> bool:
-        return self.runner is not None and not self._walk_over and self.runner.isRunning()
 
     def _on_batch(self, items: list) -> None:
         """New samples of the walk (from its relay): O(new samples) here, the workers compute the rest."""
@@ -472,6 +376,7 @@ class NetManifoldLab(Lab):
         self.reason = "failed"
         self.message.emit(errorlog.report("Walk failed", text), True)
         self._end_walk()
+
 
     # ----------------------------------------------------------------------------- drawing
     def _draw_samples(self) -> None:
@@ -560,9 +465,6 @@ class NetManifoldLab(Lab):
             self._slice_inflight = True
             self.worker.submit(req)
 
-    def _pace_slice(self) -> None:
-        self._maybe_submit_slice()
-
     def _slice_done(self) -> None:
         self._slice_inflight = False
         req, self._slice_next = self._slice_next, None
@@ -574,11 +476,6 @@ class NetManifoldLab(Lab):
         self._slice_done()
         if req[0] == self._run:
             self.message.emit(errorlog.report("Slice failed", text), True)
-
-    def _on_slice_mode(self) -> None:
-        self.state.slice_mode = self.slice_combo.currentData()
-        store.save_json(SETTINGS_KEY, dataclasses.asdict(self.state))
-        self._maybe_submit_slice()
 
     def _on_slice(self, req, out: dict) -> None:
         self._slice_done()
@@ -594,14 +491,13 @@ class NetManifoldLab(Lab):
         if self.shell_item is not None:
             self.scene.removeItem(self.shell_item)
             self.shell_item = None
+        self._title_plane(out["mode"])
         cube = out["mode"] == "cube"
         self.cloud.setVisible(not cube)
         self.path.setVisible(not cube)
         self._shell_note = ""
         if cube and out["shell"] is not None and not out["shell"].empty:
             from pyqtgraph.opengl.MeshData import MeshData
-
-            from visualizer.labs.manifold3d import lit_colors
 
             sh = out["shell"]
             span = max(float(np.abs(sh.vertices).max()), 1e-9)
@@ -614,42 +510,12 @@ class NetManifoldLab(Lab):
         self._update_info()
 
     # ----------------------------------------------------------------------------- Lab API
-    def toggle_run(self) -> None:
-        if not self._walk_live():
-            was, self.paused = self.paused, False
-            if not self.restart():
-                self.paused = was
-            return
-        self.paused = not self.paused
-        (self.runner.pause if self.paused else self.runner.resume)()
-        self.status.emit({"paused": self.paused})
-
-    def single_step(self) -> None:
-        if not self._walk_live():
-            was, self.paused = self.paused, True
-            if not self.restart():
-                self.paused = was
-                return
-        self.paused = True
-        self.runner.step_once()
-        self.status.emit({"paused": True})
-
     def reset(self) -> None:
-        self._stop_runner()
+        self.stop_run()
         self._new_run()
         self.cloud.setData(pos=np.zeros((0, 3)))
         self.path.setData(pos=np.zeros((0, 3)))
         self.status.emit({"running": False})
-
-    # ----------------------------------------------------------------------------- recording
-    def scene_action(self, action: str, start=None) -> None:
-        if action == "walk":
-            self.restart()
-        else:
-            super().scene_action(action, start)
-
-    def runners(self) -> list:
-        return [self.runner] if self._walk_live() else []
 
     def busy(self) -> bool:
         """True from a request for the cloud or the slice until its result is drawn (or samples wait for the
@@ -665,6 +531,6 @@ class NetManifoldLab(Lab):
     def shutdown(self) -> None:
         self._redraw.stop()
         self._slice_timer.stop()
-        self._stop_runner()
         self.worker.stop()
         self.cloud_worker.stop()
+        super().shutdown()  # the walk, and the settings saved

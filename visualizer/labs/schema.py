@@ -201,13 +201,16 @@ def restore(state_cls, stored: Any) -> tuple[Any, list[str]]:
     if not isinstance(stored, dict):
         return s, ([] if stored is None else ["the stored settings are not a table"])
     fields = specs(state_cls)
+    taken = set()  # the stored values accepted so far
     for name in fields:  # kinds and fixed ranges
         if name in stored:
             try:
                 setattr(s, name, coerce(state_cls, name, stored[name], _NO_LIMITS))
+                taken.add(name)
             except SettingError as exc:
                 problems.append(str(exc))
-    for _ in range(3):  # dependent ranges and checks, against the restored neighbours
+    defaults = state_cls()
+    for _ in range(4):  # dependent ranges and checks, against the restored neighbours
         bad = []
         for name in fields:
             try:
@@ -216,12 +219,20 @@ def restore(state_cls, stored: Any) -> tuple[Any, list[str]]:
                 bad.append((name, str(exc)))
         if not bad:
             break
-        defaults = state_cls()
         for name, text in bad:
-            if text not in problems:
+            spec, v = fields[name], getattr(s, name)
+            if name in taken:  # a stored value that does not fit its neighbours: back to its default
                 problems.append(text)
-            for n in (name, *fields[name].depends):
-                setattr(s, n, getattr(defaults, n))
+                taken.discard(name)
+                setattr(s, name, getattr(defaults, name))
+            elif callable(spec.range) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                lo, hi = spec.range(s)  # a default that does not fit the restored neighbours: into the range
+                setattr(s, name, type(v)(min(max(v, lo), hi)))
+            else:  # nothing else fits: the neighbours it reads go back to their defaults too
+                problems.append(text)
+                for n in spec.depends:
+                    taken.discard(n)
+                    setattr(s, n, getattr(defaults, n))
     return s, problems
 
 
@@ -240,6 +251,7 @@ class Settings:
         self.cls = type(state)
         self.specs = specs(self.cls)
         self._subs: list = []
+        self.settled: dict = {}
 
     def subscribe(self, callback: Callable) -> None:
         """``callback(changed: dict name -> old value, source: str)`` after every update that changed something."""
@@ -271,7 +283,9 @@ class Settings:
             if old != v:
                 changed[k] = old
                 setattr(self.state, k, v)
-        changed.update(self._settle(exclude=values))
+        #: the settings moved into a dependent range by the last update (name -> value before), for messages
+        self.settled = self._settle(exclude=values)
+        changed.update(self.settled)
         if changed:
             for ref in list(self._subs):
                 cb = ref()

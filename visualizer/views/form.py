@@ -128,7 +128,10 @@ class SettingsForm(QWidget):
             box = QGroupBox(group)
             form = QFormLayout(box)
             form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-            self._lay.addWidget(box)
+            if self._lay.count() and self._lay.itemAt(self._lay.count() - 1).spacerItem() is not None:
+                self._lay.insertWidget(self._lay.count() - 1, box)  # a group added later goes above the stretch
+            else:
+                self._lay.addWidget(box)
             self.groups[group] = box
             self._forms[group] = form
         return self._forms[group]
@@ -195,11 +198,10 @@ class SettingsForm(QWidget):
         return w
 
     def _connect_spin(self, w, name: str, spec, conv) -> None:
+        # "finish": typed digits commit on Return or focus loss (typing 20 never passes through 2), an arrow
+        # or wheel step at once; "change": every keystroke
         w.setKeyboardTracking(spec.commit == "change")
-        if spec.commit == "change":
-            w.valueChanged.connect(lambda val, n=name: self._write(n, conv(val)))
-        else:
-            w.editingFinished.connect(lambda n=name, s=w: self._write(n, conv(s.value())))
+        w.valueChanged.connect(lambda val, n=name: self._write(n, conv(val)))
 
     # ------------------------------------------------------------------ slider mapping
     def _slider_range(self, name: str) -> tuple[float, float]:
@@ -319,6 +321,12 @@ class SettingsForm(QWidget):
             if not skip_values or (isinstance(w, QSlider) and callable(spec.range)):
                 self._show(name)
             w.setEnabled(self.settings.enabled(name))
+
+    def enter_text(self, name: str, text: str) -> bool:
+        """Type ``text`` into the text field of ``name`` and commit it, as a user would (False: refused, and the
+        reason shows under the field)."""
+        self._widgets[name].setText(text)
+        return self._write_text(name, text)
 
     # ------------------------------------------------------------------ lookup
     def widget(self, name: str) -> QWidget:
