@@ -149,3 +149,19 @@ def test_strict_apply_takes_all_or_nothing(qtbot, toy):
     with pytest.raises(SettingError, match=r"points.*\[1, 10\]"):
         toy.apply_settings({"smooth": True, "points": 11})
     assert toy.state.smooth is False and toy.reacted == []
+
+
+def test_scene_events_are_judged_with_the_settings_in_force_by_then(tmp_path):
+    from visualizer.labs import LabInfo
+    from visualizer.recording.scene import SceneError, load_scene
+
+    labs = {"toy": LabInfo("toy", "Toy", "", __name__, "ToyLab")}
+    path = tmp_path / "s.toml"
+    # batch = 8 fits only once points = 9 is in force (set by the first event)
+    body = ('lab = "toy"\nduration = 2\n[settings]\npoints = 3\n[[event]]\ntime = 0.5\nset = { points = 9 }\n'
+            '[[event]]\ntime = 1\nset = { batch = 8 }\n')
+    path.write_text(body)
+    assert [e.set for e in load_scene(str(path), labs).events] == [{"points": 9}, {"batch": 8}]
+    path.write_text(body.replace("points = 9", "points = 4"))
+    with pytest.raises(SceneError, match=r"event\[1\]\.set\.batch.*\[1, 4\]"):
+        load_scene(str(path), labs)

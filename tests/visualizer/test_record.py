@@ -109,7 +109,7 @@ def test_a_scene_with_a_wrong_setting_or_action_is_refused_with_its_name(tmp_pat
     assert r.returncode == 2 and "settings.warp" in r.stderr and "line 9" in r.stderr
     bad.write_text(TINY.replace('model = "linear"', 'lr = "fast"'))
     r = record(bad, tmp_path / "x.mp4")
-    assert r.returncode == 2 and "settings.lr" in r.stderr and "expected float" in r.stderr
+    assert r.returncode == 2 and "settings.lr" in r.stderr and "expected a number in [1e-05, 100]" in r.stderr
     bad.write_text(TINY.replace('action = "descent"', 'action = "walk"'))
     r = record(bad, tmp_path / "x.mp4")
     assert r.returncode == 2 and "event[0].action" in r.stderr and "random_starts" in r.stderr

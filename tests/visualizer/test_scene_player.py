@@ -158,11 +158,16 @@ def test_a_scene_given_at_start_opens_in_the_player_and_plays(qtbot, fresh_setti
     win.close()
 
 
-def test_a_value_out_of_a_controls_range_stops_the_scene_with_a_message(qtbot, fresh_settings, tmp_path):
+def test_a_value_out_of_its_declared_range_is_refused_before_the_scene_plays(qtbot, fresh_settings, tmp_path,
+                                                                             monkeypatch):
     import subprocess
     import sys
     from pathlib import Path
 
+    from PySide6.QtWidgets import QMessageBox
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
     path = tmp_path / "big.toml"
     path.write_text(SCENE.replace("lr = 0.05", "lr = 1e9"))
     r = subprocess.run([sys.executable, "-m", "visualizer", "record", str(path), "-o", str(tmp_path / "x.mp4")],
@@ -172,10 +177,10 @@ def test_a_value_out_of_a_controls_range_stops_the_scene_with_a_message(qtbot, f
     win = MainWindow(lab="manifold2d")
     qtbot.addWidget(win)
     win.show()
-    win.open_scene(str(path))
-    qtbot.waitUntil(lambda: not win.player_active(), timeout=10000)
+    assert not win.open_scene(str(path)) and not win.player_active()
+    assert shown and "settings.lr" in shown[0] and "1e+09 is out of range" in shown[0] and "[1e-05, 100]" in shown[0]
     assert "settings.lr" in win.statusBar().currentMessage()
-    assert win.lab().runner_factory is None
+    assert win.lab().runner_factory is None and win.lab().state.lr != 1e9
     win.close()
 
 

@@ -26,10 +26,11 @@ __all__ = ["Action", "Lab", "SettingError", "SingleRunLab", "check_settings"]
 SAVE_DELAY_MS = 600  # settings are written this long after the last change (not on every spin-box tick)
 
 
-def check_settings(state_cls, values: dict, where: str = "settings") -> dict:
+def check_settings(state_cls, values: dict, where: str = "settings", base: dict | None = None) -> dict:
     """``values`` checked strictly against the lab's declared settings (scene files): known names, values of
-    the field's kind, within its range or choices. Returns the values converted."""
-    return schema.check_values(state_cls, values, where)
+    the field's kind, within its range or choices (dependent ranges judged with ``base``, the settings in
+    force by then). Returns the values converted."""
+    return schema.check_values(state_cls, values, where, base)
 
 
 class Lab(QWidget):
@@ -235,7 +236,10 @@ class SingleRunLab(Lab):
         if relay is not None:
             relay.release()
         if runner is not None:
+            was = runner.isRunning()
             runner.abort()
+            if was:
+                self.status.emit({"running": False})
 
     def run_live(self) -> bool:
         return self.runner is not None and self.runner.isRunning()

@@ -24,6 +24,9 @@ DESCENT_ACTIONS = (
 DATA_GROUP = "Data (drag the points, or type)"
 
 
+DATA_RANGE = (-1e6, 1e6)  # a data value past this (a stored 1e300) would break the drawing
+
+
 def data_setting(default: list, label: str, other: str, max_points: int):
     """The data's ``xs`` or ``ys`` (``other`` names the other list): shown by the lab's DataPanel, as many
     values as the other list, a change of either a new problem."""
@@ -32,8 +35,8 @@ def data_setting(default: list, label: str, other: str, max_points: int):
         if len(v) == n:
             return None
         return f"{len(v)} value{'' if len(v) == 1 else 's'}, but {other} has {n}: one of each per point"
-    return setting(default, label, group=DATA_GROUP, widget="data", length=(1, max_points), depends=(other,),
-                   check=same_count, reacts="problem")
+    return setting(default, label, group=DATA_GROUP, widget="data", length=(1, max_points), range=DATA_RANGE,
+                   depends=(other,), check=same_count, reacts="problem")
 
 
 def expression_check(variables: tuple = ("w1", "w2", "x")):

@@ -97,7 +97,8 @@ def describe(state_cls, name: str, state=None) -> str:
         return f"{what} in [{r[0]:g}, {r[1]:g}]" if r else what
     if k is list:
         lo, hi = spec.length
-        return f"a list of {lo} to {hi} numbers" + (f" in [{r[0]:g}, {r[1]:g}]" if r else "")
+        what = f"a list of {lo} numbers" if lo == hi else f"a list of {lo} to {hi} numbers"
+        return what + (f" in [{r[0]:g}, {r[1]:g}]" if r else "")
     return "text"
 
 
@@ -164,13 +165,15 @@ def coerce(state_cls, name: str, value: Any, state=None) -> Any:
     return value
 
 
-def check_values(state_cls, values: dict, where: str = "settings") -> dict:
+def check_values(state_cls, values: dict, where: str = "settings", base: dict | None = None) -> dict:
     """Strict (scene files): every value must be one the setting accepts, with dependent ranges and checks
-    judged against the defaults updated with all of ``values``. The error names ``where``, the field and
-    what it accepts."""
+    judged against the defaults updated with ``base`` (what is set by then: a scene's settings and earlier
+    events) and all of ``values``. The error names ``where``, the field and what it accepts."""
     if not isinstance(values, dict):
         raise SettingError(f"{where}: expected a table of settings")
     trial = dataclasses.replace(_defaults(state_cls))
+    for k, v in (base or {}).items():
+        setattr(trial, k, v)
     out = {}
     for k, v in values.items():  # kinds first (a dependent range may read another of these values)
         try:

@@ -9,88 +9,101 @@ true loss or at the surface's value below it (toggle), with its distance from th
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QLineEdit, QProgressBar, QWidget
 
-from visualizer import settings as store
-from visualizer.labs.base import Lab
-from visualizer.labs.descent_lab import restore_state
+from visualizer.labs.base import Action, SingleRunLab
+from visualizer.labs.schema import setting
+from visualizer.views.common import caption, dark_plot, lab_layout, save_atomically, splitter
 from visualizer.views.plane import PlaneView
 from visualizer.views.scene3d import Scene3D
-from visualizer.workers import GeneratorRunner, LatestJobWorker, ProcessRunner, RunnerRelay
+from visualizer.workers import GeneratorRunner, LatestJobWorker, RunnerRelay
 
-SETTINGS_KEY = "labs/surface"
-DATA = ["spirals", "moons", "circles", "xor", "blobs", "digits"]
+DATA = ("spirals", "moons", "circles", "xor", "blobs", "digits")
+NET_FIELDS = ("hidden", "activation", "parameterization", "residual", "data", "n", "noise", "seed", "network")
+TRAIN = "Used by the next Train."
+SURFACE = "Used by the next surface (Recompute the surface)."
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.lower().replace(" ", "").split("x") if w)
+    except ValueError:
+        raise ValueError(f"hidden layers '{text}': write widths like 64x64") from None
+    if not widths or min(widths) < 1 or max(widths) > 1024 or len(widths) > 8:
+        raise ValueError(f"hidden layers '{text}': 1 to 8 layers of 1 to 1024 units")
+    return widths
+
+
+def _hidden_refused(value: str, state) -> str | None:
+    try:
+        parse_hidden(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _cnn_needs_digits(value, state) -> str | None:
+    """The check of network and of data (``state`` holds both as they would be): the CNN takes only digits."""
+    if state.network == "cnn" and state.data != "digits":
+        return "the small CNN takes 8x8 images: choose the digits data set first"
+    return None
+
+
+def _same(*names: str) -> tuple:
+    return tuple((n, n) for n in names)
+
+
+def _in(group: str):
+    return lambda default, label, **spec: setting(default, label, group=group, **spec)
+
+
+_net, _train, _plane = _in("Data and network"), _in("Training"), _in("Plane and grid")
 
 
 @dataclass
 class SurfaceState:
-    data: str = "spirals"
-    n: int = 1000
-    noise: float = 0.1
-    network: str = "mlp"
-    hidden: str = "32x32"
-    activation: str = "tanh"
-    parameterization: str = "standard"
-    residual: bool = False
-    optimizer: str = "adam"
-    lr: float = 0.01
-    steps: int = 400
-    seed: int = 0
-    directions: str = "filter"
-    orthogonal: bool = True
-    include_bias: bool = False
-    grid: int = 31
-    extent: float = 1.0
-    log_scale: bool = True
-    true_height: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SurfaceState:
-        s = restore_state(cls, d, 0)
-        default = cls()
-        for name, allowed in CHOICES.items():  # a stale or hostile choice falls back to its default
-            if getattr(s, name) not in allowed:
-                setattr(s, name, getattr(default, name))
-        try:
-            parse_hidden(s.hidden)
-        except ValueError:
-            s.hidden = default.hidden
-        # every number within what its control can show (a stored value must never break the lab's build)
-        s.grid = min(max(s.grid, 5), 201)
-        s.n = min(max(s.n, 10), 20000)
-        s.noise = min(max(s.noise, 0.0), 2.0)
-        s.lr = min(max(s.lr, 1e-5), 10.0)
-        s.steps = min(max(s.steps, 1), 100000)
-        s.seed = min(max(s.seed, 0), 10**6)
-        s.extent = min(max(s.extent, 0.01), 10.0)
-        return s
-
-
-CHOICES = {"data": DATA, "network": ["mlp", "cnn"], "activation": ["tanh", "relu", "gelu"],
-           "parameterization": ["standard", "ntk"], "optimizer": ["adam", "gd", "momentum"],
-           "directions": ["filter", "pca", "three"]}
-NET_FIELDS = ("hidden", "activation", "parameterization", "residual", "data", "n", "noise", "seed", "network")
+    data: str = _net("spirals", "data", choices=_same(*DATA), check=_cnn_needs_digits, depends=("network",),
+                     tooltip=f"The training set (the small CNN takes only digits). {TRAIN}")
+    n: int = _net(1000, "points", range=(10, 20000), tooltip=TRAIN)
+    noise: float = _net(0.1, "noise", range=(0.0, 2.0), step=0.05, decimals=2, tooltip=TRAIN)
+    network: str = _net("mlp", "network", choices=(("mlp", "MLP"), ("cnn", "small CNN (8x8 digits)")),
+                        check=_cnn_needs_digits, depends=("data",),
+                        tooltip=f"The CNN takes scikit-learn's 8x8 digits (10 classes, cross-entropy). {TRAIN}")
+    hidden: str = _net("32x32", "hidden layers", check=_hidden_refused, commit="finish",
+                       tooltip=f"Hidden layer widths, e.g. 64x64 for an MLP 2-64-64-1. {TRAIN}")
+    activation: str = _net("tanh", "activation", choices=_same("tanh", "relu", "gelu"), tooltip=TRAIN)
+    parameterization: str = _net("standard", "weight scaling", choices=(("standard", "standard"), ("ntk", "NTK")),
+                                 tooltip="The parameterization: standard, or NTK (weights N(0, 1), each layer's "
+                                 f"output scaled by 1/√fan-in). {TRAIN}")
+    residual: bool = _net(False, "residual connections", tooltip=TRAIN)
+    optimizer: str = _train("adam", "optimizer", choices=_same("adam", "gd", "momentum"), tooltip=TRAIN)
+    lr: float = _train(0.01, "learning rate", range=(1e-5, 10.0), decimals=5, log=True, tooltip=TRAIN)
+    steps: int = _train(400, "steps", range=(1, 100000), tooltip=TRAIN)
+    seed: int = _train(0, "seed", range=(0, 10**6), tooltip="Seeds the data, the initialization and the "
+                       f"directions: same seed, same plane. {TRAIN}")
+    directions: str = _plane("filter", "directions", choices=(
+        ("filter", "filter-normalized random"), ("pca", "PCA of the training path"),
+        ("three", "through init, midpoint, final")), tooltip="Filter-normalized random directions, the PCA "
+        "plane of the training path, or the plane through the initialization, a midpoint and the final weights. "
+        f"{SURFACE}")
+    orthogonal: bool = _plane(True, "orthogonalize the random directions", tooltip=SURFACE)
+    include_bias: bool = _plane(False, "give biases a direction too", tooltip=SURFACE)
+    grid: int = _plane(31, "grid points", range=(5, 201), tooltip=f"Grid points a side. {SURFACE}")
+    extent: float = _plane(1.0, "range ±", range=(0.01, 10.0), step=0.1, decimals=2,
+                           tooltip=f"How far the plane reaches along each direction. {SURFACE}")
+    log_scale: bool = _plane(True, "log scale", reacts="redraw", tooltip="Heights and colours as log₁₀ L")
+    true_height: bool = _plane(True, "path at its true loss", reacts="path",
+                               tooltip="On: each checkpoint at its own loss (it is off the plane). Off: at the "
+                               "surface's value below it, as if it lay in the plane")
+    live_pca: bool = _plane(True, "live PCA plane while training",
+                            tooltip="With PCA directions, the plane follows the checkpoints as they arrive (a "
+                            "coarse grid, aligned between updates so the picture does not flip)")
 
 
 def fill_gaps(values: np.ndarray) -> np.ndarray:
@@ -137,29 +150,49 @@ def prepare_display(req: tuple) -> dict:
             "under_path": under_path, "values": values}
 
 
-def parse_hidden(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.lower().replace(" ", "").split("x") if w)
-    except ValueError:
-        raise ValueError(f"hidden layers '{text}': write widths like 64x64") from None
-    if not widths or min(widths) < 1 or max(widths) > 1024 or len(widths) > 8:
-        raise ValueError(f"hidden layers '{text}': 1 to 8 layers of 1 to 1024 units")
-    return widths
 
+class SurfaceLab(SingleRunLab):
+    """The training is the lab's run (``runner``); the surface job is a second, GUI-process runner."""
 
-class SurfaceLab(Lab):
     key = "surface"
-    state_cls = SurfaceState
-    scene_actions = {"train": "train the network from its seed (after setting changes); the surface follows",
-                     "surface": "compute the surface again with the current direction and grid settings",
-                     "reset": "stop training and the surface"}
     title = "Loss surfaces of a trained network"
+    state_cls = SurfaceState
+    hint = "Space trains the network from its seed; the surface around the trained weights follows"
+    help = ("<h3>Random-direction loss surfaces</h3><p>L(θ* + a d₁ + b d₂) around the trained weights θ*. "
+            "Random directions are Gaussian and <b>filter-normalized</b>: each output unit's row of d is "
+            "rescaled to the norm of the same row of θ* (biases get zero direction), which makes surfaces of "
+            "different networks comparable (Li et al. 2018). A training path hardly lies in a random plane: "
+            "use the PCA plane of the checkpoints' offsets θᵢ − θ* to draw it. The path is drawn at its true "
+            "loss; its distance from the plane is reported.</p>")
+    actions = (
+        Action("train", "Train and plot (Space)", "train", group="Training",
+               tooltip="Train from the seed with the settings above; the surface follows",
+               scene="train the network from its seed (after setting changes); the surface follows"),
+        Action("surface", "Recompute the surface", "compute_surface", group="Plane and grid",
+               tooltip="The surface around the trained weights with the plane and grid settings above",
+               scene="compute the surface again with the current direction and grid settings", row="recompute"),
+        Action("cancel", "Cancel", "cancel_surface", group="Plane and grid",
+               tooltip="Stop the surface computation: what was computed stays", row="recompute"),
+        Action("reset", "Reset (R)", "reset", button=False, scene="stop training and the surface"),
+        Action("save", "Save surface…", "_ask_save", group="Files",
+               tooltip="HDF5 in the reference loss-landscape layout, with a direction file", row="h5"),
+        Action("open", "Open surface…", "_ask_open", group="Files",
+               tooltip="An HDF5 surface written here or by the reference code", row="h5"),
+        Action("mesh", "Export mesh…", "_ask_mesh", group="Files", tooltip="The surface as a triangle mesh (OBJ, PLY)",
+               row="export"),
+        Action("data", "Export data…", "_ask_data", group="Files",
+               tooltip="Surface values and the projected training path (CSV, NPZ)", row="export"),
+        Action("png", "3D image…", "_ask_png", group="Files",
+               tooltip="The 3D view as a PNG, rendered off screen at the image size below", row="png"),
+        Action("png2d", "2D map…", "_ask_png2d", group="Files",
+               tooltip="The contour map as a PNG, at the width of the image size below", row="png"),
+    )
 
-    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True) -> None:
-        super().__init__(parent)
-        self.device = device
-        self.state = SurfaceState.from_dict(store.load_json(SETTINGS_KEY)) if restore else SurfaceState()
-        self.trainer: ProcessRunner | None = None
+    def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True,
+                 runner_factory=None, *, open_path: str | None = None, user_model: str | None = None) -> None:
+        super().__init__(device, parent, restore, start, runner_factory)
+        self.open_path = open_path  # a surface file to open instead of the first training
+        self.user_model = user_model  # 'package.module:factory' or 'file.py:factory' from `losslab --model`
         self.surface_runner: GeneratorRunner | None = None
         self.trained: dict | None = None  # the network settings the checkpoints were trained with
         self.surface_final = False  # the full (not live) surface of the latest training is complete
@@ -178,12 +211,16 @@ class SurfaceLab(Lab):
         self._last_live = 0
         self._last_dirs: tuple | None = None
         self.live_updates = 0
-        self.paused = False
         self.cmap = pg.colormap.get("viridis")
         self._build_views()
         self._build_controls()
         if start:
             self.start()
+
+    @property
+    def trainer(self):
+        """The training run (the lab's ``runner``)."""
+        return self.runner
 
     # ----------------------------------------------------------------------------- views
     def _build_views(self) -> None:
@@ -198,243 +235,64 @@ class SurfaceLab(Lab):
         self.path3d = gl.GLLinePlotItem(color=(1.0, 0.62, 0.11, 1.0), width=3, antialias=True,
                                         glOptions="translucent")
         self.scene.addItem(self.path3d)
-        self.loss_plot = pg.PlotWidget(title="training loss")
-        self.loss_plot.setBackground("#14161c")
-        self.loss_plot.setLogMode(y=True)
-        self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot = dark_plot("training loss", x="step", log_y=True)
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.5))
-        self.line_plot = pg.PlotWidget(title="loss from init (α = 0) to final (α = 1)")
-        self.line_plot.setBackground("#14161c")
-        self.line_plot.setLabel("bottom", "α")
+        self.line_plot = dark_plot("loss from init (α = 0) to final (α = 1)", x="α")
         self.line_curve = self.line_plot.plot(pen=pg.mkPen("#4cc9f0", width=2))
-        self.dist_plot = pg.PlotWidget(title="checkpoints' distance from the plane")
-        self.dist_plot.setToolTip("How far each checkpoint lies from the plane drawn above: what the picture cannot show")
-        self.dist_plot.setBackground("#14161c")
-        self.dist_plot.setLabel("bottom", "step")
+        self.dist_plot = dark_plot("checkpoints' distance from the plane", x="step",
+                                   tooltip="How far each checkpoint lies from the plane drawn above: what the "
+                                   "picture cannot show")
         self.dist_curve = self.dist_plot.plot(pen=pg.mkPen("#c77dff", width=2), symbol="o", symbolSize=4,
                                               symbolBrush="#c77dff")
-        self.caption = QLabel()
-        self.caption.setWordWrap(True)
-        self.caption.setStyleSheet("color:#c9d1d9;padding:2px 6px;")
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.plane_view)
-        top.addWidget(self.scene.container)
-        bottom = QSplitter(Qt.Orientation.Horizontal)
-        bottom.addWidget(self.loss_plot)
-        bottom.addWidget(self.line_plot)
-        bottom.addWidget(self.dist_plot)
-        outer = QSplitter(Qt.Orientation.Vertical)
-        outer.addWidget(top)
-        outer.addWidget(bottom)
-        outer.setStretchFactor(0, 3)
-        outer.setStretchFactor(1, 1)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.caption)
-        lay.addWidget(outer, 1)
+        self.caption = caption()
+        body = splitter("v", splitter("h", self.plane_view, self.scene.container),
+                        splitter("h", self.loss_plot, self.line_plot, self.dist_plot), stretch=(3, 1))
+        lab_layout(self, self.caption, body=body)
 
     def _build_controls(self) -> None:
-        s = self.state
-        panel = QWidget()
-        v = QVBoxLayout(panel)
-        g = QGroupBox("Data and network")
-        f = QFormLayout(g)
-        self.data_combo = QComboBox()
-        self.data_combo.addItems(DATA)
-        self.data_combo.setCurrentText(s.data)
-        f.addRow("data", self.data_combo)
-        self.n_spin = QSpinBox()
-        self.n_spin.setRange(10, 20000)
-        self.n_spin.setValue(s.n)
-        f.addRow("points", self.n_spin)
-        self.noise_spin = QDoubleSpinBox()
-        self.noise_spin.setRange(0, 2)
-        self.noise_spin.setSingleStep(0.05)
-        self.noise_spin.setValue(s.noise)
-        f.addRow("noise", self.noise_spin)
-        self.net_combo = QComboBox()
-        self.net_combo.addItem("MLP", "mlp")
-        self.net_combo.addItem("small CNN (8x8 digits)", "cnn")
-        self.net_combo.setCurrentIndex(0 if s.network == "mlp" else 1)
-        self.net_combo.setToolTip("The CNN takes scikit-learn's 8x8 digits (10 classes, cross-entropy)")
-        f.addRow("network", self.net_combo)
-        self.hidden_edit = QLineEdit(s.hidden)
-        self.hidden_edit.setToolTip("Hidden layer widths, e.g. 64x64 for an MLP 2-64-64-1")
-        f.addRow("hidden layers", self.hidden_edit)
-        self.act_combo = QComboBox()
-        self.act_combo.addItems(["tanh", "relu", "gelu"])
-        self.act_combo.setCurrentText(s.activation)
-        f.addRow("activation", self.act_combo)
-        self.param_combo = QComboBox()
-        self.param_combo.addItems(["standard", "ntk"])
-        self.param_combo.setCurrentText(s.parameterization)
-        f.addRow("parameterization", self.param_combo)
-        self.res_check = QCheckBox("residual connections")
-        self.res_check.setChecked(s.residual)
-        f.addRow(self.res_check)
-        v.addWidget(g)
-        g = QGroupBox("Training")
-        f = QFormLayout(g)
-        self.opt_combo = QComboBox()
-        self.opt_combo.addItems(["adam", "gd", "momentum"])
-        self.opt_combo.setCurrentText(s.optimizer)
-        f.addRow("optimizer", self.opt_combo)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 10)
-        self.lr_spin.setValue(s.lr)
-        f.addRow("learning rate", self.lr_spin)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setValue(s.steps)
-        f.addRow("steps", self.steps_spin)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 10**6)
-        self.seed_spin.setValue(s.seed)
-        self.seed_spin.setToolTip("Seeds the data, the initialization and the directions: same seed, same plane")
-        f.addRow("seed", self.seed_spin)
-        btn = QPushButton("Train and plot (Space)")
-        btn.clicked.connect(self.train)
-        f.addRow(btn)
-        v.addWidget(g)
-        g = QGroupBox("Plane and grid")
-        f = QFormLayout(g)
-        self.dir_combo = QComboBox()
-        self.dir_combo.addItem("filter-normalized random directions", "filter")
-        self.dir_combo.addItem("PCA of the training path", "pca")
-        self.dir_combo.addItem("plane through initialization, midpoint, final", "three")
-        self.dir_combo.setCurrentIndex(["filter", "pca", "three"].index(s.directions))
-        f.addRow("directions", self.dir_combo)
-        self.orth_check = QCheckBox("orthogonalize the random directions")
-        self.orth_check.setChecked(s.orthogonal)
-        f.addRow(self.orth_check)
-        self.bias_check = QCheckBox("give biases a direction too")
-        self.bias_check.setChecked(s.include_bias)
-        f.addRow(self.bias_check)
-        self.grid_spin = QSpinBox()
-        self.grid_spin.setRange(5, 201)
-        self.grid_spin.setValue(s.grid)
-        f.addRow("grid points a side", self.grid_spin)
-        self.extent_spin = QDoubleSpinBox()
-        self.extent_spin.setRange(0.01, 10)
-        self.extent_spin.setValue(s.extent)
-        f.addRow("range ±", self.extent_spin)
-        self.log_check = QCheckBox("log scale")
-        self.log_check.setChecked(s.log_scale)
-        self.log_check.toggled.connect(self._redraw_surface)
-        f.addRow(self.log_check)
-        self.height_check = QCheckBox("path at its true loss")
-        self.height_check.setToolTip("On: each checkpoint at its own loss (it is off the plane). Off: at the "
-                                     "surface's value below it, as if it lay in the plane")
-        self.height_check.setChecked(s.true_height)
-        self.height_check.toggled.connect(self._redraw_path)
-        f.addRow(self.height_check)
-        self.live_check = QCheckBox("live PCA plane while training")
-        self.live_check.setChecked(True)
-        self.live_check.setToolTip("With PCA directions, the plane follows the checkpoints as they arrive (a coarse "
-                                   "grid, aligned between updates so the picture does not flip)")
-        f.addRow(self.live_check)
+        form = self.make_form()
         self.progress = QProgressBar()
         self.progress.setRange(0, 4)
-        f.addRow("surface", self.progress)
-        btn = QPushButton("Recompute the surface")
-        btn.clicked.connect(self.compute_surface)
-        f.addRow(btn)
-        cancel = QPushButton("Cancel")
-        cancel.clicked.connect(self.cancel_surface)
-        f.addRow(cancel)
-        v.addWidget(g)
-        g = QGroupBox("Files")
-        f = QFormLayout(g)
-        for text, slot, tip in (
-                ("Save surface (HDF5)…", self._ask_save, "The reference loss-landscape layout, with a direction file"),
-                ("Open surface (HDF5)…", self._ask_open, "A surface written here or by the reference code"),
-                ("Export mesh (OBJ / PLY)…", self._ask_mesh, "The surface as a triangle mesh"),
-                ("Export data (CSV / NPZ)…", self._ask_data, "Surface values and the projected training path"),
-                ("Export 3D image (PNG)…", self._ask_png, "Rendered off screen at the size below"),
-                ("Export 2D map (PNG)…", self._ask_png2d, "The contour map at the width below")):
-            b = QPushButton(text)
-            b.setToolTip(tip)
-            b.clicked.connect(slot)
-            f.addRow(b)
-        self.png_size = QLineEdit("1920x1080")
-        self.png_size.setToolTip("Width x height of the exported image, up to 3840x2160")
-        f.addRow("image size", self.png_size)
-        v.addWidget(g)
+        form.add_row("Plane and grid", self.progress, "surface")
         self.info = QLabel()
         self.info.setWordWrap(True)
-        v.addWidget(self.info)
-        v.addStretch(1)
-        self._controls = panel
-        for name, w in (("data", self.data_combo), ("n", self.n_spin), ("noise", self.noise_spin),
-                        ("network", self.net_combo), ("hidden", self.hidden_edit), ("activation", self.act_combo),
-                        ("parameterization", self.param_combo), ("residual", self.res_check),
-                        ("optimizer", self.opt_combo), ("lr", self.lr_spin), ("steps", self.steps_spin),
-                        ("seed", self.seed_spin), ("directions", self.dir_combo), ("orthogonal", self.orth_check),
-                        ("include_bias", self.bias_check), ("grid", self.grid_spin), ("extent", self.extent_spin),
-                        ("log_scale", self.log_check), ("true_height", self.height_check)):
-            self.bind(name, w)
+        form.add_row("Plane and grid", self.info)
+        self.png_size = QLineEdit("1920x1080")  # not a setting: how big the next exported image is
+        self.png_size.setToolTip("Width x height of the exported image, up to 3840x2160")
+        form.add_row("Files", self.png_size, "image size")
 
-    def controls(self) -> QWidget:
-        return self._controls
-
-    def help_html(self) -> str:
-        return ("<h3>Random-direction loss surfaces</h3><p>L(θ* + a d₁ + b d₂) around the trained weights θ*. "
-                "Random directions are Gaussian and <b>filter-normalized</b>: each output unit's row of d is "
-                "rescaled to the norm of the same row of θ* (biases get zero direction), which makes surfaces of "
-                "different networks comparable (Li et al. 2018). A training path hardly lies in a random plane: "
-                "use the PCA plane of the checkpoints' offsets θᵢ − θ* to draw it. The path is drawn at its true "
-                "loss; its distance from the plane is reported.</p>")
+    def views(self) -> dict[str, QWidget]:
+        return {"3d": self.scene, "2d": self.plane_view}
 
     def active_view(self) -> QWidget:
         return self.scene
 
+    def has_drawn(self) -> bool:
+        return self.shown is not None
+
+    # ----------------------------------------------------------------------------- reactions
+    def react_redraw(self, changed: dict) -> None:
+        self._redraw_surface()
+
+    def react_path(self, changed: dict) -> None:
+        self._redraw_path()
+
     # ----------------------------------------------------------------------------- training
-    def _read_controls(self) -> bool:
-        """The controls into ``state`` (and saved); False, with a message, when they do not make a run."""
-        s, problem = self._state_from_controls()
-        if problem:
-            self.message.emit(problem, True)
-            return False
-        self.state = s
-        store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
-        return True
-
-    def _state_from_controls(self) -> tuple[SurfaceState, str | None]:
-        """What the controls show, as a state, and what is wrong with it (None): no side effects."""
-        s = dataclasses.replace(self.state)
-        s.data, s.n, s.noise = self.data_combo.currentText(), self.n_spin.value(), float(self.noise_spin.value())
-        s.network = self.net_combo.currentData()
-        problem = None
-        if s.network == "cnn" and s.data != "digits":
-            problem = "The small CNN takes 8x8 images: choose the digits data set"
-        s.hidden, s.activation = self.hidden_edit.text(), self.act_combo.currentText()
-        s.parameterization, s.residual = self.param_combo.currentText(), self.res_check.isChecked()
-        s.optimizer, s.lr, s.steps = self.opt_combo.currentText(), float(self.lr_spin.value()), self.steps_spin.value()
-        s.seed, s.directions = self.seed_spin.value(), self.dir_combo.currentData()
-        s.orthogonal, s.include_bias = self.orth_check.isChecked(), self.bias_check.isChecked()
-        s.grid, s.extent = self.grid_spin.value(), float(self.extent_spin.value())
-        s.log_scale, s.true_height = self.log_check.isChecked(), self.height_check.isChecked()
-        try:
-            parse_hidden(s.hidden)
-        except ValueError as exc:
-            problem = str(exc)
-        return s, problem
-
-    pending_open: str | None = None
-    user_model: str | None = None  # 'package.module:factory' or 'file.py:factory' from `losslab --model`
-
     def start(self) -> None:
-        if self.pending_open:
-            path, self.pending_open = self.pending_open, None
+        if self.open_path:
+            path, self.open_path = self.open_path, None
             self.open_surface(path)
         else:
             self.train()
 
-    def train(self) -> None:
-        if not self._read_controls():
-            return
-        self._stop_all()
+    def train(self) -> bool:
+        """The Train button and the scene action: a new training from the seed (the surface follows)."""
+        self.paused = False
+        return self.restart()
+
+    def restart(self) -> bool:
+        """A new training with the settings (started paused when ``paused``: S with no run)."""
+        self._cancel_surface()
         s = self.state
         self.snaps, self.checkpoints, self.plane, self.grid_values = [], [], None, None
         self._ck_loss = []
@@ -444,7 +302,7 @@ class SurfaceLab(Lab):
         self._last_live = 0
         self.live_updates = 0
         every = max(1, s.steps // 60)
-        # the surface is computed later with the network these checkpoints belong to, whatever the controls
+        # the surface is computed later with the network these checkpoints belong to, whatever the settings
         # say by then
         self.trained = {k: getattr(s, k) for k in NET_FIELDS}
         self.trained["user_model"] = self.user_model
@@ -456,14 +314,13 @@ class SurfaceLab(Lab):
                 hidden=parse_hidden(s.hidden), activation=s.activation, parameterization=s.parameterization,
                 residual=s.residual, data=s.data, n=s.n, noise=s.noise, optimizer=s.optimizer, lr=s.lr,
                 steps=s.steps, seed=s.seed, every=every, device=self.device, network=s.network)
-        self.paused = False
-        trainer = self.trainer = self.make_runner(target, kwargs)
-        # a runner stopped (a new training, a reset) may still have signals on their way: only the current one's
-        # count (``current``)
-        self._trainer_relay = RunnerRelay(self, trainer, {"batch": "_on_train_batch", "done": "_on_trained",
-                                                          "failed": "_on_trainer_failed"}, current="trainer")
-        trainer.start()
-        self.status.emit({"running": True})
+        self._set_caption()
+        self.start_run(target, kwargs, {"batch": "_on_train_batch", "done": "_on_trained",
+                                        "failed": "_on_trainer_failed"}, start_paused=self.paused)
+        return True
+
+    def _set_caption(self) -> None:
+        s = self.state
         if self.user_model:
             self.caption.setText(f"<b>your model</b> {self.user_model} · its own loss and data "
                                  "(the data and network controls do not apply)")
@@ -492,7 +349,7 @@ class SurfaceLab(Lab):
                 self._ck_loss.append(float(k.loss))
         # the live plane follows the checkpoints (a clock of training steps, not of wall time, so a recording
         # shows the same planes every time), at most one computation at a time
-        if (self.dir_combo.currentData() == "pca" and self.live_check.isChecked() and len(self.checkpoints) >= 4
+        if (self.state.directions == "pca" and self.state.live_pca and len(self.checkpoints) >= 4
                 and len(self.checkpoints) - self._last_live >= 6
                 and (self.surface_runner is None or not self.surface_runner.isRunning())):
             self._last_live = len(self.checkpoints)
@@ -523,8 +380,6 @@ class SurfaceLab(Lab):
     def compute_surface(self, live: bool = False) -> None:
         if len(self.checkpoints) < 2 or self.trained is None:
             self.message.emit("Train first: the surface is drawn around the trained weights", True)
-            return
-        if not self._read_controls():
             return
         self._cancel_surface()
         s, net = self.state, self.trained
@@ -598,8 +453,6 @@ class SurfaceLab(Lab):
                 self.landscape = {"t": t, "values": values, "stride": stride}
                 self._redraw_surface()
                 if self.first_grid_at is None:
-                    import time
-
                     self.first_grid_at = time.perf_counter()
             elif item[0] == "line":
                 self.line_curve.setData(item[1], item[2])
@@ -609,7 +462,7 @@ class SurfaceLab(Lab):
         if self.grid_values is None:
             return
         coords = self.plane["coords"] if self.plane is not None else None
-        self.display_worker.submit((self.grid_t, self.grid_values, self.log_check.isChecked(), coords))
+        self.display_worker.submit((self.grid_t, self.grid_values, self.state.log_scale, coords))
 
     def _on_display(self, req, out: dict) -> None:
         if out["values"] is not self.grid_values:
@@ -634,7 +487,7 @@ class SurfaceLab(Lab):
         coords = self.plane["coords"]
         self.path2d.setData(coords[:, 0], coords[:, 1])
         n = min(len(coords), len(self._ck_loss))
-        if self.height_check.isChecked() or out["under_path"] is None:
+        if self.state.true_height or out["under_path"] is None:
             loss = np.asarray(self._ck_loss[:n], dtype=np.float64)
         else:
             loss = np.asarray(out["under_path"][:n], dtype=np.float64)
@@ -688,9 +541,6 @@ class SurfaceLab(Lab):
 
     def export_png_2d(self, path: str, width: int) -> bool:
         """The 2D map (with its colour bar and path) at ``width`` pixels, written atomically."""
-        import os
-        import tempfile
-
         from pyqtgraph.exporters import ImageExporter
 
         if not 64 <= width <= 7680:
@@ -698,12 +548,8 @@ class SurfaceLab(Lab):
             return False
         exporter = ImageExporter(self.plane_view.ci)
         exporter.parameters()["width"] = width
-        folder = os.path.dirname(os.path.abspath(path))
         try:
-            fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-            os.close(fd)
-            exporter.export(tmp)
-            os.replace(tmp, path)
+            save_atomically(path, lambda tmp: exporter.export(toBytes=True).save(tmp, "PNG"))
         except OSError as exc:
             self.message.emit(f"Not exported: {exc}", True)
             return False
@@ -801,17 +647,8 @@ class SurfaceLab(Lab):
             return False
         arr = np.ascontiguousarray(self.scene.render_offscreen(width, height))
         img = QImage(arr.data, width, height, 4 * width, QImage.Format.Format_ARGB32).copy()
-        import os
-        import tempfile
-
-        folder = os.path.dirname(os.path.abspath(path))
         try:
-            fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-            os.close(fd)
-            if not img.save(tmp, "PNG"):
-                os.unlink(tmp)
-                raise OSError("the image could not be encoded")
-            os.replace(tmp, path)
+            save_atomically(path, lambda tmp: img.save(tmp, "PNG"))
         except OSError as exc:
             self.message.emit(f"Not exported: {exc}", True)
             return False
@@ -833,57 +670,16 @@ class SurfaceLab(Lab):
 
     def _stop_all(self) -> None:
         self._cancel_surface()
-        if self.trainer is not None:
-            self.trainer.abort()
-            self.trainer = None
-            self.status.emit({"running": False})
-
-    def toggle_run(self) -> None:
-        if self.trainer is not None and self.trainer.isRunning():
-            self.paused = not self.paused
-            (self.trainer.pause if self.paused else self.trainer.resume)()
-            self.status.emit({"paused": self.paused})
-        else:
-            self.train()
-
-    def single_step(self) -> None:
-        if self.trainer is not None and self.trainer.isRunning():
-            self.paused = True
-            self.trainer.step_once()
-            self.status.emit({"paused": True})
+        self.stop_run()
 
     def reset(self) -> None:
         self._stop_all()
-
-    def set_device(self, device: str) -> None:
-        self.device = device
-
-    # ----------------------------------------------------------------------------- recording
-    def scene_action(self, action: str, start=None) -> None:
-        if action == "train":
-            self.train()
-        elif action == "surface":
-            self.compute_surface()
-        else:
-            super().scene_action(action, start)
-
-    def runners(self) -> list:
-        return [self.trainer] if self.trainer is not None and self.trainer.isRunning() else []
 
     def busy(self) -> bool:
         return ((self.surface_runner is not None and self.surface_runner.isRunning())
                 or self.display_worker.busy or self.display_worker.pending())
 
-    def settings_dict(self) -> dict:
-        """What the controls show (what "Save scene" writes); reads only, writes and says nothing."""
-        return dataclasses.asdict(self._state_from_controls()[0])
-
-    def save_state(self) -> None:
-        s, problem = self._state_from_controls()
-        if problem is None:
-            store.save_json(SETTINGS_KEY, dataclasses.asdict(s))
-
     def shutdown(self) -> None:
-        self._stop_all()
+        self._cancel_surface()
         self.display_worker.stop(wait_ms=0)
-        self.save_state()
+        super().shutdown()

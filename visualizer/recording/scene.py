@@ -139,13 +139,17 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         lab_cls = labs[lab].load()
     actions = tuple(lab_cls.scene_actions) if lab_cls is not None else ACTIONS
 
+    in_force: dict = {}  # the settings set by the scene and its events so far (dependent ranges read them)
+
     def check_values(values: dict, where: str, needle: str) -> dict:
         if lab_cls is None or lab_cls.state_cls is None:
             return dict(values)
         from visualizer.labs.base import SettingError, check_settings
 
         try:
-            return check_settings(lab_cls.state_cls, values, where)
+            out = check_settings(lab_cls.state_cls, values, where, in_force)
+            in_force.update(out)
+            return out
         except SettingError as exc:
             name = str(exc).split(":")[0]
             raise fail(name, f"the {lab} lab: {str(exc).split(': ', 1)[1]}", name.split(".")[-1]) from None

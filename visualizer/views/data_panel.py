@@ -99,7 +99,13 @@ class DataPanel(QWidget):
         self._commit()
 
     def _commit(self) -> None:
-        self.settings.update({"xs": list(self.xs), "ys": list(self.ys)}, "user")
+        from visualizer.labs.schema import SettingError
+
+        try:
+            self.settings.update({"xs": list(self.xs), "ys": list(self.ys)}, "user")
+        except SettingError as exc:  # (a typed 1e7): say why, and show what the state keeps
+            self.error.emit(str(exc))
+            self.show_state(self.settings.state)
 
     def show_state(self, state) -> None:
         """Show ``state.xs``/``state.ys`` (a scene, a restore): moves the points, rebuilds on a new count."""

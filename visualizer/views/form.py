@@ -40,7 +40,8 @@ SLIDER_TICKS = 1000
 class Action:
     """A lab's action: a button in its group of the form (``button``) and/or a scene-file action (``scene``,
     its description). ``method`` is the lab's method to call; ``beside`` puts the button in the row of that
-    setting; ``with_start`` passes a scene event's ``start`` to the method."""
+    setting; buttons with the same ``row`` (in one group) share a row; ``with_start`` passes a scene event's
+    ``start`` to the method."""
 
     name: str
     label: str
@@ -51,6 +52,7 @@ class Action:
     beside: str = ""
     button: bool = True
     with_start: bool = False
+    row: str = ""
 
 
 def _fmt(v: float, decimals: int | None) -> str:
@@ -115,9 +117,19 @@ class SettingsForm(QWidget):
                 err.setVisible(False)
                 self._errors[name] = err
                 form.addRow(err)
+        rows: dict = {}
         for a in actions:
-            if a.button and not a.beside:
+            if not a.button or a.beside:
+                continue
+            if not a.row:
                 self._form(a.group).addRow(self._button(lab, a))
+                continue
+            if (a.group, a.row) not in rows:
+                holder = QWidget()
+                rows[a.group, a.row] = QHBoxLayout(holder)
+                rows[a.group, a.row].setContentsMargins(0, 0, 0, 0)
+                self._form(a.group).addRow(holder)
+            rows[a.group, a.row].addWidget(self._button(lab, a))
         self._lay.addStretch(1)
         settings.subscribe(self._on_changed)
         self.refresh()
@@ -164,8 +176,9 @@ class SettingsForm(QWidget):
             w.toggled.connect(lambda on, n=name: self._write(n, bool(on)))
         elif spec.choices:
             w = QComboBox()
-            for value, text in spec.choices:
+            for i, (value, text) in enumerate(spec.choices):
                 w.addItem(text, value)
+                w.setItemData(i, text, Qt.ItemDataRole.ToolTipRole)  # in full, should the box be narrower
             # the panel keeps its width: a long item shows in full in the open list
             w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             w.setMinimumContentsLength(10)
