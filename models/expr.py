@@ -10,8 +10,10 @@ import ast
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MAX_LENGTH = 400
 MAX_NODES = 200
@@ -21,19 +23,20 @@ class ExpressionError(ValueError):
     """A user expression that cannot be used, with a message that says what is wrong and where."""
 
 
-def _relu(t: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(t, min=0)
+def _torch_function(name: str) -> Callable:
+    """torch.<name> (relu: clamp at 0), looked up when called: checking an expression never imports torch
+    (the app checks stored expressions before its first frame; torch takes a second to import)."""
+
+    def fn(t):
+        import torch
+
+        return torch.clamp(t, min=0) if name == "relu" else getattr(torch, name)(t)
+
+    return fn
 
 
-FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tanh": torch.tanh,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "exp": torch.exp,
-    "log": torch.log,
-    "relu": _relu,
-    "sigmoid": torch.sigmoid,
-}
+FUNCTIONS: dict[str, Callable] = {name: _torch_function(name)
+                                  for name in ("tanh", "sin", "cos", "exp", "log", "relu", "sigmoid")}
 CONSTANTS = {"pi": math.pi, "e": math.e}
 
 _BINOPS = {
@@ -65,6 +68,8 @@ class CompiledExpression:
     _fn: Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
     def __call__(self, **values: torch.Tensor) -> torch.Tensor:
+        import torch
+
         out = self._fn(values)
         if not isinstance(out, torch.Tensor):  # a constant expression
             ref = next(iter(values.values()))
@@ -152,6 +157,8 @@ def parse_expression(text: str, variables: Sequence[str] = ("w1", "w2", "x")) ->
             arg = build(node.args[0])
 
             def call(env, fn=fn, arg=arg):
+                import torch
+
                 a = arg(env)
                 if not isinstance(a, torch.Tensor):
                     a = torch.tensor(a, dtype=torch.float64)

@@ -41,6 +41,9 @@ QLineEdit, QSpinBox, QDoubleSpinBox, QComboBox, QTableWidget {
     background: #12141a; border: 1px solid #3b4252; border-radius: 3px; padding: 2px; }
 QHeaderView::section { background: #2e3440; color: #d8dee9; border: none; }
 QToolTip { background: #2e3440; color: #eceff4; border: 1px solid #4c566a; }
+QLineEdit:disabled, QSpinBox:disabled, QDoubleSpinBox:disabled, QComboBox:disabled, QCheckBox:disabled,
+QPushButton:disabled, QSlider:disabled { color: #5c6370; }
+QLineEdit:disabled, QSpinBox:disabled, QDoubleSpinBox:disabled, QComboBox:disabled { background: #181a20; }
 """
 
 

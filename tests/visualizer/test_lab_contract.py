@@ -97,3 +97,37 @@ def test_every_setting_is_declared_once_with_what_the_form_needs(key):
     assert "reset" in cls.scene_actions
     assert cls.help, f"{key}: no help"
     importlib.import_module(LABS[key].module)
+
+
+def test_building_every_lab_with_its_stored_settings_imports_no_torch(tmp_path):
+    """The window paints before torch loads (about a second here): building a lab, restoring and checking its
+    settings (a stored custom expression included) and generating its form must not import it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "losslab.json").write_text(json.dumps({
+        "labs/manifold2d": {"model": "custom", "expression": "w2*tanh(w1*x) + sin(w1)"},
+        "labs/manifold3d": {"model": "custom", "expression": "w3*sin(w1*x) + w2"}}))
+    code = ("import sys\n"
+            "from visualizer.qtsetup import prepare_qt\n"
+            "prepare_qt()\n"
+            "from PySide6.QtWidgets import QApplication\n"
+            "app = QApplication([])\n"
+            "from visualizer.labs import LABS\n"
+            "for key, info in LABS.items():\n"
+            "    lab = info.load()(start=False)\n"
+            "    assert not lab.restore_problems, (key, lab.restore_problems)\n"
+            "    lab.controls()\n"
+            "    lab.shutdown()\n"
+            "print('torch' in sys.modules, flush=True)\n"
+            "import os\n"
+            "os._exit(0)\n")  # as the app does: Qt's exit-time teardown of GL windows is crash-prone
+    env = {**os.environ, "LOSSLAB_CONFIG_DIR": str(cfg)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=ROOT.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

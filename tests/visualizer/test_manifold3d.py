@@ -262,3 +262,10 @@ def test_lazy_descent_of_the_linear_model_lands_on_its_projection(qtbot, lab):
     expected = w0 + np.linalg.pinv(X) @ y / 10.0
     assert np.allclose(run.projections[0], expected)
     assert np.linalg.norm(run.trajs[0].last_params - expected) < 1e-6
+
+
+def test_the_lab_names_the_engines_variables():
+    from models.toy3d import VARIABLES
+    from visualizer.labs.manifold3d import VARIABLES as shown
+
+    assert shown == VARIABLES

@@ -44,11 +44,8 @@ MAX_RES = 160  # a finer cube takes minutes and gigabytes
 MODEL, DESCENT, VIEW = "Model f(x; w₁, w₂, w₃)", "Gradient descent", "View"
 
 
-def _parses(text: str, state) -> str | None:
-    """Why ``text`` is no formula of w1, w2, w3 and x (None: it is one); torch is imported only when asked."""
-    from models.toy3d import VARIABLES
-
-    return expression_check(VARIABLES)(text, state)
+VARIABLES = ("w1", "w2", "w3", "x")  # models.toy3d.VARIABLES (that module imports torch: not before the first frame)
+_parses = expression_check(VARIABLES)
 
 
 @dataclass

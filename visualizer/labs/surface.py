@@ -92,8 +92,10 @@ class SurfaceState:
         ("three", "through init, midpoint, final")), tooltip="Filter-normalized random directions, the PCA "
         "plane of the training path, or the plane through the initialization, a midpoint and the final weights. "
         f"{SURFACE}")
-    orthogonal: bool = _plane(True, "orthogonalize the random directions", tooltip=SURFACE)
-    include_bias: bool = _plane(False, "give biases a direction too", tooltip=SURFACE)
+    orthogonal: bool = _plane(True, "orthogonalize the random directions", tooltip=SURFACE,
+                              enabled_if=lambda s: s.directions == "filter")
+    include_bias: bool = _plane(False, "give biases a direction too", tooltip=SURFACE,
+                                enabled_if=lambda s: s.directions == "filter")
     grid: int = _plane(31, "grid points", range=(5, 201), tooltip=f"Grid points a side. {SURFACE}")
     extent: float = _plane(1.0, "range ±", range=(0.01, 10.0), step=0.1, decimals=2,
                            tooltip=f"How far the plane reaches along each direction. {SURFACE}")
@@ -101,7 +103,7 @@ class SurfaceState:
     true_height: bool = _plane(True, "path at its true loss", reacts="path",
                                tooltip="On: each checkpoint at its own loss (it is off the plane). Off: at the "
                                "surface's value below it, as if it lay in the plane")
-    live_pca: bool = _plane(True, "live PCA plane while training",
+    live_pca: bool = _plane(True, "live PCA plane while training", enabled_if=lambda s: s.directions == "pca",
                             tooltip="With PCA directions, the plane follows the checkpoints as they arrive (a "
                             "coarse grid, aligned between updates so the picture does not flip)")
 
