@@ -52,6 +52,16 @@ def test_consumers_use_only_the_lab_contract():
     assert not bad, "outside the lab contract: " + ", ".join(bad)
 
 
+def test_recording_calls_no_private_method_of_the_main_window():
+    bad = []
+    for path in sorted((ROOT / "recording").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and isinstance(node.value, ast.Call)
+                    and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "_main"):
+                bad.append(f"{path.name}:{node.lineno}: window.{node.attr}")
+    assert not bad, bad
+
+
 def test_no_lab_imports_another_and_no_lab_class_is_patched_from_outside():
     from visualizer.labs import LABS
 
