@@ -42,7 +42,7 @@ QLineEdit, QSpinBox, QDoubleSpinBox, QComboBox, QTableWidget {
 QHeaderView::section { background: #2e3440; color: #d8dee9; border: none; }
 QToolTip { background: #2e3440; color: #eceff4; border: 1px solid #4c566a; }
 QLineEdit:disabled, QSpinBox:disabled, QDoubleSpinBox:disabled, QComboBox:disabled, QCheckBox:disabled,
-QPushButton:disabled, QSlider:disabled { color: #5c6370; }
+QPushButton:disabled, QSlider:disabled, QLabel:disabled { color: #5c6370; }
 QLineEdit:disabled, QSpinBox:disabled, QDoubleSpinBox:disabled, QComboBox:disabled { background: #181a20; }
 """
 

@@ -333,7 +333,10 @@ class SettingsForm(QWidget):
                     w.blockSignals(False)
             if not skip_values or (isinstance(w, QSlider) and callable(spec.range)):
                 self._show(name)
-            w.setEnabled(self.settings.enabled(name))
+            on = self.settings.enabled(name)
+            w.setEnabled(on)
+            if name in self._value_labels:
+                self._value_labels[name].setEnabled(on)
 
     def enter_text(self, name: str, text: str) -> bool:
         """Type ``text`` into the text field of ``name`` and commit it, as a user would (False: refused, and the
