@@ -5,19 +5,71 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 
 import numpy as np
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux: /proc/self/status);
+    elsewhere set and restored at once (a file another thread creates meanwhile gets the stricter 0o077)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permission bits ``open()`` gives a new file: 0o666 less the umask (``mkstemp`` gives 0600,
+    whatever the umask, so files written through a temporary file are set to this before the rename)."""
+    return 0o666 & ~current_umask()
+
+
+def check_output_path(path: str, suffixes: tuple[str, ...] = (), what: str = "the output") -> str | None:
+    """Why ``path`` cannot be written (a missing or unwritable folder, a folder in its place, a name without
+    one of ``suffixes``), in one line; None when it can. Checked before long work whose result goes there."""
+    if not path:
+        return f"{what}: no file name given"
+    if suffixes and not path.lower().endswith(tuple(s.lower() for s in suffixes)):
+        names = ", ".join(suffixes[:-1]) + (" or " if len(suffixes) > 1 else "") + suffixes[-1]
+        return f"{what} {path}: the file name must end in {names}"
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{what} {path}: that is a folder"
+    if not os.path.exists(folder):
+        return f"{what} {path}: the folder {folder} does not exist"
+    if not os.path.isdir(folder):
+        return f"{what} {path}: {folder} is not a folder"
+    try:  # the only sure test (permissions, a read-only file system, root's rights): write there
+        fd, probe = tempfile.mkstemp(prefix=".losslab-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{what} {path}: the folder {folder} cannot be written ({exc.strerror or exc})"
+    return None
 
 
 def atomic_write(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename: a crash or a full
-    disk leaves the old file (or none), never half a file, and no temporary file behind."""
+    disk leaves the old file (or none), never half a file, and no temporary file behind. The file gets the
+    permissions a plain ``open()`` would give a new file (0o666 less the umask), not mkstemp's 0600."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
+    mode = new_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=".losslab-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

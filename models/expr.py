@@ -39,11 +39,18 @@ FUNCTIONS: dict[str, Callable] = {name: _torch_function(name)
                                   for name in ("tanh", "sin", "cos", "exp", "log", "relu", "sigmoid")}
 CONSTANTS = {"pi": math.pi, "e": math.e}
 
+def _div(a, b):
+    """a / b; two constants divide as tensors do (1/0 = inf, 0/0 = nan), never raising ZeroDivisionError."""
+    if isinstance(a, float) and isinstance(b, float) and b == 0.0:
+        return math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
+
+
 _BINOPS = {
     ast.Add: lambda a, b: a + b,
     ast.Sub: lambda a, b: a - b,
     ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b,
+    ast.Div: _div,
     ast.Pow: lambda a, b: _pow(a, b),
 }
 _SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
@@ -114,7 +121,11 @@ def parse_expression(text: str, variables: Sequence[str] = ("w1", "w2", "x")) ->
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise ExpressionError(f"only numbers are allowed as constants, not {node.value!r}{_where(node)}")
-            value = float(node.value)
+            try:
+                value = float(node.value)
+            except OverflowError:
+                raise ExpressionError(f"the number{_where(node)} is too large for a float (at most about "
+                                      "1.8e308)") from None
             return lambda env: value
         if isinstance(node, ast.Name):
             if node.id in allowed_vars:

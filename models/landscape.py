@@ -37,8 +37,11 @@ def grid_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossF
     return out
 
 
-def _chunk_size(n_data: int, width: int, itemsize: int, budget_bytes: float = 2.5e8) -> int:
-    return int(max(1, min(4096, budget_bytes // max(1, 3 * n_data * width * itemsize))))
+def _chunk_size(n_data: int, width: int, itemsize: int, budget_bytes: float = 2.5e8, layer_numel: int = 0) -> int:
+    """Grid points a batched chunk may hold: each needs its activations (about 3 n x width values) and its own
+    copy of the largest layer's weights with the temporaries that form it (about 3 x layer_numel values)."""
+    per_point = 3 * n_data * width * itemsize + 3 * layer_numel * itemsize
+    return int(max(1, min(4096, budget_bytes // max(1, per_point))))
 
 
 def _points_serial(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -111,7 +114,8 @@ def grid_mlp_points(mlp: MLP, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
     a = a.to(dtype)
     b = b.to(dtype)
     width = max(spec.widths)
-    chunk = chunk or _chunk_size(x.shape[0], width, x.element_size())
+    chunk = chunk or _chunk_size(x.shape[0], width, x.element_size(),
+                                 layer_numel=max(lin.weight.numel() for lin in mlp.layers))
     out = torch.empty(a.shape[0], dtype=dtype, device=x.device)
     scales = [mlp.layer_scale(k) for k in range(n_layers)]
     with torch.no_grad():

@@ -9,12 +9,14 @@ generated here from a seed (no downloads).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from .limits import MEMORY_CAP_BYTES, check_memory
 from .train import check_step_size
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": nn.functional.gelu}
@@ -49,6 +51,12 @@ class MLP(nn.Module):
     """A plain MLP whose layers are nn.Linear (so filter normalization sees one row per output unit)."""
 
     def __init__(self, spec: MLPSpec, seed: int = 0) -> None:
+        # the weights (float32) and one layer's initialization temporaries, refused before anything is allocated
+        w = spec.widths
+        need = 4 * mlp_param_count(w) + 8 * max(_layer_sizes(w))
+        if need > MEMORY_CAP_BYTES:
+            most = _largest(lambda v: 4 * mlp_param_count([w[0], *[v] * (len(w) - 2), w[-1]]) + 8 * v * v, 1, max(w))
+            check_memory(need, f"an MLP {'x'.join(map(str, w))}", f"at most {most} units a hidden layer")
         super().__init__()
         self.spec = spec
         g = torch.Generator().manual_seed(int(seed))
@@ -100,6 +108,8 @@ def make_data(name: str, n: int = 2000, noise: float = 0.1, seed: int = 0) -> tu
         raise ValueError("a data set needs at least two points")
     if name == "digits":
         return load_digits(n, seed)
+    check_memory(_DATA_GEN_BYTES * n, f"a data set of {n} points",
+                 f"at most {int(MEMORY_CAP_BYTES // _DATA_GEN_BYTES)} points")  # before any array is made
     g = np.random.default_rng(seed)
     half = n // 2
     if name == "spirals":
@@ -129,6 +139,111 @@ def make_data(name: str, n: int = 2000, noise: float = 0.1, seed: int = 0) -> tu
     x = x + noise * g.normal(size=x.shape)
     perm = g.permutation(n)
     return torch.as_tensor(x[perm], dtype=torch.float32), torch.as_tensor(y[perm], dtype=torch.float32)
+
+
+# --- memory estimates, checked before anything is allocated (the CLI and the surface lab share them) ---------
+
+#: the numpy float64 temporaries make_data builds for a two-dimensional toy set, per point (about five (n, 2)
+#: arrays alive at once, and the float32 tensors)
+_DATA_GEN_BYTES = 5 * 2 * 8 + 3 * 4
+#: the SmallCNN's channels (its default) and the digits' 8x8 inputs
+_CNN_CHANNELS = (8, 16)
+DIGITS_POINTS = 1797  # scikit-learn's digits: make_data("digits", n) gives at most this many
+
+
+def _layer_sizes(widths) -> list[int]:
+    return [int(widths[k]) * int(widths[k + 1]) + int(widths[k + 1]) for k in range(len(widths) - 1)]
+
+
+def mlp_param_count(widths) -> int:
+    """Parameters of an MLP with these widths (inputs, hidden..., outputs): weights and biases."""
+    return sum(_layer_sizes(widths))
+
+
+def _largest(fits_bytes, lo: int, hi: int) -> int:
+    """The largest integer v in [lo, hi] with fits_bytes(v) <= MEMORY_CAP_BYTES (fits_bytes grows with v), or
+    lo - 1 if even lo does not fit."""
+    if fits_bytes(lo) > MEMORY_CAP_BYTES:
+        return lo - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits_bytes(mid) <= MEMORY_CAP_BYTES:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def estimate_bytes(n_points: int, in_dim: int = 2, hidden=(64, 64), out_dim: int = 1, *, network: str = "mlp",
+                   grid: int = 0, checkpoints: int = 0, pca: bool = False, workers: int | None = None,
+                   itemsize: int = 4) -> float:
+    """About how many bytes a surface job needs at its peak: make the data, train the network (full-batch
+    Adam), keep ``checkpoints`` flat float64 copies of its parameters (the training path; ``pca`` adds the
+    SVD's workspace), make two directions and evaluate a ``grid`` x ``grid`` surface on ``workers`` threads.
+
+    With P parameters (P = sum over layers of fan_in * fan_out + fan_out), L the largest layer's parameters,
+    A the sum of all widths (inputs, hidden, outputs), W the widest layer, n points, s = itemsize (4, float32):
+
+        data        n * (5 * 2 * 8 + 3 * 4 + (in_dim + 1) * s)
+        parameters  P * s * 7  (weights, gradients, Adam's two moments, the centre, two directions)
+                    + L * 8 * 2  (a direction's float64 draw, one layer at a time)
+        path        P * 8 * checkpoints * (3 if pca else 1)
+        training    n * A * s * 3  (activations kept for the backward pass, and their gradients)
+        grid        workers * (4 * L * s + 4 * n * W * s)  (each thread: one layer's weights and activations,
+                    with the temporaries that form them and what the threads' allocators keep)
+                    + grid^2 * 8 * 8  (the surface's arrays and their copies when written)
+
+    ``network='cnn'``: the SmallCNN (8x8 inputs, ``out_dim`` classes) in place of the MLP; ``hidden`` is ignored.
+    """
+    n = max(0, int(n_points))
+    s = int(itemsize)
+    workers = int(workers or max(1, min(os.cpu_count() or 1, 8)))
+    if network == "cnn":
+        c1, c2 = _CNN_CHANNELS
+        layers = [c1 * 9 + c1, c2 * c1 * 9 + c2, c2 * 16 * out_dim + out_dim]
+        per_point = 64 + 2 * c1 * 64 + 2 * c2 * 16 + out_dim  # activation values per image
+        p_count, big = sum(layers), max(layers)
+        train_act = n * per_point * s * 3
+        grid_eval = 16 * (n * per_point * s + p_count * s * 3)  # grid_cnn_points: 16 points a chunk
+    else:
+        widths = [int(in_dim), *(int(w) for w in hidden), int(out_dim)]
+        layers = _layer_sizes(widths)
+        p_count, big = sum(layers), max(layers)
+        train_act = n * sum(widths) * s * 3
+        grid_eval = workers * (4 * big * s + 4 * n * max(widths) * s)
+    data = n * (_DATA_GEN_BYTES + (int(in_dim) + 1) * s)
+    params = p_count * s * 7 + big * 8 * 2
+    path = p_count * 8 * max(0, int(checkpoints)) * (3 if pca else 1)
+    surface = int(grid) ** 2 * 8 * 8
+    return float(data + params + path + train_act + grid_eval + surface + 8192 * len(layers))
+
+
+def check_request(n_points: int, in_dim: int = 2, hidden=(64, 64), out_dim: int = 1, *, network: str = "mlp",
+                  grid: int = 0, checkpoints: int = 0, pca: bool = False, workers: int | None = None,
+                  what: str = "") -> float:
+    """``estimate_bytes`` checked against models.limits.MEMORY_CAP_BYTES before anything is allocated: returns
+    the estimate, or raises LimitError naming the largest number of points that fits with this network and the
+    largest hidden width (as many layers, all that wide) that fits with these points."""
+    hidden = tuple(int(w) for w in hidden)
+    kw = dict(network=network, grid=grid, checkpoints=checkpoints, pca=pca, workers=workers)
+    need = estimate_bytes(n_points, in_dim, hidden, out_dim, **kw)
+    if need <= MEMORY_CAP_BYTES:
+        return need
+    n = max(0, int(n_points))
+    fits = []
+    most_points = _largest(lambda v: estimate_bytes(v, in_dim, hidden, out_dim, **kw), 2, max(2, n))
+    if most_points >= 2:
+        fits.append(f"at most {most_points} data points with this network")
+    if network != "cnn" and hidden:
+        depth = len(hidden)
+        most_width = _largest(lambda v: estimate_bytes(n, in_dim, (v,) * depth, out_dim, **kw), 1,
+                              max(1, max(hidden)))
+        if most_width >= 1:
+            fits.append(f"hidden layers of at most {most_width} units with {n} points")
+    desc = what or (f"{n} points with the small CNN" if network == "cnn" else
+                    f"{n} points with an MLP {'x'.join(str(w) for w in (in_dim, *hidden, out_dim))}")
+    check_memory(need, desc, " or ".join(fits))
+    return need
 
 
 class SmallCNN(nn.Module):
@@ -200,6 +315,12 @@ def train_run(hidden: tuple, activation: str, parameterization: str, residual: b
     ``every`` steps and at the end); runs in the lab's child process. Diverging training stops with a message.
     A learning rate that is not a positive finite number is refused by the call itself (ValueError)."""
     check_step_size(lr)
+    # the lab keeps every checkpoint (steps / every + 1 flat float64 copies) and may compute a PCA plane of them:
+    # refused here, before anything is allocated, with the largest size that fits (LimitError)
+    in_dim, out_dim = (64, 10) if data == "digits" else (2, 1)
+    net_name = "the small CNN" if network == "cnn" else "an MLP " + "-".join(str(w) for w in (in_dim, *hidden, out_dim))
+    check_request(n, in_dim, tuple(hidden), out_dim, network=network, checkpoints=steps // max(1, every) + 2,
+                  pca=True, what=f"training {n} points with {net_name} and keeping its checkpoints")
     return _train_run(hidden, activation, parameterization, residual, data, n, noise, optimizer, lr, steps, seed,
                       every, device, network)
 

@@ -11,6 +11,9 @@ if not os.environ.get("LOSSLAB_CONFIG_DIR"):
     os.environ["LOSSLAB_CONFIG_DIR"] = _SESSION_CFG
 else:
     _SESSION_CFG = None
+# hypothesis keeps its example database in the session's folder (removed with it), not in the checkout
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      os.path.join(_SESSION_CFG or tempfile.gettempdir(), "hypothesis"))
 
 
 def pytest_unconfigure(config):

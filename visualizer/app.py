@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -47,6 +48,35 @@ QLineEdit:disabled, QSpinBox:disabled, QDoubleSpinBox:disabled, QComboBox:disabl
 """
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def save_image(img, path: str) -> str | None:
+    """Write the QImage ``img`` to ``path`` (PNG or JPEG, from the name) through a temporary file in the same
+    folder and a rename, with the permissions a new file gets (the umask respected). None when written, else
+    why not, in words."""
+    from models.export import new_file_mode
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fmt = "JPG" if path.lower().endswith((".jpg", ".jpeg")) else "PNG"
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".losslab-", suffix="." + fmt.lower(), dir=folder)
+        os.close(fd)
+        if img.isNull() or not img.save(tmp, fmt):
+            raise OSError("the image could not be encoded")
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        return str(exc)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return None
+
+
 class TorchLoader(QThread):
     """Imports torch off the GUI thread and reports the compute devices."""
 
@@ -76,8 +106,12 @@ class MainWindow(QMainWindow):
         self.labs: dict[str, QWidget] = {}
         self._frames = 0
         self._closing = False
+        self._closed = False
         self._started = False
         self._started_labs: set[int] = set()
+        #: the last error a lab reported (a file that cannot be opened, a failed computation); the window's own
+        #: notes (stored settings that went back to their defaults) are not counted. ``--screenshot`` exits 1 on it
+        self.lab_error: str | None = None
 
         self.stack = QStackedWidget()
         self.setCentralWidget(self.stack)
@@ -120,6 +154,9 @@ class MainWindow(QMainWindow):
             # import in a thread holds the GIL for long stretches and would delay the first frame.
             self._started = True
             QTimer.singleShot(30, self._start_background)
+            from visualizer.workers import test_event
+
+            test_event("first-frame")
 
     def _start_background(self) -> None:
         if self._closing:
@@ -231,7 +268,7 @@ class MainWindow(QMainWindow):
         if key not in self.labs:
             lab = self._build_lab(key)
             lab.status.connect(self._on_status)
-            lab.message.connect(self._on_message)
+            lab.message.connect(self._on_lab_message)
             lab.frame_drawn.connect(self._count_frame)
             self.labs[key] = lab
             self.stack.addWidget(lab)
@@ -294,6 +331,11 @@ class MainWindow(QMainWindow):
             QStyle.StandardPixmap.SP_MediaPause if running else QStyle.StandardPixmap.SP_MediaPlay))
         self.act_run.setText("Pause" if running else ("Resume" if state == "paused" else "Start"))
 
+    def _on_lab_message(self, text: str, is_error: bool) -> None:
+        if is_error:
+            self.lab_error = text
+        self._on_message(text, is_error)
+
     def _on_message(self, text: str, is_error: bool) -> None:
         if is_error:
             self.last_error = text  # what the status bar showed last as an error, after it has faded
@@ -337,16 +379,9 @@ class MainWindow(QMainWindow):
             folder = os.path.join(folder, "losslab")
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             path = os.path.join(folder, f"losslab-{self.current_key}-{stamp}.png")
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-            os.close(fd)
-            if not img.save(tmp, "PNG"):
-                os.unlink(tmp)
-                raise OSError("the image could not be encoded")
-            os.replace(tmp, path)
-        except OSError as exc:
-            self._on_message(f"Screenshot not saved: {exc}", True)
+        problem = save_image(img, path)
+        if problem is not None:
+            self._on_message(f"Screenshot not saved: {problem}", True)
             return None
         self._on_message(f"Saved {path}", False)
         return path
@@ -512,37 +547,158 @@ class MainWindow(QMainWindow):
         self._help_box = box
 
     def closeEvent(self, ev) -> None:
+        """Finish a recording, stop every lab and worker, end every training process (whatever it is doing:
+        abort, then SIGTERM, then SIGKILL, each wait bounded), save the window's settings."""
+        if self._closed:
+            super().closeEvent(ev)
+            return
         self._closing = True
-        self._fps_timer.stop()
-        if self.recorder is not None:
-            self.stop_recording(wait=True)  # a recording in progress is finished into a valid file first
-        if self.player_active():
-            self.player.close_player()
-        for lab in self.labs.values():
-            lab.shutdown()
-        from visualizer.workers import join_all
+        from visualizer.errorlog import report
 
-        join_all(8.0)  # the window is closing: let the workers end their child processes (bounded)
-        self._loader.wait(5000)
+        try:
+            self._fps_timer.stop()
+            if self.recorder is not None:
+                self.stop_recording(wait=True)  # a recording in progress is finished into a valid file first
+            if self.player_active():
+                self.player.close_player()
+            for lab in self.labs.values():
+                try:
+                    lab.shutdown()
+                except Exception as exc:  # one lab failing to stop must not keep the others' processes alive
+                    report(f"The {getattr(lab, 'key', 'lab')} lab did not shut down cleanly", exc)
+        finally:
+            from models.procrun import end_runs
+            from visualizer.workers import join_all
+
+            join_all(8.0)  # the window is closing: the workers end their child processes (bounded)
+            end_runs()  # a child whose runner could not end it (its thread stuck): SIGTERM, then SIGKILL
+            self._loader.wait(5000)
+            self._closed = True
         store.put("window/geometry", bytes(self.saveGeometry().toBase64()).decode("ascii"))
         store.put("window/lab", self.current_key)
         super().closeEvent(ev)
 
 
+def screenshot_problem(path: str) -> str | None:
+    """Why ``--screenshot PATH`` cannot be written (a folder missing or not writable, a name that is not .png
+    or .jpg), in one line; None when it can. Checked before the window opens."""
+    from models.export import check_output_path
+
+    return check_output_path(path, IMAGE_SUFFIXES, "--screenshot")
+
+
+def _leave(code: int) -> None:
+    """End every process this one started (bounded), then exit at once, skipping the interpreter's teardown of
+    Qt objects: PySide's exit-time destruction of GL windows inside window containers is crash-prone."""
+    try:
+        from models.procrun import end_all
+
+        end_all()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+class _SignalCloser:
+    """SIGTERM, SIGINT and SIGHUP close the window as its close button does (the labs stop, the children end,
+    the settings are saved), then the app exits with 128 + the signal's number. A second signal while closing
+    ends every child process at once and leaves.
+
+    Python runs a signal handler only between bytecodes of the main thread; while Qt's event loop waits in
+    C++ nothing would run it, so a timer gives the interpreter a turn a few times a second."""
+
+    NAMES = ("SIGTERM", "SIGINT", "SIGHUP")
+
+    def __init__(self, app: QApplication) -> None:
+        self.app = app
+        self.win: MainWindow | None = None
+        self.signum: int | None = None
+        self.exiting = False  # the event loop has returned: the ending is under way, a signal changes nothing
+        for name in self.NAMES:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                try:
+                    signal.signal(sig, self._handle)
+                except (OSError, ValueError):  # not the main thread (a test): no handler
+                    pass
+        self.timer = QTimer(app)
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(lambda: None)
+        self.timer.start()
+
+    def _handle(self, signum, frame) -> None:
+        if self.exiting:
+            return
+        if self.signum is not None or (self.win is not None and self.win._closing):
+            _leave(128 + signum)  # already closing (a signal, the close button): end the children now, leave
+        self.signum = signum
+        QTimer.singleShot(0, self._close)
+
+    def _close(self) -> None:
+        if self.win is not None:
+            self.win.close()
+        self.app.exit(128 + (self.signum or 0))
+
+
+def _listen_for_test_commands(win: MainWindow):
+    """With LOSSLAB_TEST_EVENTS set: a line ``close`` on standard input closes the window (as its close button
+    would), for the process-hygiene tests."""
+    if not os.environ.get("LOSSLAB_TEST_EVENTS"):
+        return None
+    from PySide6.QtCore import QSocketNotifier
+
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    notifier = QSocketNotifier(fd, QSocketNotifier.Type.Read, win)
+
+    def read() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            notifier.setEnabled(False)
+        elif b"close" in data:
+            win.close()
+
+    notifier.activated.connect(read)
+    return notifier
+
+
 def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=False, t0=None,
             open_path=None, scene_path=None, user_model=None) -> int:
-    """Create the application and the main window; returns the exit code."""
+    """Create the application and the main window; returns the exit code (in fact never returns: the process
+    exits, once every process it started has ended). With ``screenshot`` the exit code is 1 when the picture
+    could not be saved or the lab reported an error, 2 when the path cannot be written (before any window)."""
+    if screenshot:
+        problem = screenshot_problem(screenshot)
+        if problem:
+            print(f"losslab: {problem}", file=sys.stderr)
+            return 2
+    line = store.check_config()
+    if line:
+        print(f"losslab: {line}", file=sys.stderr, flush=True)
+        store.last_problem = f"{store.last_problem} · {line}" if store.last_problem else line
     prepare_qt()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("losslab")
     app.setOrganizationName("losslab")
+    closer = _SignalCloser(app)
     collect_garbage_on_gui_thread()
     surface = {k: v for k, v in (("open_path", open_path), ("user_model", user_model)) if v}
     win = MainWindow(lab=lab, device=device, lab_options={"surface": surface} if surface else None)
+    closer.win = win
     win.pending_scene = scene_path
     if size:
         win.resize(*size)
     win.show()
+    commands = _listen_for_test_commands(win)  # noqa: F841 - kept alive while the app runs
     if report_startup:
         from PySide6.QtCore import QEvent, QObject
 
@@ -556,23 +712,51 @@ def run_app(lab=None, device=None, size=None, screenshot=None, report_startup=Fa
 
         filt = FirstPaint()
         app.installEventFilter(filt)
+    shot: dict = {"taken": False, "problem": None}
     if screenshot:
         tries = [0]
+
+        def take() -> None:
+            shot["taken"] = True
+            shot["problem"] = save_image(grab_window(win), screenshot)
+            win.close()
 
         def grab_when_ready():
             labw = win.lab()
             # the lab's own word (its contract): nothing computing, no run producing steps, something drawn
-            ready = labw.has_drawn() and not labw.busy() and not labw.runners()
+            # (or an error reported: then nothing more will come, and the picture shows the error)
+            settled = not labw.busy() and not labw.runners()
+            ready = settled and (labw.has_drawn() or win.lab_error is not None)
             tries[0] += 1
             if not ready and tries[0] < 600:
                 QTimer.singleShot(100, grab_when_ready)
                 return
-            QTimer.singleShot(600, lambda: (grab_window(win).save(screenshot), win.close()))
+            QTimer.singleShot(600, take)
 
         QTimer.singleShot(300, grab_when_ready)
-    code = app.exec()
-    # Everything is saved and every worker stopped in closeEvent. Skip the interpreter's teardown of Qt
-    # objects: PySide's exit-time destruction of GL windows inside window containers is crash-prone.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    code = 1
+    try:
+        code = app.exec()
+    finally:
+        closer.exiting = True
+        try:
+            if not win._closed:  # the event loop ended without the window closing: close it now
+                win.close()
+        except Exception:
+            pass
+        if closer.signum is not None:
+            code = 128 + closer.signum
+        elif screenshot:
+            if not shot["taken"]:
+                print("losslab: the window closed before the screenshot was taken", file=sys.stderr)
+                code = code or 1
+            elif shot["problem"]:
+                print(f"losslab: screenshot not saved to {screenshot}: {shot['problem']}", file=sys.stderr)
+                code = code or 1
+            if win.lab_error:
+                first = win.lab_error.strip().splitlines()[0] if win.lab_error.strip() else "an error"
+                print(f"losslab: the lab reported an error: {first}", file=sys.stderr)
+                code = code or 1
+        # Everything is saved and every worker stopped in closeEvent; the processes still running end now.
+        _leave(code)
+    return code

@@ -513,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"losslab bench: unknown figure(s) {', '.join(sorted(unknown))}; known: {', '.join(FIGURES)}",
                   file=sys.stderr)
             return 2
+    if args.json:
+        from models.export import check_output_path
+
+        problem = check_output_path(args.json, what="--json")  # before the benchmarks, not after them
+        if problem:
+            print(f"losslab bench: {problem}", file=sys.stderr)
+            return 2
     display = _ensure_display(list(argv if argv is not None else sys.argv[2:]))
     results: dict[str, float] = {}
     try:
@@ -548,11 +555,14 @@ def main(argv: list[str] | None = None) -> int:
     for line in ratios:
         print(line)
     if args.json:
+        from models.export import atomic_write
+
         out = {k: {"value": float(v), "unit": FIGURES[k][0]} for k, v in results.items()}
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(out, fh, indent=2)
-        os.replace(tmp, args.json)
+        try:
+            atomic_write(args.json, json.dumps(out, indent=2).encode("utf-8"))
+        except OSError as exc:  # the folder went away during the run: say so, the table above stands
+            print(f"losslab bench: --json {args.json}: not written ({exc})", file=sys.stderr)
+            return 1
     return 0
 
 

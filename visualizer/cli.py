@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         from visualizer.bench import main as bench_main
 
         code = bench_main(argv[1:])
+        from models.procrun import end_all
+
+        end_all()  # a benchmark's forkserver and children end with it (os._exit skips multiprocessing's exit)
         sys.stdout.flush()
         sys.stderr.flush()
         import os
@@ -56,17 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "record":
         import os
 
-        if not os.environ.get("DISPLAY") and not os.environ.get("LOSSLAB_RECORD_NO_REEXEC"):
-            import shutil
+        # this process supervises: it starts the renderer as a child (and, without a display, an X server of
+        # its own for it), stops both on SIGTERM/SIGINT and removes what they leave (see recorder.supervise)
+        from visualizer.recording.recorder import cli as record_cli
 
-            if shutil.which("xvfb-run"):  # headless machine: render under a virtual display
-                os.environ["LOSSLAB_RECORD_NO_REEXEC"] = "1"
-                os.execvp("xvfb-run", ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, "-m",
-                                       "visualizer", *argv])
-        from visualizer.recording.recorder import main as record_main
-
-        code = record_main(argv[1:])
+        code = record_cli(argv[1:])
         sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)  # skip Qt's teardown of GL windows at exit (see app.run_app)
     if argv and argv[0] == "surface":
         from models.surface_job import main as surface_main
@@ -90,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         if "--lab" not in argv:
             argv += ["--lab", "surface"]
     args = build_parser().parse_args(argv)
+    if args.screenshot:
+        from models.export import check_output_path
+
+        # before any window: a path that cannot be written fails now, not after the lab has run
+        problem = check_output_path(args.screenshot, (".png", ".jpg", ".jpeg"), "--screenshot")
+        if problem:
+            print(f"losslab: {problem}", file=sys.stderr)
+            return 2
     from visualizer.labs import LABS
 
     if args.lab and args.lab not in LABS:

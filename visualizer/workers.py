@@ -10,6 +10,8 @@ queues many grid evaluations, and only the latest one matters.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 import traceback
@@ -23,6 +25,17 @@ _LIVE: weakref.WeakSet[QThread] = weakref.WeakSet()
 # process), without a parent (a lab closed meanwhile must not take them along), and dropped once finished.
 _RETIRING: list[QThread] = []
 _REAPER: list[QTimer] = []
+
+
+def test_event(what: str) -> None:
+    """For the process-hygiene tests: with LOSSLAB_TEST_EVENTS set, print ``losslab-test-event: <what>`` (the
+    first frame shown, a trainer child started) so a test acts on the event, never after a fixed sleep."""
+    if os.environ.get("LOSSLAB_TEST_EVENTS"):
+        try:
+            sys.stdout.write(f"losslab-test-event: {what}\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def live_threads() -> list[QThread]:
@@ -277,6 +290,8 @@ class ProcessRunner(QThread):
     ``target`` is 'module:function' returning the generator, called in the child with ``kwargs``. This
     thread only waits on the pipe (releasing the GIL) and re-emits what arrives as Qt signals. A child that
     dies (killed, out of memory, a crash in native code) ends the run with ``failed`` naming its exit code.
+    After ``abort`` the child has ``ABORT_WAIT_S`` to answer; one that does not (a user's model sleeping in its
+    factory or forward) is terminated, then killed: an aborted runner always ends, and its child with it.
     """
 
     batch = Signal(object)
@@ -375,9 +390,23 @@ class ProcessRunner(QThread):
             self.failed.emit(f"{type(exc).__name__}: could not start the training process: {exc}\n"
                              f"{traceback.format_exc(limit=6)}")
             return
+        from models.procrun import ABORT_WAIT_S
+
         run = self._run
+        test_event(f"trainer-started {run.process.pid}")
+        aborted_at = None
+        wait_s = 3.0  # for the child to finish once it has said all it had to say
         try:
             while True:
+                if self._abort:
+                    now = time.perf_counter()
+                    aborted_at = aborted_at if aborted_at is not None else now
+                    if now - aborted_at > ABORT_WAIT_S:  # no answer to 'abort': close() ends the child now
+                        wait_s = 0.0
+                        run.close(timeout=wait_s)
+                        self.exit_code = run.process.exitcode
+                        self.done.emit(None)
+                        return
                 if not run.poll(0.1):
                     if not run.process.is_alive() and not run.poll(0):
                         self._child_died(run)
@@ -406,7 +435,7 @@ class ProcessRunner(QThread):
                     self.failed.emit(payload)
                     return
         finally:
-            run.close()
+            run.close(timeout=wait_s)
 
 
 class RunnerRelay(QObject):

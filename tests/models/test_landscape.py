@@ -144,3 +144,55 @@ def test_cnn_on_digits_batched_grid_equals_the_loop(dtype, tol):
     slow = ls.grid_loop(cnn, x, y, ce_loss, c, d1, d2, t, t)
     assert np.allclose(fast, slow, rtol=tol, atol=tol)
     assert x.shape == (200, 64) and y.dtype == torch.long and int(y.max()) == 9
+
+
+def test_the_memory_estimate_grows_with_each_part_of_a_request():
+    from models import nets
+    from models.limits import MEMORY_CAP_BYTES
+
+    base = nets.estimate_bytes(2000, 2, (64, 64), grid=41)
+    assert 0 < base < MEMORY_CAP_BYTES / 10  # the CLI's default job is far from the cap
+    for bigger in (dict(n_points=4000), dict(hidden=(128, 128)), dict(hidden=(64, 64, 64)), dict(grid=401),
+                   dict(checkpoints=31), dict(checkpoints=31, pca=True)):
+        kw = {**dict(n_points=2000, in_dim=2, hidden=(64, 64), grid=41), **bigger}
+        assert nets.estimate_bytes(**kw) > base, bigger
+    assert nets.check_request(2000, 2, (64, 64), grid=41) == base
+    cnn = nets.estimate_bytes(1797, 64, (), 10, network="cnn", grid=41)
+    assert 0 < cnn < MEMORY_CAP_BYTES / 4
+
+
+def test_check_request_refuses_with_the_largest_sizes_that_fit():
+    from models import nets
+    from models.limits import MEMORY_CAP_BYTES, LimitError
+
+    with pytest.raises(LimitError, match="limit") as info:
+        nets.check_request(10**8, 2, (64, 64), grid=41)
+    n = int(str(info.value).split("at most ")[1].split(" data points")[0])
+    assert nets.estimate_bytes(n, 2, (64, 64), grid=41) <= MEMORY_CAP_BYTES < nets.estimate_bytes(n + 1, 2, (64, 64),
+                                                                                                   grid=41)
+    nets.check_request(n, 2, (64, 64), grid=41)  # the size it names fits
+    with pytest.raises(LimitError) as info:
+        nets.check_request(2000, 2, (30000, 30000), grid=41, what="the surface lab's network")
+    msg = str(info.value)
+    assert msg.startswith("the surface lab's network would need") and "data points" not in msg  # 2 points: too big
+    w = int(msg.split("at most ")[1].split(" units")[0])
+    nets.check_request(2000, 2, (w, w), grid=41)
+    with pytest.raises(LimitError):
+        nets.check_request(2000, 2, (w + 1, w + 1), grid=41)
+
+
+def test_data_sets_and_mlps_over_the_memory_cap_are_refused_before_allocating():
+    from models.limits import LimitError
+
+    with pytest.raises(LimitError, match="at most .* points"):
+        make_data("spirals", 10**12)
+    with pytest.raises(LimitError, match="at most .* units"):
+        MLP(MLPSpec(hidden=(10**6, 10**6)))
+
+
+def test_a_batched_chunk_budgets_each_points_copy_of_the_weights():
+    # a wide layer and few data points: the chunk is sized by the weights each point needs, not the data alone
+    numel = 1024 * 1024
+    chunk = ls._chunk_size(4, 1024, 4, layer_numel=numel)
+    assert chunk * 3 * numel * 4 <= 2.5e8 and chunk >= 1
+    assert ls._chunk_size(2000, 64, 4) == ls._chunk_size(2000, 64, 4, layer_numel=0)  # as before without it

@@ -201,3 +201,160 @@ def test_cyclic_garbage_is_collected_on_the_gui_thread_only(qtbot, monkeypatch):
     del node
     qtbot.waitUntil(lambda: allocate_and_check(freed), timeout=30000)
     assert freed == [threading.main_thread()]
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _losslab(args, tmp_path, timeout=240, **popen):
+    import os
+
+    env = dict(os.environ, LOSSLAB_CONFIG_DIR=str(tmp_path / "cfg"))
+    env.update(popen.pop("env", {}))
+    return subprocess.run([sys.executable, "-m", "visualizer", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT, **popen)
+
+
+def test_closing_the_window_ends_a_trainer_stuck_in_a_users_model(qtbot, fresh_settings, tmp_path):
+    import multiprocessing
+    import time
+
+    from tests.visualizer.test_workers import _hanging_spec, _kill, pid_alive
+
+    spec, marker = _hanging_spec(tmp_path)
+    win = MainWindow(lab="surface", lab_options={"surface": {"user_model": spec}})
+    qtbot.addWidget(win)
+    win.show()
+    pid = None
+    try:
+        qtbot.waitUntil(marker.exists, timeout=90000)  # the child is in the factory, which never returns
+        pid = win.lab().runner._run.process.pid
+        t0 = time.perf_counter()
+        win.close()
+        assert time.perf_counter() - t0 < 8  # abort unanswered, SIGTERM ignored, SIGKILL: a few seconds
+        assert not pid_alive(pid) and multiprocessing.active_children() == []
+    finally:
+        _kill(pid)
+
+
+def test_a_screenshot_path_that_cannot_be_written_is_refused_before_the_window(tmp_path):
+    import os
+    import time
+
+    (tmp_path / "a-file").write_text("")
+    bad = {"/proc/forbidden/x.png": "does not exist", str(tmp_path / "shot.txt"): "must end in .png",
+           str(tmp_path / "no-such-folder" / "x.png"): "does not exist", str(tmp_path): "must end in",
+           str(tmp_path / "a-file" / "x.png"): "is not a folder"}
+    for path, why in bad.items():
+        t0 = time.perf_counter()
+        out = _losslab(["--lab", "manifold2d", "--screenshot", path], tmp_path, timeout=60)
+        assert out.returncode == 2, (path, out.returncode, out.stderr[-2000:])
+        assert why in out.stderr and path in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert time.perf_counter() - t0 < 30  # no window, no lab: refused at once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written, nothing left
+    from tests.visualizer.test_settings_store import can_write
+
+    if os.path.isdir("/sys/kernel") and not can_write("/sys/kernel"):  # exists, cannot be written (even by root)
+        out = _losslab(["--screenshot", "/sys/kernel/x.png"], tmp_path, timeout=60)
+        assert out.returncode == 2 and "cannot be written" in out.stderr, out.stderr
+
+
+def test_a_screenshot_run_exits_nonzero_when_the_lab_reports_an_error(tmp_path):
+    import time
+
+    bad = tmp_path / "F.h5"
+    bad.write_text("this is not an HDF5 file")
+    shot = tmp_path / "out.png"
+    t0 = time.perf_counter()
+    out = _losslab([str(bad), "--screenshot", str(shot), "--size", "900x600"], tmp_path)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "the lab reported an error" in out.stderr and str(bad) in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.perf_counter() - t0 < 45  # the error ends the wait for a surface that will never come
+    assert shot.exists()  # the picture shows the error
+
+
+def test_a_screenshot_that_cannot_be_saved_exits_nonzero(tmp_path):
+    """Once the window is on screen (an event, not a delay) a folder takes the screenshot's name: the picture,
+    taken once the lab has settled, cannot be saved there; the exit code says so."""
+    import os
+    import threading
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    env = dict(os.environ, LOSSLAB_CONFIG_DIR=str(tmp_path / "cfg"), LOSSLAB_TEST_EVENTS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "visualizer", "--lab", "manifold2d", "--size", "900x600",
+                             "--screenshot", str(folder / "x.png")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    err = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("losslab-test-event: first-frame"):
+                (folder / "x.png").mkdir()
+                break
+        proc.stdout.read()
+        code = proc.wait(120)
+        reader.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+    text = "".join(err)
+    assert code == 1, text[-2000:]
+    assert "screenshot not saved" in text and "Traceback" not in text, text
+    assert sorted(p.name for p in folder.iterdir()) == ["x.png"]  # no temporary file left
+
+
+def test_save_image_respects_the_umask_and_reports_failures(qtbot, tmp_path):
+    import os
+    import stat
+
+    from PySide6.QtGui import QImage
+
+    from visualizer.app import save_image
+
+    img = QImage(8, 8, QImage.Format.Format_RGB32)
+    img.fill(0x336699)
+    old = os.umask(0o027)
+    try:
+        assert save_image(img, str(tmp_path / "a.png")) is None
+        assert save_image(img, str(tmp_path / "b.jpg")) is None
+    finally:
+        os.umask(old)
+    for name in ("a.png", "b.jpg"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o640  # not mkstemp's 0600
+    assert QImage(str(tmp_path / "b.jpg")).width() == 8
+    assert "encoded" in save_image(QImage(), str(tmp_path / "c.png"))  # a null image: no file
+    assert save_image(img, "/proc/forbidden/x.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]  # no temporary file left
+
+
+def test_bench_json_path_is_checked_before_the_benchmarks(tmp_path, monkeypatch, capsys):
+    import json
+    import os
+    import stat
+
+    from visualizer import bench
+
+    ran = []
+
+    def fake(results, wanted):
+        ran.append(1)
+        results["startup_ms"] = 123.0
+
+    monkeypatch.setattr(bench, "GROUPS", [({"startup_ms"}, fake)])
+    assert bench.main(["--json", "/proc/forbidden/out.json", "--only", "startup_ms"]) == 2
+    assert ran == [] and "/proc/forbidden" in capsys.readouterr().err  # refused before any benchmark ran
+    old = os.umask(0o022)
+    try:
+        assert bench.main(["--json", str(tmp_path / "out.json"), "--only", "startup_ms"]) == 0
+    finally:
+        os.umask(old)
+    assert ran == [1] and json.loads((tmp_path / "out.json").read_text())["startup_ms"]["value"] == 123.0
+    assert stat.S_IMODE(os.stat(tmp_path / "out.json").st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

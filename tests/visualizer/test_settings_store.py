@@ -109,9 +109,12 @@ def test_the_app_starts_with_the_stored_settings_that_crashed_it(tmp_path, lab_k
     cfg.mkdir()
     (cfg / "losslab.json").write_text(json.dumps({"window/lab": lab_key, f"labs/{lab_key}": stored}))
     env = dict(os.environ, LOSSLAB_CONFIG_DIR=str(cfg))
+    mask = os.umask(0o022)
+    os.umask(mask)
     out = subprocess.run([sys.executable, "-m", "visualizer", "--screenshot", str(tmp_path / "shot.png"),
                           "--size", "1000x700"], capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert ((tmp_path / "shot.png").stat().st_mode & 0o777) == 0o666 & ~mask  # not mkstemp's 0600
     from PySide6.QtGui import QImage
 
     img = QImage(str(tmp_path / "shot.png"))
@@ -145,3 +148,109 @@ def test_a_huge_settings_file_is_not_read(fresh_settings, monkeypatch):
         assert "at most 1,000" in store.last_problem and (fresh_settings / "losslab.json.bad").exists()
     finally:
         store.last_problem = None
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_written_files_respect_the_umask(fresh_settings, tmp_path, mask):
+    """mkstemp makes its files 0600: settings, scenes and exports get what open() would give them."""
+    import stat
+
+    from models import export
+
+    old = os.umask(mask)
+    try:
+        assert store.put("a", 1)
+        export.write_csv(str(tmp_path / "t.csv"), {"x": np.arange(3.0)})
+        export.atomic_write(str(tmp_path / "t.bin"), b"data")
+        export.atomic_write(str(tmp_path / "t.bin"), b"again")  # replacing a file: the same rule
+    finally:
+        os.umask(old)
+    for path in (fresh_settings / "losslab.json", tmp_path / "t.csv", tmp_path / "t.bin"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+    assert (tmp_path / "t.bin").read_bytes() == b"again"
+
+
+def can_write(folder) -> bool:
+    """A file can be made in ``folder`` (the only sure test: root ignores permissions, not read-only mounts)."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+def _unusable_config(kind: str, tmp_path: Path) -> Path:
+    if kind == "a file":
+        (tmp_path / "cfg").write_text("not a folder")
+        return tmp_path / "cfg"
+    if kind == "under a file":
+        (tmp_path / "plain").write_text("")
+        return tmp_path / "plain" / "deeper" / "cfg"
+    # a folder that cannot be written: permissions where they count, a read-only system folder for root
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if can_write(folder):  # root: permissions do not stop it; a system folder does
+        folder = Path("/sys/kernel")
+        if not folder.is_dir() or can_write(folder):
+            pytest.skip("no folder here that this user cannot write")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file", "unwritable"])
+def test_an_unusable_config_folder_keeps_the_settings_in_memory(tmp_path, monkeypatch, kind):
+    folder = _unusable_config(kind, tmp_path)
+    monkeypatch.setenv("LOSSLAB_CONFIG_DIR", str(folder))
+    monkeypatch.setattr(store, "_memory", None)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    line = store.check_config()
+    assert line and str(folder) in line and "memory only" in line and "\n" not in line
+    assert {"a file": "is a file", "under a file": "is under", "unwritable": "cannot be written"}[kind] in line
+    assert store.memory_only()
+    assert store.put("window/lab", "surface") and store.get("window/lab") == "surface"
+    assert store.save_json("labs/x", {"a": [1, 2]}) and store.load_json("labs/x") == {"a": [1, 2]}
+    got = store.load_json("labs/x")
+    got["a"].append(3)  # what a reader gets is its own copy
+    assert store.load_json("labs/x") == {"a": [1, 2]}
+    assert store.put("b", float("nan")) is False  # the same rules as the file
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+    # another folder (the next test's) is not in memory
+    monkeypatch.setenv("LOSSLAB_CONFIG_DIR", str(tmp_path / "fine"))
+    assert not store.memory_only() and store.check_config() is None and store.get("window/lab") is None
+
+
+def test_an_unwritable_config_folder_still_gives_its_settings(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "losslab.json").write_text(json.dumps({"window/lab": "netmanifold"}))
+    folder.chmod(0o500)
+    if can_write(folder):
+        folder.chmod(0o700)
+        pytest.skip("root: permissions do not stop it")
+    monkeypatch.setenv("LOSSLAB_CONFIG_DIR", str(folder))
+    monkeypatch.setattr(store, "_memory", None)
+    try:
+        assert "cannot be written" in store.check_config()
+        assert store.get("window/lab") == "netmanifold" and store.put("window/lab", "surface")
+        assert json.loads((folder / "losslab.json").read_text()) == {"window/lab": "netmanifold"}
+    finally:
+        folder.chmod(0o700)
+
+
+def test_the_app_runs_with_an_unusable_config_folder_and_says_so_in_one_line(tmp_path):
+    cfg = tmp_path / "cfg"
+    cfg.write_text("a file where the folder should be")
+    env = dict(os.environ, LOSSLAB_CONFIG_DIR=str(cfg))
+    out = subprocess.run([sys.executable, "-m", "visualizer", "--lab", "manifold2d", "--size", "800x600",
+                          "--screenshot", str(tmp_path / "shot.png")], capture_output=True, text=True, env=env,
+                         timeout=240, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [x for x in out.stderr.splitlines() if x.startswith("losslab:")]
+    assert len(lines) == 1 and str(cfg) in lines[0] and "is a file" in lines[0] and "memory only" in lines[0], \
+        out.stderr
+    assert "Traceback" not in out.stderr
+    assert (tmp_path / "shot.png").exists() and cfg.read_text() == "a file where the folder should be"

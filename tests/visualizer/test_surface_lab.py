@@ -383,3 +383,17 @@ def test_cancel_returns_at_once_and_a_new_training_ignores_the_old_runs(qtbot, l
     wait_surface(qtbot, lab)
     qtbot.waitUntil(old.isFinished, timeout=60000)
     assert lab.grid_values.shape == (9, 9) and lab.snaps[-1].step == 20
+
+
+def test_a_network_too_big_for_memory_is_refused_before_training(qtbot, lab):
+    """The GUI's largest settings (8 layers of 1024, 20000 points) would keep about 14 GB of checkpoints: refused
+    by the same estimate `losslab surface` uses, with the largest size that fits, and nothing is trained."""
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append((t, e)))
+    lab.apply_settings({"hidden": "x".join(["1024"] * 8), "n": 20000})
+    lab.train()
+    qtbot.waitUntil(lambda: any("limit" in t for t, e in msgs if e), timeout=60000)
+    text = next(t for t, e in msgs if e and "limit" in t)
+    assert "over the 2.0 GB limit" in text and "hidden layers of at most" in text
+    qtbot.waitUntil(lambda: not lab.runners(), timeout=30000)
+    assert lab.snaps == [] and lab.grid_values is None

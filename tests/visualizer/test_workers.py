@@ -94,3 +94,97 @@ def test_error_report_logs_the_traceback_and_names_the_log(fresh_settings):
 
     text = Path(log_path()).read_text(encoding="utf-8")
     assert "Something failed" in text and "Traceback" in text and "KeyError" in text
+
+
+# a user's model that never answers: its factory ignores SIGTERM, says it runs, and sleeps for ever
+HANGING_MODEL = """
+import signal
+import time
+
+
+def make():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open({marker!r}, "w").close()
+    while True:
+        time.sleep(3600)
+"""
+
+
+def _hanging_spec(tmp_path):
+    marker = tmp_path / "factory-running"
+    model = tmp_path / "sleeps.py"
+    model.write_text(HANGING_MODEL.format(marker=str(marker)))
+    return f"{model}:make", marker
+
+
+def pid_alive(pid) -> bool:
+    """``pid`` runs (a zombie has ended); from /proc, or os.kill(pid, 0) elsewhere."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        return data[data.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _kill(pid):
+    import os
+    import signal
+
+    if pid is not None and pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_an_aborted_runner_ends_a_child_that_never_answers(qtbot, tmp_path):
+    """A user's model stuck in its factory: abort, then SIGTERM (ignored), then SIGKILL; the runner ends."""
+    import time
+
+    from visualizer.workers import ProcessRunner
+
+    spec, marker = _hanging_spec(tmp_path)
+    runner = ProcessRunner("models.surface_job:user_train_run",
+                           dict(spec=spec, optimizer="sgd", lr=0.1, steps=10, every=1))
+    done = []
+    runner.done.connect(done.append)
+    runner.start()
+    pid = None
+    try:
+        qtbot.waitUntil(marker.exists, timeout=90000)
+        pid = runner._run.process.pid
+        t0 = time.perf_counter()
+        runner.abort()
+        qtbot.waitUntil(runner.isFinished, timeout=15000)  # before the fix it waited for the child for ever
+        assert time.perf_counter() - t0 < 10
+        assert not pid_alive(pid) and runner.exit_code == -9  # SIGTERM was ignored: killed
+        qtbot.waitUntil(lambda: done == [None], timeout=5000)  # an aborted run ends with done(None)
+    finally:
+        _kill(pid)
+
+
+def test_closing_a_process_run_escalates_to_sigkill(tmp_path):
+    import time
+
+    from models.procrun import ProcessRun
+
+    spec, marker = _hanging_spec(tmp_path)
+    run = ProcessRun("models.surface_job:user_train_run", dict(spec=spec, optimizer="sgd", lr=0.1, steps=10,
+                                                                every=1))
+    try:
+        deadline = time.monotonic() + 90
+        while not marker.exists():
+            assert time.monotonic() < deadline and run.process.is_alive(), "the factory never ran"
+            time.sleep(0.02)  # polling for the file, not a fixed wait
+        t0 = time.perf_counter()
+        run.close(timeout=0.5)
+        assert time.perf_counter() - t0 < 6  # 0.5 s for 'abort', 1 s after SIGTERM, then SIGKILL
+        assert not pid_alive(run.process.pid) and run.process.exitcode == -9
+    finally:
+        _kill(run.process.pid)

@@ -37,7 +37,10 @@ class Lab(QWidget):
     """A lab: its views (this widget), its controls form, and run control.
 
     Signals: ``status(dict)`` with keys among step, loss, running, paused; ``message(str, bool)`` with
-    (text, is_error); ``frame_drawn()`` after each GL frame.
+    (text, is_error); ``failed(str)`` when a computation the lab needs failed (the engine raised, a process
+    died, a file could not be read): what it shows is incomplete, and a render stops. A result the user should
+    see (a diverging descent, a refused value) is an error message, not a failure. ``frame_drawn()`` after
+    each GL frame.
     """
 
     key = "lab"
@@ -47,6 +50,7 @@ class Lab(QWidget):
     hint = ""
     status = Signal(dict)
     message = Signal(str, bool)
+    failed = Signal(str)
     frame_drawn = Signal()
     state_cls: type | None = None
     actions: tuple[Action, ...] = (Action("reset", "Reset (R)", "reset", button=False,
@@ -117,6 +121,11 @@ class Lab(QWidget):
         self._save_timer.start()
         for reaction in self.settings.reactions(changed):
             getattr(self, f"react_{reaction}")(changed)
+
+    def report_failure(self, text: str) -> None:
+        """A computation the lab needs failed: say so (an error message) and tell a recorder (``failed``)."""
+        self.message.emit(text, True)
+        self.failed.emit(text)
 
     def react_none(self, changed: dict) -> None:
         """A setting used the next time it is needed (the next run, the next surface)."""

@@ -202,7 +202,7 @@ class DescentLab(Lab):
     def _on_run_failed(self, run, text: str) -> None:
         """A run ended with an error (the engine raised, its process died): keep its path, say why."""
         run.redraw()
-        self.show_error(text)
+        self.show_error(text, failure=True)
         if all(r.finished for r in self.runs):
             self.status.emit({"running": False})
 
@@ -241,9 +241,10 @@ class DescentLab(Lab):
     def _start_default(self) -> None:
         self.start_descent(self.default_start())
 
-    def show_error(self, text: str) -> None:
+    def show_error(self, text: str, failure: bool = False) -> None:
+        """The error banner and message; ``failure``: a computation failed (``report_failure``)."""
         self.banner.show_text(text)
-        self.message.emit(text, True)
+        (self.report_failure if failure else lambda t: self.message.emit(t, True))(text)
 
     def shutdown(self) -> None:
         self._redraw_timer.stop()

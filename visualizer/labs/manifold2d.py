@@ -318,7 +318,7 @@ class Manifold2DLab(DescentLab):
                                             s.color_by, s.mu))
 
     def _on_landscape_failed(self, req, text: str) -> None:
-        self.show_error(f"Cannot evaluate the loss: {text}")
+        self.show_error(f"Cannot evaluate the loss: {text}", failure=True)
 
     def _on_landscape(self, req: GridRequest, out: dict) -> None:
         self.landscape = out
@@ -469,7 +469,7 @@ class Manifold2DLab(DescentLab):
                                                                               style=Qt.PenStyle.DashLine))
 
     def _on_ball_failed(self, req, text: str) -> None:
-        self.message.emit(f"PL* ball: {text}", True)
+        self.report_failure(f"PL* ball: {text}")
 
     def clear_runs(self) -> None:
         for r in self.runs:

@@ -185,7 +185,8 @@ class Manifold3DLab(DescentLab):
         self.widget("start").returnPressed.connect(self._descend_if_taken)  # after the form's own commit
         self.worker = LatestJobWorker(compute_landscape3d, self)
         self.worker.result.connect(self._on_landscape)
-        self.worker.failed.connect(lambda req, text: self.show_error(f"Cannot compute the solution set: {text}"))
+        self.worker.failed.connect(lambda req, text: self.show_error(f"Cannot compute the solution set: {text}",
+                                                                            failure=True))
         self._workers = [self.worker]
         self.update_caption()
         if start:

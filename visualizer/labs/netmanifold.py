@@ -369,12 +369,12 @@ class NetManifoldLab(SingleRunLab):
             self.reason = "aborted"
         else:
             self.reason = str(result)
-            self.message.emit(errorlog.report("Walk", self.reason), True)
+            self.report_failure(errorlog.report("Walk", self.reason))
         self._end_walk()
 
     def _on_failed(self, text: str) -> None:
         self.reason = "failed"
-        self.message.emit(errorlog.report("Walk failed", text), True)
+        self.report_failure(errorlog.report("Walk failed", text))
         self._end_walk()
 
 
@@ -430,7 +430,7 @@ class NetManifoldLab(SingleRunLab):
     def _on_cloud_failed(self, req: CloudRequest, text: str) -> None:
         self._cloud_inflight = False
         if req.run == self._run:
-            self.message.emit(errorlog.report("Drawing the walk failed", text), True)
+            self.report_failure(errorlog.report("Drawing the walk failed", text))
         self._submit_cloud()
 
     def _slice_key(self) -> tuple:
@@ -475,7 +475,7 @@ class NetManifoldLab(SingleRunLab):
     def _on_slice_failed(self, req, text: str) -> None:
         self._slice_done()
         if req[0] == self._run:
-            self.message.emit(errorlog.report("Slice failed", text), True)
+            self.report_failure(errorlog.report("Slice failed", text))
 
     def _on_slice(self, req, out: dict) -> None:
         self._slice_done()

@@ -142,7 +142,8 @@ def prepare_display(req: tuple) -> dict:
     t, values, log_scale, coords = req
     filled = fill_gaps(values)
     shown, rng = to_display(filled, log_scale)
-    spec = GridSpec(float(t[-1]), len(t))
+    half, mid = float(t[-1] - t[0]) / 2, float(t[0] + t[-1]) / 2
+    spec = GridSpec(half, len(t), (mid, mid))  # an axis need not be centred on 0 (an opened file's)
     contours = [p for _, ps in contour_lines(shown, spec, contour_levels(shown, 12)) for p in ps]
     under_path = None
     if coords is not None and len(coords):
@@ -151,6 +152,56 @@ def prepare_display(req: tuple) -> dict:
     return {"t": t, "shown": shown, "range": rng, "log": log_scale, "contours": contours, "coords": coords,
             "under_path": under_path, "values": values}
 
+
+def _evenly_spaced(t: np.ndarray) -> bool:
+    step = (t[-1] - t[0]) / (len(t) - 1)
+    return bool(np.allclose(np.diff(t), step, rtol=1e-6, atol=1e-9 * abs(t[-1] - t[0])))
+
+
+def surface_for_views(path: str, surf) -> tuple[np.ndarray, np.ndarray, str]:
+    """A file's surface as the views draw it: one axis ``t`` for both directions (see prepare_display), ascending,
+    evenly spaced, 3 to toy2d.MAX_GRID points, with t[-1] > 0; and a note for the caption on what was done.
+
+    A descending axis (the reference writes 1:-1:N so) is turned around together with its values, so the value
+    at each (a, b) of the file is drawn at that (a, b) and the axis labels are the file's coordinates. Unequal,
+    unevenly spaced or too fine axes are resampled (linear) onto evenly spaced points over the range of a.
+    Refused (SurfaceFileError, nothing changed in the lab): grids the views cannot draw."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    from models.surface_io import SurfaceFileError
+    from models.toy2d import MAX_GRID
+
+    name = "train_loss" if "train_loss" in surf.values else next(iter(surf.values))
+    values = surf.values[name]
+    x, y = np.asarray(surf.x, dtype=np.float64), np.asarray(surf.y, dtype=np.float64)
+    nx, ny = len(x), len(y)
+    if nx < 3 or ny < 3:
+        what = "a 1D loss curve (no 'ycoordinates')" if ny == 1 else f"a {nx} x {ny} grid"
+        raise SurfaceFileError(f"{path}: {what}: the surface lab draws grids of at least 3 x 3 points")
+    with np.errstate(over="ignore"):
+        spans = np.array([x[-1] - x[0], y[-1] - y[0]])
+    if not np.isfinite(spans).all():
+        raise SurfaceFileError(f"{path}: its coordinates span too wide a range to draw")
+    notes = []
+    if x[0] > x[-1]:
+        x, values = x[::-1], values[::-1, :]
+        notes.append("a")
+    if y[0] > y[-1]:
+        y, values = y[::-1], values[:, ::-1]
+        notes.append("b")
+    note = f" ({' and '.join(notes)} descending in the file, drawn ascending)" if notes else ""
+    t = x
+    if nx > MAX_GRID or not _evenly_spaced(x):
+        t = np.linspace(x[0], x[-1], min(nx, MAX_GRID))
+    if t is not x or len(t) != ny or not np.allclose(t, y, rtol=1e-9, atol=1e-9 * (t[-1] - t[0])):
+        # the views use one evenly spaced axis for both directions: resample onto it (gaps stay NaN)
+        f = RegularGridInterpolator((x, y), values, bounds_error=False, fill_value=np.nan)
+        aa, bb = np.meshgrid(t, t, indexing="ij")
+        values = f(np.stack([aa, bb], -1))
+        note += f" · drawn resampled onto {len(t)} x {len(t)} points over a's range"
+    if name != "train_loss":
+        note += f" · {name}"
+    return t, np.ascontiguousarray(values, dtype=np.float64), note
 
 
 class SurfaceLab(SingleRunLab):
@@ -340,7 +391,7 @@ class SurfaceLab(SingleRunLab):
     def _on_trainer_failed(self, text: str) -> None:
         from visualizer.errorlog import report
 
-        self.message.emit(report("Training failed", text), True)
+        self.report_failure(report("Training failed", text))
         self.status.emit({"running": False})
 
     def _on_train_batch(self, items: list) -> None:
@@ -425,7 +476,7 @@ class SurfaceLab(SingleRunLab):
     def _on_surface_failed(self, live: bool, text: str) -> None:
         from visualizer.errorlog import report
 
-        self.message.emit(report("Surface failed", text), True)
+        self.report_failure(report("Surface failed", text))
 
     def surface_ready(self) -> bool:
         """Training has ended, its full surface is computed, and the views show it."""
@@ -479,7 +530,7 @@ class SurfaceLab(SingleRunLab):
     def _on_display_failed(self, req, text: str) -> None:
         from visualizer.errorlog import report
 
-        self.message.emit(report("The surface could not be drawn", text), True)
+        self.report_failure(report("The surface could not be drawn", text))
 
     def _redraw_path(self) -> None:
         """The projected path at its true loss or at the surface below it: both are at hand, nothing computed."""
@@ -578,31 +629,34 @@ class SurfaceLab(SingleRunLab):
         return True
 
     def open_surface(self, path: str) -> bool:
+        """Open a surface file. Everything is read and checked before the lab changes anything: a file refused
+        (the message names the file and what is wrong) leaves the lab showing what it showed."""
+        from models.limits import html_escape
         from models.surface_io import SurfaceFileError, read_surface
 
         try:
             surf = read_surface(path)
+            t, values, note = surface_for_views(path, surf)
         except SurfaceFileError as exc:
-            self.message.emit(str(exc), True)
+            self.report_failure(str(exc))
             return False
-        values = surf.values.get("train_loss", next(iter(surf.values.values())))
-        if len(surf.x) != len(surf.y) or not np.allclose(surf.x, surf.y):
-            # the views use one axis for both directions: resample onto the x axis
-            from scipy.interpolate import RegularGridInterpolator
+        except Exception as exc:  # not the file's fault: logged, and the lab still shows what it showed
+            from visualizer.errorlog import report
 
-            f = RegularGridInterpolator((surf.x, surf.y), values, bounds_error=False, fill_value=np.nan)
-            aa, bb = np.meshgrid(surf.x, surf.x, indexing="ij")
-            values = f(np.stack([aa, bb], -1))
+            self.report_failure(report(f"Could not open {path}", exc))
+            return False
         self._stop_all()
         self.snaps, self.checkpoints, self.plane = [], [], None
         self.trained, self._ck_loss, self.shown, self.surface_final = None, [], None, True
         self.path2d.setData([], [])
         self.path3d.setData(pos=np.zeros((0, 3)))
-        self.grid_t, self.grid_values = surf.x, values
-        self.landscape = {"t": surf.x, "values": values, "stride": 1}
+        self.grid_t, self.grid_values = t, values
+        self.landscape = {"t": t, "values": values, "stride": 1}
         self._redraw_surface()
-        self.caption.setText(f"<b>{path}</b>: a {len(surf.x)}x{len(surf.y)} surface"
-                             f"{' · directions in ' + surf.dir_file if surf.dir_file else ''}")
+        # the caption is rich text: what comes from the file (its name, its dir_file) goes in as plain text
+        dirs = f" · directions in {html_escape(surf.dir_file)}" if surf.dir_file else ""
+        self.caption.setText(f"<b>{html_escape(path)}</b>: a {len(surf.x)}x{len(surf.y)} surface"
+                             f"{html_escape(note)}{dirs}")
         self.message.emit(f"Opened {path}", False)
         return True
 

@@ -14,6 +14,7 @@ import time
 
 from PySide6.QtCore import QObject, Signal
 
+from models.limits import MAX_SCENE_TEXT
 from visualizer.recording.keyframes import Camera, camera_at
 
 
@@ -91,11 +92,14 @@ class SyncRunner(QObject):
             self._gen.close()
 
 
-def wait_idle(app, lab, timeout: float = 120.0) -> None:
-    """Process events until the lab has computed what was asked (frames never show half-computed views)."""
+def wait_idle(app, lab, timeout: float = 120.0, stop=None) -> None:
+    """Process events until the lab has computed what was asked (frames never show half-computed views), or
+    until ``stop()`` is true (a render being stopped: the caller looks at why)."""
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
         app.processEvents()
+        if stop is not None and stop():
+            return
         if not lab.busy():
             app.processEvents()
             if not lab.busy():
@@ -213,8 +217,10 @@ class SceneDriver:
                                                  elevation=cam.elevation, azimuth=cam.azimuth)
 
     def captions(self, i: int) -> str:
+        """The captions shown at frame i, together at most MAX_SCENE_TEXT characters (many at once are cut)."""
         t = self.time_of(i)
-        return "  ·  ".join(c.text for c in self.scene.captions if c.start <= t <= c.end)
+        text = "  ·  ".join(c.text for c in self.scene.captions if c.start <= t <= c.end)
+        return text if len(text) <= MAX_SCENE_TEXT else text[: MAX_SCENE_TEXT - 1] + "…"
 
     def frame(self, i: int) -> None:
         """Bring the lab to frame i (frames must come in order, each once)."""

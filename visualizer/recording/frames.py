@@ -1,6 +1,7 @@
 """Frames for videos: capture a lab's 3D view (off screen, at any size up to 3840x2160), its 2D view or the
 whole window; burn in overlays (title, step, loss, caption); encode in a worker thread with FFmpeg (shipped
-inside imageio-ffmpeg), written to a temporary file that replaces the target only when it is complete.
+inside imageio-ffmpeg), written to a temporary file of a unique name next to the target (``NAME.XXXXXXXX.part.mp4``)
+that replaces the target only when it is complete.
 
 A frame is a (height, width, 4) uint8 array in BGRA order, top row first (QImage's ARGB32 in memory).
 """
@@ -10,19 +11,23 @@ from __future__ import annotations
 import math
 import os
 import queue
+import tempfile
 import threading
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QThread, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 
+from visualizer.recording.scene import MAX_SIZE, MIN_SIZE
+
 SOURCES = {"3d": "active 3D view", "2d": "2D view", "window": "whole window"}
-MAX_SIZE = (3840, 2160)
 
 
 def check_size(width: int, height: int) -> None:
-    if not (16 <= width <= MAX_SIZE[0] and 16 <= height <= MAX_SIZE[1]):
-        raise ValueError(f"a video frame must be within 16x16 .. {MAX_SIZE[0]}x{MAX_SIZE[1]}, not {width}x{height}")
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height))
+    if not (whole and MIN_SIZE <= width <= MAX_SIZE[0] and MIN_SIZE <= height <= MAX_SIZE[1]):
+        raise ValueError(f"a video frame must be within {MIN_SIZE}x{MIN_SIZE} .. {MAX_SIZE[0]}x{MAX_SIZE[1]}, "
+                         f"not {width}x{height}")
 
 
 def image_to_frame(img: QImage) -> np.ndarray:
@@ -176,9 +181,34 @@ def open_writer(path: str, width: int, height: int, fps: int):
     return gen
 
 
-def temp_path(out: str) -> str:
-    root, ext = os.path.splitext(out)
-    return f"{root}.part{ext}"
+def partial_path(out: str) -> str:
+    """A new, empty file of a unique name next to ``out`` (same folder: the final rename stays on one file
+    system), for the video while it is written: ``clip.mp4`` -> ``clip.k2j4x9qa.part.mp4`` (the extension last:
+    FFmpeg picks the format by it). Never the name of a file that exists, so no user's file is overwritten."""
+    folder = os.path.dirname(os.path.abspath(out))
+    stem, ext = os.path.splitext(os.path.basename(out))
+    fd, path = tempfile.mkstemp(prefix=f"{stem}.", suffix=f".part{ext}", dir=folder)
+    os.close(fd)
+    return path
+
+
+def _umask() -> int:
+    try:  # read without changing it (os.umask sets it, for every thread of the process)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str, out: str) -> None:
+    """Rename the finished ``tmp`` over ``out`` with the mode a new file gets (mkstemp made it 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, out)
 
 
 def check_output(out: str) -> None:
@@ -186,24 +216,28 @@ def check_output(out: str) -> None:
     if not out.lower().endswith((".mp4", ".gif")):
         raise OSError(f"cannot write {out}: a video must end in .mp4 or .gif")
     folder = os.path.dirname(os.path.abspath(out)) or "."
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise OSError(f"cannot write {out}: {folder} is not a writable folder")
+    if os.path.isdir(out):
+        raise OSError(f"cannot write {out}: it is a folder")
 
 
 class Encoder(QThread):
     """Encodes frames in its own thread. ``put`` never blocks: it returns False while the queue is full (the
     caller waits and tries again on its next tick). ``finish`` ends the file; ``finished_file(path, frames)``
-    or ``failed(text)`` follows. The output replaces ``out`` atomically once FFmpeg has closed it."""
+    or ``failed(text)`` follows. The output replaces ``out`` atomically once FFmpeg has closed it; until then
+    it is ``tmp`` (default: a new ``partial_path(out)``, made when the thread starts), removed on failure."""
 
     finished_file = Signal(str, int)
     failed = Signal(str)
 
-    def __init__(self, out: str, width: int, height: int, fps: int, max_bytes: int = 384 << 20, parent=None) -> None:
+    def __init__(self, out: str, width: int, height: int, fps: int, max_bytes: int = 384 << 20, parent=None,
+                 tmp: str | None = None) -> None:
         super().__init__(parent)
         check_output(out)
         check_size(width, height)
         self.out, self.width, self.height, self.fps = out, width, height, fps
-        self.tmp = temp_path(out)
+        self.tmp = tmp
         self.frames = 0
         self.error: str | None = None
         self._q: queue.Queue = queue.Queue(maxsize=max(2, max_bytes // (4 * width * height)))
@@ -221,7 +255,10 @@ class Encoder(QThread):
         return True
 
     def put_wait(self, frame: np.ndarray) -> None:
-        """For headless rendering: wait for room (the encoder runs meanwhile)."""
+        """For headless rendering: wait for room (the encoder runs meanwhile). An encoder that failed (FFmpeg
+        stopped) raises at once, not once the queue is full."""
+        if self.error or self._done.is_set():
+            raise OSError(self.error or "the encoder stopped")
         while not self.put(frame):
             if self.error or not self.isRunning():
                 raise OSError(self.error or "the encoder stopped")
@@ -231,8 +268,14 @@ class Encoder(QThread):
         return self._q.qsize()
 
     def abort(self) -> None:
-        """Stop without a file: what was encoded is deleted (a render that failed half way)."""
+        """Stop without a file: the frames still queued are dropped, what was encoded is deleted (a render
+        that failed or was stopped half way)."""
         self._aborted = True
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
         self.finish(wait=True)
 
     def finish(self, wait: bool = False) -> None:
@@ -243,10 +286,12 @@ class Encoder(QThread):
     def run(self) -> None:
         writer = None
         try:
+            if self.tmp is None:
+                self.tmp = partial_path(self.out)
             writer = open_writer(self.tmp, self.width, self.height, self.fps)
             while True:
                 frame = self._q.get()
-                if frame is None:
+                if frame is None or self._aborted:
                     break
                 writer.send(frame)
                 self.frames += 1
@@ -256,7 +301,7 @@ class Encoder(QThread):
                 raise OSError("aborted")
             if self.frames == 0:
                 raise OSError("no frames were recorded")
-            os.replace(self.tmp, self.out)
+            publish(self.tmp, self.out)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             if writer is not None:
@@ -265,7 +310,8 @@ class Encoder(QThread):
                 except Exception:
                     pass
             try:
-                os.unlink(self.tmp)
+                if self.tmp is not None:
+                    os.unlink(self.tmp)
             except OSError:
                 pass
             while True:  # drain, so that a producer waiting for room goes on
