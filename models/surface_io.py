@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .export import new_file_mode
 from .limits import (
     MAX_FILE_AXIS,
     MAX_FILE_GRID_POINTS,
@@ -91,38 +92,31 @@ def from_reference(arr: np.ndarray, nx: int, ny: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def _umask() -> int:
-    """The process's umask, read without changing it where the system says it (Linux), else set and restored."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
-def _atomic_h5(path: str, fill) -> None:
+def atomic_h5(path: str, fill, tmp: str | None = None, before_rename=None) -> None:
+    """``fill(h5file)`` into a temporary file beside ``path`` (``tmp``, or a fresh unique name), made readable
+    as the umask allows, on disk, then renamed over ``path``; on any failure the temporary file goes."""
     import h5py
 
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise OSError(f"cannot write to {folder}")
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=folder)
-    os.close(fd)
+    if tmp is None:
+        fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=folder)
+        os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
             fill(f)
         # mkstemp made it 0600: a file saved here gets what any new file of this user gets
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)  # the data is on disk before the rename makes it the file
         finally:
             os.close(fd)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -140,7 +134,7 @@ def write_surface(path: str, s: Surface, attrs: dict | None = None) -> None:
         for name, v in s.values.items():
             f[name] = to_reference(v)
 
-    _atomic_h5(path, fill)
+    atomic_h5(path, fill)
 
 
 def write_directions(path: str, xdir: list[np.ndarray], ydir: list[np.ndarray]) -> None:
@@ -150,7 +144,7 @@ def write_directions(path: str, xdir: list[np.ndarray], ydir: list[np.ndarray]) 
             for i, t in enumerate(d):
                 g.create_dataset(str(i), data=np.asarray(t))
 
-    _atomic_h5(path, fill)
+    atomic_h5(path, fill)
 
 
 # ----------------------------------------------------------------------------------------------- checks

@@ -43,7 +43,7 @@ from . import directions as dr
 from . import landscape as ls
 from .limits import MEMORY_CAP_BYTES, LimitError, check_memory
 from .nets import DATASETS, DIGITS_POINTS, MLP, MLPSpec, SmallCNN, check_request, loss_for, make_data
-from .surface_io import Surface, SurfaceFileError, read_directions, read_surface, to_reference
+from .surface_io import Surface, SurfaceFileError, atomic_h5, read_directions, read_surface, to_reference
 from .train import check_step_size
 
 #: the arguments that make a job (they are recorded in its file; a resume must repeat them)
@@ -374,42 +374,12 @@ def clean_stale_temps(folder: str, names: list[str]) -> list[str]:
     return removed
 
 
-def _umask() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # no /proc: read it by setting it (and put it back at once)
-    os.umask(mask)
-    return mask
 
 
 def _atomic_h5(path: str, fill, before_rename=None) -> None:
-    """Write ``path`` through its temporary file, made readable as the umask allows, then renamed over it."""
-    import h5py
-
-    tmp = _tmp_name(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-        os.chmod(tmp, 0o666 & ~_umask())
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # on disk before the rename makes it the file
-        finally:
-            os.close(fd)
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``path`` through its own temporary file (named after this process: a dead run's is found and
+    removed by the next), made readable as the umask allows, then renamed over it."""
+    atomic_h5(path, fill, tmp=_tmp_name(path), before_rename=before_rename)
 
 
 def write_job_surface(path: str, surf: Surface, attrs: dict, before_rename=None) -> None:

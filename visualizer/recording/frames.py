@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QThread, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 
+from models.export import new_file_mode
 from visualizer.recording.scene import MAX_SIZE, MIN_SIZE
 
 SOURCES = {"3d": "active 3D view", "2d": "2D view", "window": "whole window"}
@@ -192,22 +193,11 @@ def partial_path(out: str) -> str:
     return path
 
 
-def _umask() -> int:
-    try:  # read without changing it (os.umask sets it, for every thread of the process)
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def publish(tmp: str, out: str) -> None:
     """Rename the finished ``tmp`` over ``out`` with the mode a new file gets (mkstemp made it 0600)."""
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, new_file_mode())
     os.replace(tmp, out)
 
 
