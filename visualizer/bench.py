@@ -46,6 +46,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "record_1080p_fps": ("frames/s", "headless 1920x1080 render of a scene after a warm-up render (201x201 "
                                      "surface, streaming descent), H.264 encoding included"),
     "record_4k_frame_ms": ("ms", "one 3840x2160 off-screen frame of the 3D view"),
+    "ntk_512x2_256pts_ms": ("ms", "empirical NTK (256x256), MLP 2-512-512-1 relu float32 on 256 points: ours "
+                                  "(layer-wise Gram products, no Jacobian)"),
+    "ntk_512x2_256pts_torchfunc_ms": ("ms", "the same by the torch.func recipe (vmap(jacrev) + J J^T)"),
 }
 
 
@@ -485,6 +488,24 @@ def bench_record(results: dict, wanted: set) -> None:
             app.processEvents()
 
 
+def bench_ntk(results: dict, wanted: set) -> None:
+    import torch
+
+    from models.ntk import NTKNet, NTKSpec, empirical_ntk, ntk_torchfunc, relative_change
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    net = NTKNet(NTKSpec(in_dim=2, width=512, depth=2, activation="relu", parameterization="ntk"), seed=0)
+    x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+    err = relative_change(empirical_ntk(net, x), ntk_torchfunc(net, x))
+    print(f"ntk_512x2_256pts: ||ours - torch.func|| / ||torch.func|| = {err:.2e}", file=sys.stderr)
+    if err > 1e-5:
+        raise AssertionError(f"ntk_512x2_256pts: our kernel differs from torch.func's by {err}")
+    if "ntk_512x2_256pts_ms" in wanted:
+        results["ntk_512x2_256pts_ms"] = _median_ms(lambda: empirical_ntk(net, x), 15)
+    if "ntk_512x2_256pts_torchfunc_ms" in wanted:
+        results["ntk_512x2_256pts_torchfunc_ms"] = _median_ms(lambda: ntk_torchfunc(net, x), 7)
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
@@ -496,6 +517,7 @@ GROUPS = [
       "grid41_big_loop_ms", "grid41_big_losslandscapes_ms", "grid41_big_gflops", "matmul_gflops"}, bench_grid41),
     ({"first_coarse_surface_ms"}, bench_first_surface),
     ({"record_1080p_fps", "record_4k_frame_ms"}, bench_record),
+    ({"ntk_512x2_256pts_ms", "ntk_512x2_256pts_torchfunc_ms"}, bench_ntk),
 ]
 
 
@@ -550,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(f"grid41 {lab}: loop / ours = {r[f'grid41_{lab}_loop_ms'] / r[f'grid41_{lab}_ms']:.2f}x{extra}")
     if "grid41_big_gflops" in r and "matmul_gflops" in r:
         ratios.append(f"grid41 big: {100 * r['grid41_big_gflops'] / r['matmul_gflops']:.0f}% of the matmul rate")
+    if "ntk_512x2_256pts_ms" in r and "ntk_512x2_256pts_torchfunc_ms" in r:
+        ratios.append(f"ntk 512x2, 256 points: torch.func / ours = "
+                      f"{r['ntk_512x2_256pts_torchfunc_ms'] / r['ntk_512x2_256pts_ms']:.1f}x")
     if "stream_steps_per_s" in r and "headless_steps_per_s" in r:
         ratios.append(f"streaming / headless = {100 * r['stream_steps_per_s'] / r['headless_steps_per_s']:.0f}%")
     for line in ratios:
