@@ -124,7 +124,10 @@ def atomic_h5(path: str, fill, tmp: str | None = None, before_rename=None) -> No
         raise
 
 
-def write_surface(path: str, s: Surface, attrs: dict | None = None) -> None:
+def write_surface(path: str, s: Surface, attrs: dict | None = None, tmp: str | None = None,
+                  before_rename=None) -> None:
+    """``s`` in the reference layout, with root ``attrs``, atomically (``atomic_h5``'s ``tmp`` and
+    ``before_rename``)."""
     def fill(f):
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
@@ -134,17 +137,21 @@ def write_surface(path: str, s: Surface, attrs: dict | None = None) -> None:
         for name, v in s.values.items():
             f[name] = to_reference(v)
 
-    atomic_h5(path, fill)
+    atomic_h5(path, fill, tmp, before_rename)
 
 
-def write_directions(path: str, xdir: list[np.ndarray], ydir: list[np.ndarray]) -> None:
+def write_directions(path: str, xdir: list[np.ndarray], ydir: list[np.ndarray], attrs: dict | None = None,
+                     tmp: str | None = None) -> None:
+    """The two directions (one array per parameter tensor) in the reference layout, atomically."""
     def fill(f):
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
         for name, d in (("xdirection", xdir), ("ydirection", ydir)):
             g = f.create_group(name)
             for i, t in enumerate(d):
                 g.create_dataset(str(i), data=np.asarray(t))
 
-    atomic_h5(path, fill)
+    atomic_h5(path, fill, tmp)
 
 
 # ----------------------------------------------------------------------------------------------- checks

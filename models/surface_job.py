@@ -43,7 +43,14 @@ from . import directions as dr
 from . import landscape as ls
 from .limits import MEMORY_CAP_BYTES, LimitError, check_memory
 from .nets import DATASETS, DIGITS_POINTS, MLP, MLPSpec, SmallCNN, check_request, loss_for, make_data
-from .surface_io import Surface, SurfaceFileError, atomic_h5, read_directions, read_surface, to_reference
+from .surface_io import (
+    Surface,
+    SurfaceFileError,
+    read_directions,
+    read_surface,
+    write_directions,
+    write_surface,
+)
 from .train import check_step_size
 
 #: the arguments that make a job (they are recorded in its file; a resume must repeat them)
@@ -376,39 +383,19 @@ def clean_stale_temps(folder: str, names: list[str]) -> list[str]:
 
 
 
-def _atomic_h5(path: str, fill, before_rename=None) -> None:
-    """Write ``path`` through its own temporary file (named after this process: a dead run's is found and
-    removed by the next), made readable as the umask allows, then renamed over it."""
-    atomic_h5(path, fill, tmp=_tmp_name(path), before_rename=before_rename)
-
-
 def write_job_surface(path: str, surf: Surface, attrs: dict, before_rename=None) -> None:
-    """The surface in the reference layout (as models.surface_io.write_surface writes it), with the job's
-    attributes, atomically."""
-    def fill(f):
-        for k, v in attrs.items():
-            f.attrs[k] = v
-        f["xcoordinates"] = np.asarray(surf.x, dtype=np.float64)
-        f["ycoordinates"] = np.asarray(surf.y, dtype=np.float64)
-        f["dir_file"] = surf.dir_file
-        for name, v in surf.values.items():
-            f[name] = to_reference(v)
-
-    _atomic_h5(path, fill, before_rename)
+    """The surface in the reference layout with the job's attributes, through the job's own temporary file
+    (named after this process: a dead run's is found and removed by the next)."""
+    write_surface(path, surf, attrs, tmp=_tmp_name(path), before_rename=before_rename)
 
 
 def write_job_directions(path: str, d1, d2, attrs: dict) -> None:
-    """The directions in the reference layout (as models.surface_io.write_directions writes them), with the
-    job's attributes (its arguments, its surface file's name, the directions' fingerprint)."""
-    def fill(f):
-        for k, v in attrs.items():
-            f.attrs[k] = v
-        for name, d in (("xdirection", d1), ("ydirection", d2)):
-            g = f.create_group(name)
-            for i, t in enumerate(d):
-                g.create_dataset(str(i), data=torch.as_tensor(t).detach().cpu().numpy())
+    """The directions in the reference layout, with the job's attributes (its arguments, its surface file's
+    name, the directions' fingerprint)."""
+    def arrays(d):
+        return [torch.as_tensor(t).detach().cpu().numpy() for t in d]
 
-    _atomic_h5(path, fill)
+    write_directions(path, arrays(d1), arrays(d2), attrs, tmp=_tmp_name(path))
 
 
 #: the job's attributes are short texts: at most this many bytes of one are read (as models.surface_io reads

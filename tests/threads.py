@@ -1,4 +1,4 @@
-"""Test helper: which threads call a function."""
+"""Test helpers: which threads call a function; a user model that hangs."""
 
 import threading
 
@@ -14,3 +14,18 @@ def record_threads(monkeypatch, module, name: str) -> list:
 
     monkeypatch.setattr(module, name, spy)
     return threads
+
+
+# a user's model as stubborn as one can be: its factory ignores SIGTERM, says it is running (the marker file),
+# then sleeps for ever (only SIGKILL ends it)
+HANGING_MODEL = """
+import signal
+import time
+
+
+def make():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open({marker!r}, "w").close()
+    while True:
+        time.sleep(3600)
+"""

@@ -22,22 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.threads import HANGING_MODEL
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="walks /proc")
 
-# a user's model as stubborn as one can be: its factory ignores SIGTERM, says it is running, then sleeps for
-# ever (only SIGKILL ends it)
-HANGING_MODEL = """
-import signal
-import time
-
-
-def make():
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    open({marker!r}, "w").close()
-    while True:
-        time.sleep(3600)
-"""
 
 
 # ----------------------------------------------------------------------------------- the process table

@@ -2,6 +2,7 @@
 
 import threading
 
+from tests.threads import HANGING_MODEL
 from visualizer.workers import GeneratorRunner, LatestJobWorker, live_threads
 
 
@@ -96,18 +97,6 @@ def test_error_report_logs_the_traceback_and_names_the_log(fresh_settings):
     assert "Something failed" in text and "Traceback" in text and "KeyError" in text
 
 
-# a user's model that never answers: its factory ignores SIGTERM, says it runs, and sleeps for ever
-HANGING_MODEL = """
-import signal
-import time
-
-
-def make():
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    open({marker!r}, "w").close()
-    while True:
-        time.sleep(3600)
-"""
 
 
 def _hanging_spec(tmp_path):
