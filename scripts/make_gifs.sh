@@ -11,7 +11,10 @@ mkdir -p docs/gifs
 for scene in assets/scenes/*.toml; do
     name=$(basename "$scene" .toml)
     echo "== $name"
-    .venv/bin/losslab record "$scene" -o "docs/gifs/$name.gif" --size "$size" --fps "$fps" \
+    # a scene of the whole lab (plots and 3D view) needs more pixels to be read
+    this_size=$size
+    if grep -q '^view = "window"' "$scene"; then this_size=${WINDOW_SIZE:-640x360}; fi
+    .venv/bin/losslab record "$scene" -o "docs/gifs/$name.gif" --size "$this_size" --fps "$fps" \
         --frames $((seconds * fps))
 done
 ls -l docs/gifs

@@ -272,3 +272,19 @@ def test_a_saved_scene_with_any_title_loads_back(tmp_path, title):
     sc = Scene(lab="manifold2d", title=title)
     back = load_scene(write(tmp_path, dump_scene(sc)), LABS, FIELDS)
     assert back.title == title
+
+
+def test_the_recorded_view_is_the_3d_view_or_the_whole_lab(tmp_path):
+    from visualizer.recording.scene import dump_scene
+
+    p = tmp_path / "s.toml"
+    p.write_text(GOOD)
+    assert load_scene(str(p), LABS, FIELDS).view == "3d"
+    p.write_text('view = "window"\n' + GOOD)
+    sc = load_scene(str(p), LABS, FIELDS)
+    assert sc.view == "window"
+    p.write_text(dump_scene(sc))
+    assert load_scene(str(p), LABS, FIELDS).view == "window"  # written back and read again
+    p.write_text('view = "plots"\n' + GOOD)
+    with pytest.raises(SceneError, match=r"view.*one of 3d, window"):
+        load_scene(str(p), LABS, FIELDS)

@@ -134,7 +134,13 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
         lab.failed.connect(on_failure)  # a failed computation; a diverging descent is a result, not a failure
         # frames are rendered off screen at full size; the window itself stays small so that its own repaints
         # (the 2D view, the on-screen GL surface) cost little
-        lab.resize(480, 320)
+        whole = scene.view == "window"
+        # (the whole lab is laid out at the scene's size, as it is on screen, and scaled to the output)
+        lab.resize(*(scene.size if whole else (480, 320)))
+        if whole:  # as in the app's window
+            from visualizer.app import DARK_STYLE
+
+            lab.setStyleSheet(DARK_STYLE)
         lab.show()
         last = {"step": None, "loss": None}
 
@@ -152,7 +158,8 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
         check()
         driver.setup()
         # from here on only off-screen frames are needed: a hidden window spends nothing on its own repaints
-        lab.hide()
+        if not whole:
+            lab.hide()
         app.processEvents()
         check()
         enc = Encoder(out, width, height, scene.fps, tmp=tmp)
@@ -161,7 +168,7 @@ def render(scene, out: str, size: tuple[int, int] | None = None, fps: int | None
             state["frame"] = i
             driver.frame(i)
             check()
-            frame = capture(lab, "3d", width, height)
+            frame = capture(lab, scene.view, width, height, window=lab)
             if on_frame is not None:
                 on_frame(i, frame)
             burn_overlays(frame, title=scene.title or None,

@@ -28,7 +28,8 @@ checked field by field: an error names the file, the line where it can be found,
     end = 4.0
     text = "Gradient descent lands on the nearest solution"
 
-Optional: ``title = "..."`` (burned in at the top left), ``overlays = { step = true, loss = true }`` (the
+Optional: ``view = "window"`` (record the whole lab, its plots and its 3D view, laid out at the scene's size;
+the default "3d" records the 3D view), ``title = "..."`` (burned in at the top left), ``overlays = { step = true, loss = true }`` (the
 latest run's step and loss at the top right), ``easing`` of the camera moves, and a keyframe's ``center``
 and ``distance`` (default: those the lab chose for its view).
 
@@ -111,11 +112,16 @@ class Scene:
     captions: list[Caption] = field(default_factory=list)
     title: str = ""
     overlays: dict = field(default_factory=dict)
+    view: str = "3d"  # what is recorded: "3d" (the lab's 3D view) or "window" (the whole lab)
     path: str = ""
 
     @property
     def frames(self) -> int:
         return max(1, round(self.duration * self.fps))
+
+
+#: what a scene records: the lab's 3D view, or the whole lab (plots and 3D view)
+VIEWS = ("3d", "window")
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -341,7 +347,7 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         return out
 
     known = {"lab", "seed", "size", "fps", "duration", "steps_per_frame", "easing", "settings", "camera", "event",
-             "caption", "title", "overlays"}
+             "caption", "title", "overlays", "view"}
     for key in doc:
         if key not in known:
             raise fail(key, f"unknown field; known: {', '.join(sorted(known))}", key)
@@ -381,6 +387,10 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
         if not isinstance(ov, dict) or any(k not in ("step", "loss") or not isinstance(v, bool) for k, v in ov.items()):
             raise fail("overlays", "expected a table like { step = true, loss = true }", "overlays")
         sc.overlays = dict(ov)
+    if "view" in doc:
+        if doc["view"] not in VIEWS:
+            raise fail("view", f"one of {', '.join(VIEWS)}", "view")
+        sc.view = doc["view"]
     if "seed" in doc:
         sc.seed = number(doc, "seed", "seed", 0, 2**31, int)
     if "size" in doc:
@@ -499,6 +509,8 @@ def dump_scene(sc: Scene, comment: str = "") -> str:
         out.append(f"title = {_toml_value(sc.title)}")
     if sc.overlays:
         out.append(f"overlays = {_toml_value(sc.overlays)}")
+    if sc.view != "3d":
+        out.append(f"view = {_toml_value(sc.view)}")
     out += ["", "[settings]"] + [f"{k} = {_toml_value(v)}" for k, v in sc.settings.items()]
     for t, c in sc.camera:
         out += ["", "[[camera]]", f"time = {_toml_value(float(t))}", f"azimuth = {_toml_value(float(c.azimuth))}",
