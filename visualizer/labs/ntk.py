@@ -768,7 +768,12 @@ class NTKLab(SingleRunLab):
         for sample, lab in self.mode_legend.items:
             for k, (meas, _) in zip(MODES, self.mode_curves):
                 if sample.item is meas:
-                    lab.setText(f"k = {k}" + (f" (λ = {lam[k - 1]:.2g})" if k <= n else " —"))
+                    if k > n:
+                        lab.setText(f"k = {k} —")
+                    elif abs(lam[k - 1]) < 1e-6 * abs(lam[0]):  # (zero to the kernel's float32 precision)
+                        lab.setText(f"k = {k} (λ ≈ 0)")
+                    else:
+                        lab.setText(f"k = {k} (λ = {lam[k - 1]:.2g})")
 
     def _draw_paths(self, hi: int) -> None:
         d = self.run_data

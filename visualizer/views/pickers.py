@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QToolButton, QVBoxLayout, QWidget
 
 
@@ -104,6 +104,8 @@ class DrawPanel(QWidget):
         self.plot = pg.PlotWidget(viewBox=self.box)
         self.plot.setBackground("#14161c")
         self.plot.setMinimumHeight(130)
+        self.plot.setMaximumHeight(200)
+        self.plot.setMinimumWidth(0)
         self.plot.setLabel("bottom", "x")
         self.plot.setLabel("left", "target")
         self.plot.setXRange(*domain, padding=0.02)
@@ -116,6 +118,9 @@ class DrawPanel(QWidget):
         self.plot.addItem(self.points)
         lay.addWidget(self.plot)
         self._draw()
+
+    def sizeHint(self) -> QSize:
+        return QSize(240, 170)  # (a plot's own hint is wide: the controls dock must not grow with it)
 
     def paint(self, a: tuple, b: tuple) -> None:
         """Set the heights of the slots between a and b on the straight line from a to b (a stroke)."""
