@@ -1,4 +1,5 @@
-"""Checks the CUDA path of the engine on a machine with a GPU: grid evaluation and training on ``cuda``.
+"""Checks the CUDA path of the engine on a machine with a GPU: grid evaluation, training and the ntk lab's width
+sweep on ``cuda``.
 
 Run from the repository root: ``PYTHONPATH=. python3 scripts/gpu_check.py [OUT.json]``. Needs torch, numpy
 and scikit-image only (no Qt). Prints each check and writes the figures as JSON when a path is given.
@@ -162,6 +163,27 @@ def main() -> int:
     ok &= good
     print(f"child process on cuda: {got} snapshots streamed, result: {done.message if done else None}",
           "OK" if good else "FAIL")
+
+    # 7. the ntk lab's width sweep (seven widths 64..4096) on the device: it trains as on the cpu, and its rates
+    #    with every live metric every 10 steps and bare (the bench's width_sweep figures: one definition of the
+    #    protocol, imported from the bench, which imports no Qt at module level)
+    from models.ntk_sweep import sweep_run
+    from visualizer.bench import WIDTH_SWEEP, width_sweep_rates
+
+    runs = {where: list(sweep_run(**dict(WIDTH_SWEEP, steps=50), device=where)) for where in ("cpu", dev)}
+    a, b = runs["cpu"][-1], runs[dev][-1]
+    rel = float(np.max(np.abs(a.loss - b.loss) / np.abs(a.loss)))
+    kdiff = float(np.max(np.abs(a.metrics.K - b.metrics.K)) / np.max(np.abs(a.metrics.K)))
+    fig["width_sweep_dev_vs_cpu_loss_rel_diff"], fig["width_sweep_dev_vs_cpu_kernel_rel_diff"] = rel, kdiff
+    good = (not b.diverged.any() and rel < 1e-3 and kdiff < 1e-3 and np.isfinite(b.metrics.gap).all()
+            and np.isfinite(b.metrics.wchange).all())
+    ok &= good
+    print(f"width sweep on {dev} vs cpu after 50 steps: max rel |loss diff| {rel:.1e}, kernel {kdiff:.1e}",
+          "OK" if good else "FAIL")
+    rate, bare = width_sweep_rates(dev)
+    fig["width_sweep_steps_per_s_dev"], fig["width_sweep_bare_steps_per_s_dev"] = rate, bare
+    print(f"width_sweep_steps_per_s_dev: {rate:.0f} steps/s with metrics, width_sweep_bare_steps_per_s_dev: "
+          f"{bare:.0f} bare ({100 * rate / bare:.0f}%; the goal on the cpu is at least 70%)")
     fig["all_ok"] = bool(ok)
     if len(sys.argv) > 1:
         with open(sys.argv[1], "w") as fh:

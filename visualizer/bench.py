@@ -49,6 +49,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "ntk_512x2_256pts_ms": ("ms", "empirical NTK (256x256), MLP 2-512-512-1 relu float32 on 256 points: ours "
                                   "(layer-wise Gram products, no Jacobian)"),
     "ntk_512x2_256pts_torchfunc_ms": ("ms", "the same by the torch.func recipe (vmap(jacrev) + J J^T)"),
+    "width_sweep_steps_per_s": ("steps/s", "ntk lab's width sweep: GD steps of all seven widths 64..4096 (depth 1, "
+                                           "relu, NTK param, 24 circle points), every live metric every 10 steps"),
+    "width_sweep_bare_steps_per_s": ("steps/s", "the same sweep with no metrics (training loss and paths only)"),
 }
 
 
@@ -506,6 +509,53 @@ def bench_ntk(results: dict, wanted: set) -> None:
         results["ntk_512x2_256pts_torchfunc_ms"] = _median_ms(lambda: ntk_torchfunc(net, x), 7)
 
 
+#: the ntk lab's default sweep, as the bench and scripts/gpu_check.py time it
+WIDTH_SWEEP = dict(data=dict(kind="circle", target="mix", n=24, seed=0), widths=[2**k for k in range(6, 13)], depth=1,
+                   activation="relu", parameterization="ntk", eta=0.01, step_scaling="fixed", output="plain",
+                   metric_every=10, seed=0)
+
+
+def width_sweep_rates(device: str = "cpu", steps: int = 200, repeats: int = 5) -> tuple[float, float]:
+    """(with metrics, bare): GD steps per second of the whole sweep (a step advances every width), medians over
+    ``repeats`` runs of ``steps`` steps each, the two kinds alternating so that the machine's drift hits both. The
+    first step of a run (the kernels at w0, the infinite-width kernel) is set-up, not a GD step: not timed."""
+    import torch
+
+    from models.ntk_sweep import sweep_run
+
+    cuda = torch.device(device).type == "cuda"
+
+    def once(metrics: bool) -> float:
+        gen = sweep_run(**WIDTH_SWEEP, steps=steps, metrics=metrics, device=device)
+        next(gen)
+        if cuda:
+            torch.cuda.synchronize()
+        n, last, t0 = 0, None, time.perf_counter()
+        for snap in gen:
+            n, last = n + 1, snap
+        if cuda:
+            torch.cuda.synchronize()
+        rate = n / (time.perf_counter() - t0)
+        if n != steps or last.diverged.any() or (metrics and last.metrics is None):
+            raise AssertionError(f"width sweep: {n} steps, diverged {last.diverged.tolist()}: not the benchmark")
+        return rate
+
+    once(True)  # warm-up: first calls of every kernel, allocator
+    once(False)
+    with_m, bare = [], []
+    for _ in range(repeats):
+        with_m.append(once(True))
+        bare.append(once(False))
+    return statistics.median(with_m), statistics.median(bare)
+
+
+def bench_width_sweep(results: dict, wanted: set) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    results["width_sweep_steps_per_s"], results["width_sweep_bare_steps_per_s"] = width_sweep_rates("cpu")
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
@@ -518,6 +568,7 @@ GROUPS = [
     ({"first_coarse_surface_ms"}, bench_first_surface),
     ({"record_1080p_fps", "record_4k_frame_ms"}, bench_record),
     ({"ntk_512x2_256pts_ms", "ntk_512x2_256pts_torchfunc_ms"}, bench_ntk),
+    ({"width_sweep_steps_per_s", "width_sweep_bare_steps_per_s"}, bench_width_sweep),
 ]
 
 
@@ -575,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     if "ntk_512x2_256pts_ms" in r and "ntk_512x2_256pts_torchfunc_ms" in r:
         ratios.append(f"ntk 512x2, 256 points: torch.func / ours = "
                       f"{r['ntk_512x2_256pts_torchfunc_ms'] / r['ntk_512x2_256pts_ms']:.1f}x")
+    if "width_sweep_steps_per_s" in r and "width_sweep_bare_steps_per_s" in r:
+        share = r["width_sweep_steps_per_s"] / r["width_sweep_bare_steps_per_s"]
+        ratios.append(f"width sweep: with metrics / bare = {100 * share:.0f}% (the goal: at least 70%; the metrics "
+                      f"add {100 * (1 / share - 1):.0f}% to a step's time)")
     if "stream_steps_per_s" in r and "headless_steps_per_s" in r:
         ratios.append(f"streaming / headless = {100 * r['stream_steps_per_s'] / r['headless_steps_per_s']:.0f}%")
     for line in ratios:

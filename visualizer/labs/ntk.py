@@ -654,8 +654,11 @@ class NTKLab(SingleRunLab):
         mrows = self.hist.metric_rows
         msteps = np.array([r[0] for r in mrows])
         for k, (tr, te) in enumerate(self.loss_curves):
-            y = np.clip(np.nan_to_num(loss[:, k], nan=1e300), 1e-12, 1e30)
-            tr.setData(steps, y)
+            # a diverged width's curve ends where it diverged (the engine repeats its last finite loss after)
+            upto = self.hist.diverged.get(k)
+            keep = steps <= upto if upto is not None else slice(None)
+            y = np.clip(np.nan_to_num(loss[keep, k], nan=1e30), 1e-12, 1e30)
+            tr.setData(steps[keep], y)
             tr.setPen(self._width_pen(k, hi, 1.4))
             if len(mrows):
                 ty = np.array([r[1].test_loss[k] for r in mrows])
@@ -670,9 +673,11 @@ class NTKLab(SingleRunLab):
         values = {"wchange": m.wchange, "kchange": m.kchange, "gap": m.gap,
                   "dist_inf": init.dist_inf if init.dist_inf is not None else np.full(len(ws), np.nan)}
         self.slopes = {}
+        # where eta is above 2/lambda_max(K0) the linearization itself diverges: no gap to measure there
+        stable = np.array(init.etas) < np.array(init.limits)
         for key, (pts, fit, name) in self.series.items():
             v = np.asarray(values[key], float)
-            ok = np.isfinite(v) & (v > 0)
+            ok = np.isfinite(v) & (v > 0) & (stable if key == "gap" else True)
             pts.setData(ws[ok], v[ok], symbolSize=[12 if w == ws[hi] else 8 for w in ws[ok]] if hi is not None
                         else 8, data=ws[ok])
             slope = sw.loglog_slope(ws[ok], v[ok]) if ok.sum() >= 2 else None
