@@ -40,6 +40,16 @@ TERM_WAIT_S = 1.0
 KILL_WAIT_S = 2.0
 
 
+def keep_torch_cache_out_of_tmp() -> None:
+    """torch's optimizers import its compiler, which makes a cache folder in the temporary directory
+    (``torchinductor_<user>``) and leaves it there: point it at the user's cache folder instead
+    ($XDG_CACHE_HOME/losslab/torchinductor, ~/.cache by default), before any child process starts. An explicit
+    TORCHINDUCTOR_CACHE_DIR is kept."""
+    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, "losslab", "torchinductor")
+
+
 def context():
     """The multiprocessing context: a forkserver with torch preloaded where available, else spawn."""
     global _CTX

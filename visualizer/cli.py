@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from models.procrun import keep_torch_cache_out_of_tmp
+
+    keep_torch_cache_out_of_tmp()  # (no folder of torch's left in the temporary directory by any command)
     if argv and argv[0] == "bench":
         from visualizer.bench import main as bench_main
 
