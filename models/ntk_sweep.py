@@ -176,6 +176,11 @@ class SweepInit:
     eig_inf: np.ndarray | None = None
     inf_label: str = ""
     dist_inf: np.ndarray | None = None  # (W,) ||K0 - K_inf||_F / ||K_inf||_F
+    #: c in the loss's own kernel c K (1 for the sum loss, 1/n for the mean): GD moves F by -eta c K (F - y), PL*
+    #: holds with mu = c lambda_min(K), and the step is stable while eta < 2 / (c lambda_max(K)) (``limits``)
+    kernel_scale: float = 1.0
+    loss_norm: str = "sum"
+    hessian_every: int = 0  # the sharpness and the model Hessian are measured every this many steps (0: never)
 
 
 @dataclass
@@ -196,6 +201,19 @@ class SweepMetrics:
     K: np.ndarray  # (W, n, n) float32
     inf_test: np.ndarray | None = None  # (T,)
     inf_train: np.ndarray | None = None  # (n,)
+    # conditioning (THEORY.md section 2): the extreme eigenvalues of K(w_t), ||grad L(w_t)||^2 (from the gradient
+    # GD takes at this step), the distance ||w_t - w_0||
+    lam_min: np.ndarray | None = None
+    lam_max: np.ndarray | None = None
+    grad_sq: np.ndarray | None = None
+    wdist: np.ndarray | None = None
+    # every ``hessian_every`` steps (NaN between): the sharpness lambda_max of the loss's Hessian by warm-started
+    # power iteration (and the products it took), and the norm of the network's own Hessian: the largest
+    # |eigenvalue| of the Hessian of g(x) in w, over three training inputs (first, middle, last)
+    sharpness: np.ndarray | None = None
+    hess_iters: np.ndarray | None = None
+    model_hess: np.ndarray | None = None
+    loss: np.ndarray | None = None  # the training loss at this step (as in the step's snapshot)
 
 
 @dataclass
@@ -298,18 +316,34 @@ def infinite_kernel(x_all: np.ndarray, depth: int, activation: str, parameteriza
 
 def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", parameterization: str = "ntk",
               eta: float = 0.01, step_scaling: str = "fixed", output: str = "plain", alpha: float = 1.0,
-              steps: int = 1000, metric_every: int = 10, seed: int = 0, metrics: bool = True, device: str = "cpu"):
+              steps: int = 1000, metric_every: int = 10, seed: int = 0, metrics: bool = True, device: str = "cpu",
+              loss_norm: str = "sum", run_etas=None, hessian_every: int = 0, hessian_iters: int = 20):
     """Train every width by full-batch GD at once; yield a ``SweepStep`` per step (see the module's docstring).
 
     ``data`` holds ``make_data``'s arguments. ``metrics=False`` measures only the training loss and the path
-    outputs (the bench's bare rate). Returns a summary: final losses, fitted width slopes, diverged widths."""
+    outputs (the bench's bare rate). ``loss_norm`` 'mean' divides the loss by n (the edge-of-stability paper's
+    loss). ``run_etas`` gives every run its own step size (then widths may repeat: one width, several steps).
+    ``hessian_every`` > 0 measures the sharpness and the model Hessian every that many steps, by power iteration
+    warm-started from the last vector (at most ``hessian_iters`` products, 50 the first time). Returns a summary:
+    final losses, diverged widths."""
     import torch
 
     from . import ntk
 
     widths = [int(m) for m in widths]
-    if not widths or len(set(widths)) != len(widths):
-        raise ValueError("give one or more distinct widths")
+    if run_etas is None:
+        if not widths or len(set(widths)) != len(widths):
+            raise ValueError("give one or more distinct widths")
+    else:
+        run_etas = [float(e) for e in run_etas]
+        if len(run_etas) != len(widths) or not widths:
+            raise ValueError("one step size per run")
+        if not all(math.isfinite(e) and e > 0 for e in run_etas):
+            raise ValueError("every step size must be a positive number")
+    if loss_norm not in ("sum", "mean"):
+        raise ValueError("loss_norm must be 'sum' or 'mean'")
+    if hessian_every < 0 or hessian_iters < 1:
+        raise ValueError("hessian_every must be 0 or more and hessian_iters at least 1")
     if steps < 1 or metric_every < 1:
         raise ValueError("steps and metric_every must be at least 1")
     if not (math.isfinite(eta) and eta > 0):
@@ -329,7 +363,8 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
     x_all = torch.cat([x, xt])
     scaled = output == "scaled"
     a = float(alpha) if scaled else 1.0
-    etas = step_sizes(widths, eta, step_scaling)
+    etas = step_sizes(widths, eta, step_scaling) if run_etas is None else run_etas
+    c = 1.0 / n if loss_norm == "mean" else 1.0  # the loss's kernel is c K
     W = len(widths)
     nets, params, w0s, g0, g0t = [], [], [], [], []
     for m in widths:
@@ -360,16 +395,17 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
         Kx0.append(Kall[n:, :n])
         f0.append(np.zeros(n) if scaled else g0[k].double().cpu().numpy())
         f0t.append(np.zeros(T) if scaled else g0t[k].double().cpu().numpy())
-        limits.append(2.0 / max(float(lam[-1]), 1e-300))
+        limits.append(2.0 / max(c * float(lam[-1]), 1e-300))
     K_inf, inf_label = infinite_kernel(np.concatenate([d.x, d.x_test]), depth, activation, parameterization, seed)
     init = SweepInit(widths, etas, np.asarray(K0, np.float32), np.asarray(eig), np.asarray(vec), np.asarray(f0),
                      np.asarray(f0t, np.float32), [param_count(d.in_dim, m, depth) for m in widths], limits,
-                     inf_label=inf_label)
-    lins = [LinearModel(K0[k], Kx0[k], f0[k], f0t[k], d.y, etas[k]) for k in range(W)]
+                     inf_label=inf_label, kernel_scale=c, loss_norm=loss_norm, hessian_every=int(hessian_every))
+    # (function space moves by eta c K: the kernel models take the step eta c)
+    lins = [LinearModel(K0[k], Kx0[k], f0[k], f0t[k], d.y, etas[k] * c) for k in range(W)]
     inf_lin = None
     if K_inf is not None:
         inf_train = K_inf[:n, :n]
-        inf_lin = LinearModel(inf_train, K_inf[n:, :n], np.zeros(n), np.zeros(T), d.y, float(eta))
+        inf_lin = LinearModel(inf_train, K_inf[n:, :n], np.zeros(n), np.zeros(T), d.y, float(etas[0]) * c)
         init.K_inf = inf_train
         init.eig_inf = np.linalg.eigvalsh(inf_train)[::-1].copy()
         nrm = np.linalg.norm(inf_train)
@@ -381,8 +417,27 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
     diverged = np.zeros(W, bool)
     first_loss = [None] * W
     last_loss = np.zeros(W)
+    from . import hessian
 
-    def measure(t: int, f_now: dict) -> SweepMetrics:
+    sharp_vec = [None] * W  # the last top eigenvectors: the next estimate starts there
+    model_vec = [[None] * 3 for _ in range(W)]
+    hess_points = sorted({0, n // 2, n - 1})
+
+    def loss_of(k):
+        return lambda: 0.5 * ((outputs(k, x) - y) ** 2).sum() * (c / a**2)
+
+    def top_eig(fn, k, v, square=False):
+        # (the same start for runs of the same width: two step sizes of one network start identically)
+        cold = v is None
+        if cold:
+            v = hessian.random_vector(params[k], torch.Generator().manual_seed(seed * 100_003 + widths[k]))
+        hvp = hessian.hvp_fn(fn, params[k])
+        if square:  # the largest |eigenvalue| of an indefinite Hessian (+-lambda pairs): iterate on H^2
+            lam2, v, used = hessian.power_iteration(lambda u: hvp(hvp(u)), v, 50 if cold else hessian_iters, 1e-3)
+            return math.sqrt(max(lam2, 0.0)), v, 2 * used
+        return hessian.power_iteration(hvp, v, 50 if cold else hessian_iters, 1e-3)
+
+    def measure(t: int, f_now: dict, grad_sq: dict) -> SweepMetrics:
         # f_now: width index -> its outputs at the training inputs from this step's forward pass (at w_t)
         tl, wc, kc, gap = (np.full(W, np.nan) for _ in range(4))
         ft = np.full((W, T), np.nan, np.float32)
@@ -390,6 +445,8 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
         l3 = np.full((W, n), np.nan)
         coef = np.full((W, n), np.nan)
         Ks = np.full((W, n, n), np.nan, np.float32)
+        lmin, lmax, gsq, wd, sharp, iters, mh = (np.full(W, np.nan) for _ in range(7))
+        hess_due = hessian_every > 0 and t % hessian_every == 0
         lin_now = linear_models_at(lins + ([inf_lin] if inf_lin is not None else []), t)
         for k in range(W):
             f_lin, lin = lin_now[k]
@@ -406,14 +463,26 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
                 blocks = torch._foreach_norm(torch._foreach_sub(params[k], w0s[k]))
                 dw = float(torch.linalg.vector_norm(torch.stack(blocks).double()))
             Kt = ntk.empirical_ntk(nets[k], x).double().cpu().numpy()
-            tl[k] = 0.5 * float(np.sum((f_te - d.y_test) ** 2)) * n / T / a**2
+            tl[k] = 0.5 * float(np.sum((f_te - d.y_test) ** 2)) * n / T * (c / a**2)
             wc[k] = dw / w0_norm[k]
             kc[k] = float(np.linalg.norm(Kt - K0[k])) / K0_norm[k]
             gap[k] = float(np.sqrt(np.mean((f_te - lin) ** 2))) / yt_rms
             ft[k] = f_te
             coef[k] = vec[k].T @ (f_tr - y_np)
             Ks[k] = Kt
-        m = SweepMetrics(tl, wc, kc, gap, ft, lt, l3, coef, Ks)
+            ev = np.linalg.eigvalsh(0.5 * (Kt + Kt.T))
+            lmin[k], lmax[k] = ev[0], ev[-1]
+            gsq[k], wd[k] = grad_sq[k], dw
+            if hess_due:
+                sharp[k], sharp_vec[k], iters[k] = top_eig(loss_of(k), k, sharp_vec[k])
+                norms = []
+                for j, i in enumerate(hess_points):
+                    lam_j, model_vec[k][j], _ = top_eig(lambda i=i, k=k: nets[k](x[i:i + 1])[0], k, model_vec[k][j],
+                                                        square=True)
+                    norms.append(lam_j)
+                mh[k] = max(norms)
+        m = SweepMetrics(tl, wc, kc, gap, ft, lt, l3, coef, Ks, lam_min=lmin, lam_max=lmax, grad_sq=gsq, wdist=wd,
+                         sharpness=sharp, hess_iters=iters, model_hess=mh)
         if inf_lin is not None:
             m.inf_train, m.inf_test = lin_now[W]
         return m
@@ -430,7 +499,7 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
             net = nets[k]
             net.zero_grad(set_to_none=True)
             f = outputs(k, x)
-            lk = 0.5 * ((f - y) ** 2).sum() / a**2
+            lk = 0.5 * ((f - y) ** 2).sum() * (c / a**2)
             losses.append((k, lk, f))
         for k, lk, f in losses:
             val = float(lk.detach())
@@ -446,17 +515,21 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
         snap = SweepStep(t, loss, out, diverged.copy(), diverged_at=new_div)
         if t == 0:
             snap.init = init
-        if metrics and (t % metric_every == 0 or t == steps):
-            snap.metrics = measure(t, {k: f for k, _lk, f in losses})
+        # this step's gradients, before the snapshot (the PL ratio reads their norm), taken after it
+        grads = {k: torch.autograd.grad(lk, params[k]) for k, lk, _f in losses if not diverged[k] and t < steps}
+        if metrics and (t % metric_every == 0 or t == steps or (hessian_every and t % hessian_every == 0)):
+            gsq = {k: float(sum(float((g.double() ** 2).sum()) for g in gk)) for k, gk in grads.items()}
+            if t == steps:  # (no step follows the last snapshot: its gradient only for the PL ratio)
+                gsq = {k: float(sum(float((g.double() ** 2).sum()) for g in torch.autograd.grad(lk, params[k])))
+                       for k, lk, _f in losses if not diverged[k]}
+            snap.metrics = measure(t, {k: f for k, _lk, f in losses}, gsq)
+            snap.metrics.loss = loss.copy()
         yield snap
         if t == steps:
             break
-        for k, lk, _f in losses:
-            if diverged[k]:
-                continue
-            grads = torch.autograd.grad(lk, params[k])
+        for k, grads_k in grads.items():
             with torch.no_grad():
-                for p, g in zip(params[k], grads):
+                for p, g in zip(params[k], grads_k):
                     p.sub_(g, alpha=etas[k])
     return {"loss": last_loss.tolist(), "diverged": [widths[k] for k in range(W) if diverged[k]],
             "steps": steps}

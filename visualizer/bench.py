@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -52,6 +53,10 @@ FIGURES: dict[str, tuple[str, str]] = {
     "width_sweep_steps_per_s": ("steps/s", "ntk lab's width sweep: GD steps of all seven widths 64..4096 (depth 1, "
                                            "relu, NTK param, 24 circle points), every live metric every 10 steps"),
     "width_sweep_bare_steps_per_s": ("steps/s", "the same sweep with no metrics (training loss and paths only)"),
+    "hessian_top_eig_ms": ("ms", "top Hessian eigenvalue, MLP 2-64-64-1 tanh, MSE on 2000 points, float32 CPU: "
+                                 "gradient graph + 20 power iterations, no early stop: ours (models.hessian)"),
+    "hessian_top_eig_pyhessian_ms": ("ms", "the same by PyHessian 0.1 (hessian(...).eigenvalues(maxIter=20, tol=0)),"
+                                           " from the same start vector"),
 }
 
 
@@ -556,6 +561,102 @@ def bench_width_sweep(results: dict, wanted: set) -> None:
     results["width_sweep_steps_per_s"], results["width_sweep_bare_steps_per_s"] = width_sweep_rates("cpu")
 
 
+HESSIAN_ITERS = 20
+HESSIAN_CHECK_ITERS = 100
+_HESSIAN_START_SEED = 1
+
+
+def _hessian_problem():
+    """The Hessian benchmark's network and data: MLP 2-64-64-1 tanh (torch's default init, seed 0), mean squared
+    error to a smooth target on 2000 normal 2D points, float32."""
+    import torch
+
+    torch.manual_seed(0)  # nn.Linear draws its initial weights from the global generator
+    model = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                                torch.nn.Linear(64, 1))
+    x = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
+    y = (torch.sin(2 * x[:, 0]) * torch.cos(x[:, 1]))[:, None]
+    return model, torch.nn.MSELoss(), x, y
+
+
+def bench_hessian(results: dict, wanted: set) -> None:
+    import torch
+
+    from models.hessian import hvp_fn, lanczos_top, power_iteration, random_vector
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model, criterion, x, y = _hessian_problem()
+    params = list(model.parameters())
+
+    def ours(iters: int) -> float:
+        # both start from torch.randn(p.shape) per parameter, in order, from the global generator seeded alike
+        torch.manual_seed(_HESSIAN_START_SEED)
+        v0 = random_vector(params)
+        return power_iteration(hvp_fn(lambda: criterion(model(x), y), params), v0, iters=iters, tol=None)[0]
+
+    try:
+        from pyhessian import hessian as PyHessian
+    except ImportError:
+        PyHessian = None
+        print("bench: PyHessian is not installed (pip install '.[bench]'): hessian_top_eig_pyhessian_ms unavailable",
+              file=sys.stderr)
+
+    def theirs(iters: int) -> float:
+        model.zero_grad(set_to_none=True)  # its constructor accumulates the gradient (with a graph) into .grad
+        with warnings.catch_warnings():  # torch's warning about that .grad <-> graph cycle: we break it below
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+            h = PyHessian(model, criterion, data=(x, y), cuda=False)
+        torch.manual_seed(_HESSIAN_START_SEED)
+        eig = h.eigenvalues(maxIter=iters, tol=0.0)[0][0]  # tol 0: its relative-change test never stops it early
+        model.zero_grad(set_to_none=True)  # and drops the .grad <-> graph reference cycle it leaves
+        return eig
+
+    # the check (not timed): the same start vector, then the same answer after 100 iterations, and Lanczos's
+    torch.manual_seed(_HESSIAN_START_SEED)
+    start = torch.cat([v.reshape(-1) for v in random_vector(params)])
+    lam = ours(HESSIAN_CHECK_ITERS)
+    top = lanczos_top(hvp_fn(lambda: criterion(model(x), y), params), params, tol=1e-8)
+    worst = abs(lam - top) / abs(top)
+    line = f"hessian_top_eig: after {HESSIAN_CHECK_ITERS} iterations ours {lam:.7g}, Lanczos {top:.7g}"
+    if PyHessian is not None:
+        module = sys.modules["pyhessian.hessian"]  # the module: the package's attribute 'hessian' is the class
+        seen = []
+        normalization = module.normalization
+
+        def record(v):  # its first normalization is of the raw random start vector
+            seen.append(torch.cat([t.detach().reshape(-1) for t in v]))
+            return normalization(v)
+
+        module.normalization = record
+        try:
+            theirs_lam = theirs(HESSIAN_CHECK_ITERS)
+        finally:
+            module.normalization = normalization
+        start_err = float((seen[0] / seen[0].norm() - start).abs().max())
+        worst = max(worst, abs(theirs_lam - top) / abs(top), abs(theirs_lam - lam) / abs(lam))
+        line += f", PyHessian {theirs_lam:.7g}; start vectors differ by {start_err:.1e}"
+        if start_err > 1e-6:
+            raise AssertionError(f"hessian_top_eig: PyHessian started from another vector ({start_err})")
+    print(f"{line}; worst relative difference {worst:.1e}", file=sys.stderr)
+    if worst > 1e-4:
+        raise AssertionError(f"hessian_top_eig: the eigenvalues disagree by {worst:.1e} relative")
+
+    runs = []
+    if "hessian_top_eig_ms" in wanted:
+        runs.append(("hessian_top_eig_ms", lambda: ours(HESSIAN_ITERS)))
+    if "hessian_top_eig_pyhessian_ms" in wanted and PyHessian is not None:
+        runs.append(("hessian_top_eig_pyhessian_ms", lambda: theirs(HESSIAN_ITERS)))
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+    for rep in range(2 + 15):  # alternating, so that the machine's drift hits both; the first two are warm-up
+        for name, fn in runs:
+            t = time.perf_counter()
+            fn()
+            if rep >= 2:
+                times[name].append(time.perf_counter() - t)
+    for name, ts in times.items():
+        results[name] = statistics.median(ts) * 1e3
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
@@ -569,6 +670,7 @@ GROUPS = [
     ({"record_1080p_fps", "record_4k_frame_ms"}, bench_record),
     ({"ntk_512x2_256pts_ms", "ntk_512x2_256pts_torchfunc_ms"}, bench_ntk),
     ({"width_sweep_steps_per_s", "width_sweep_bare_steps_per_s"}, bench_width_sweep),
+    ({"hessian_top_eig_ms", "hessian_top_eig_pyhessian_ms"}, bench_hessian),
 ]
 
 
@@ -630,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         share = r["width_sweep_steps_per_s"] / r["width_sweep_bare_steps_per_s"]
         ratios.append(f"width sweep: with metrics / bare = {100 * share:.0f}% (the goal: at least 70%; the metrics "
                       f"add {100 * (1 / share - 1):.0f}% to a step's time)")
+    if "hessian_top_eig_ms" in r and "hessian_top_eig_pyhessian_ms" in r:
+        ratios.append(f"hessian top eigenvalue, {HESSIAN_ITERS} power iterations: PyHessian / ours = "
+                      f"{r['hessian_top_eig_pyhessian_ms'] / r['hessian_top_eig_ms']:.2f}x (the goal: at least 1.3x)")
     if "stream_steps_per_s" in r and "headless_steps_per_s" in r:
         ratios.append(f"streaming / headless = {100 * r['stream_steps_per_s'] / r['headless_steps_per_s']:.0f}%")
     for line in ratios:

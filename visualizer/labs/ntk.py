@@ -20,7 +20,7 @@ import pyqtgraph as pg
 import pyqtgraph.opengl as gl
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFont, QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QGridLayout, QLabel, QTabWidget, QWidget
 
 from models import ntk_sweep as sw
 from visualizer import errorlog
@@ -29,11 +29,20 @@ from visualizer.labs.schema import setting
 from visualizer.views.common import caption, dark_plot, lab_layout, splitter
 from visualizer.views.scene3d import Scene3D
 
-NET, DATA, TRAIN, VIEW = "Networks", "Data", "Training", "Views"
+NET, DATA, TRAIN, COND, VIEW = "Networks", "Data", "Training", "Conditioning and sharpness", "Views"
 #: each width keeps its colour whatever the list (narrow: warm, wide: cool)
 WIDTH_COLORS = dict(zip(sw.WIDTH_CHOICES, ("#f94144", "#f3722c", "#f8961e", "#f9c74f", "#90be6d", "#43aa8b",
                                            "#4cc9f0", "#4895ef", "#b388ff", "#ff70d0")))
 INF_COLOR = "#ffffff"
+#: the runs of one width at several step sizes (the edge-of-stability experiment)
+ETA_COLORS = ("#ff9f1c", "#4cc9f0", "#b8f35a")
+PAGES = (("widths", "Width sweep"), ("conditioning", "Conditioning and sharpness"))
+#: the edge-of-stability preset: sharpness climbs to 2/eta and rides it within a minute here (THEORY.md section 7;
+#: the mean loss of the paper's code). Measured: from 13.7 to a median of 33.2 (2/eta 33.3) and 22.2 (22.2)
+EOS_PRESET = dict(experiment="steps", one_width=128, etas=[0.06, 0.09], depth=2, activation="tanh",
+                  parameterization="standard", output="plain", data="line", line_target="sin", n_points=64,
+                  noise=0.0, loss_norm="mean", steps=4000, metric_every=20, hessian_every=20, seed=0,
+                  time_axis="flow", page="conditioning", highlight_run=0)
 MAX_LOSS_ROWS = 20000  # per-step history kept for the loss plot (then every other row is dropped)
 MAX_PATH_ROWS = 4096  # per-step outputs kept for the output-space paths
 MAX_METRIC_ROWS = 240  # measured snapshots kept for scrubbing
@@ -46,6 +55,12 @@ def _widths_check(value, state) -> str | None:
         return "each width is a power of two from 16 to 8192"
     if len(set(ws)) != len(ws):
         return "each width once"
+    return None
+
+
+def _etas_check(value, state) -> str | None:
+    if any(v <= 0 for v in value):
+        return "step sizes are positive"
     return None
 
 
@@ -62,9 +77,19 @@ def _path_check(value, state) -> str | None:
 class NTKState:
     """Networks, data and training start a new sweep at once; the views' settings only redraw."""
 
+    experiment: str = setting("widths", "experiment", group=NET, reacts="runs",
+                              choices=(("widths", "several widths, one step size"),
+                                       ("steps", "one width, several step sizes")),
+                              tooltip="A width sweep (lazy training), or one network trained with two or three "
+                                      "step sizes side by side (the edge of stability)")
     widths: list = setting([64, 256, 1024, 4096], "widths", group=NET, widget="widths", reacts="runs",
                            length=(1, len(sw.WIDTH_CHOICES)), range=(16, 8192), check=_widths_check,
+                           enabled_if=lambda s: s.experiment == "widths",
                            tooltip="The widths trained side by side (hidden units per layer), on a log scale")
+    one_width: int = setting(128, "width", group=NET, reacts="runs",
+                             choices=tuple((m, str(m)) for m in sw.WIDTH_CHOICES),
+                             enabled_if=lambda s: s.experiment == "steps",
+                             tooltip="The width of the network trained with several step sizes")
     depth: int = setting(1, "hidden layers", range=(1, 4), group=NET, reacts="runs",
                          tooltip="Hidden layers of width m: one hidden layer has p ≈ (d + 2) m parameters, deeper "
                                  "nets p ≈ (L − 1) m², so slopes against m differ (−½ against −1 for the weights)")
@@ -110,10 +135,18 @@ class NTKState:
                          commit="finish",
                          tooltip="Full-batch GD on the sum loss ½‖F − y‖²: stable while η < 2/λ_max(K) "
                                  "(the limit per width is shown below)")
+    etas: list = setting([0.06, 0.09], "step sizes", group=TRAIN, reacts="runs", length=(1, 3), range=(1e-6, 10.0),
+                         check=_etas_check, enabled_if=lambda s: s.experiment == "steps",
+                         tooltip="One to three step sizes for the same network, trained side by side "
+                                 "(type them separated by commas)")
+    loss_norm: str = setting("sum", "loss", group=TRAIN, reacts="runs",
+                             choices=(("sum", "sum: ½‖F − y‖²"), ("mean", "mean: ½‖F − y‖² / n")),
+                             tooltip="The sum loss makes the kernel identities plain; the mean loss is the edge-"
+                                     "of-stability paper's (then the loss's kernel is K/n and the limit 2n/λ_max)")
     step_scaling: str = setting("fixed", "step per width", group=TRAIN, reacts="runs",
                                 choices=(("fixed", "the same η for every width"),
                                          ("width", "η · m_min / m (1/width)")),
-                                enabled_if=lambda s: s.parameterization == "standard",
+                                enabled_if=lambda s: s.parameterization == "standard" and s.experiment == "widths",
                                 tooltip="The standard parameterization needs a step that shrinks like 1/width")
     steps: int = setting(2000, "steps", range=(1, 10**6), group=TRAIN, reacts="runs", commit="finish",
                          tooltip="GD steps of every width")
@@ -121,6 +154,18 @@ class NTKState:
                                 commit="finish",
                                 tooltip="The kernel, the test loss, the weight change and the linearization "
                                         "are measured every k steps (the losses every step)")
+    hessian_every: int = setting(20, "Hessian every k", range=(0, 10000), group=COND, reacts="runs", commit="finish",
+                                 tooltip="The sharpness (top eigenvalue of the loss's Hessian) and the network's "
+                                         "Hessian norm, by power iteration warm-started from the last estimate, "
+                                         "every k steps (0: never)")
+    time_axis: str = setting("steps", "time axis", group=COND, reacts="redraw",
+                             choices=(("steps", "steps t"), ("flow", "flow time η t")),
+                             tooltip="Runs with different step sizes follow the same path in flow time η t until "
+                                     "each reaches its own 2/η")
+    page: str = setting("widths", "page", group=VIEW, reacts="page", widget="hidden", choices=PAGES,
+                        tooltip="Which page of the lab is shown")
+    highlight_run: int = setting(0, "highlighted run", range=(0, 9), group=VIEW, reacts="highlight", widget="hidden",
+                                 tooltip="With several step sizes: the run whose conditioning is drawn")
     highlight: int = setting(1024, "highlighted width", range=(16, 8192), group=VIEW, reacts="highlight",
                              widget="hidden", tooltip="Click a width in any plot to highlight it everywhere")
     path_points: list = setting([1, 9, 17], "path inputs", group=VIEW, reacts="redraw", length=(3, 3),
@@ -193,6 +238,11 @@ class NTKLab(SingleRunLab):
     actions = (Action("restart", "Restart the sweep (Space)", "restart", group=TRAIN,
                       tooltip="Train every width again from its initialization with the settings above",
                       scene="start the sweep again from the initialization"),
+               Action("eos_preset", "Edge-of-stability preset", "eos_preset", group=COND,
+                      tooltip="One tanh network (width 128, two hidden layers, standard parameterization) on 64 "
+                              "points with the mean loss, at step sizes 0.06 and 0.09 side by side: the sharpness "
+                              "climbs to 2/η and rides it (within a minute)",
+                      scene="run the edge-of-stability preset (two step sizes of one network side by side)"),
                Action("follow", "Follow the run (L)", "follow", group=VIEW,
                       tooltip="Show the latest step again after scrubbing back in the loss plot",
                       scene="show the latest step (end a scrub)"),
@@ -224,7 +274,10 @@ class NTKLab(SingleRunLab):
                  runner_factory=None) -> None:
         super().__init__(device, parent, restore, start, runner_factory)
         self.hist = SweepHistory()
-        self.run_widths: list[int] = []
+        self.run_widths: list[int] = []  # per run (a width repeats when one width runs at several step sizes)
+        self.run_labels: list[str] = []
+        self.run_colors: list[str] = []
+        self.run_mode = "widths"
         self.run_data: sw.SweepData | None = None
         self.scrub: int | None = None  # the step every view shows (None: the latest)
         self.finished = False
@@ -245,6 +298,7 @@ class NTKLab(SingleRunLab):
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self.draw)
         self._show_data()
+        self.react_page({})  # (the page the settings name: a restored or preset state)
         if start:
             self.start()
 
@@ -387,7 +441,99 @@ class NTKLab(SingleRunLab):
                          stretch=(5, 3))
         body = splitter("h", left, mid, right, stretch=(1, 1, 1))
         body.setSizes([1000, 1000, 1150])  # (proportions: the plots' titles need the room)
-        lab_layout(self, self.caption, body=body)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(body, PAGES[0][1])
+        self.tabs.addTab(self._build_conditioning(), PAGES[1][1])
+        self.tabs.setTabToolTip(0, "Lazy training: the width sweep's losses, scalings, kernels and paths")
+        self.tabs.setTabToolTip(1, "For the highlighted run: the kernel's conditioning, PL*, its bound and ball, and "
+                                   "the sharpness against 2/η (the edge of stability)")
+        self.tabs.currentChanged.connect(self._on_tab)
+        lab_layout(self, self.caption, body=self.tabs)
+
+    def _build_conditioning(self) -> QWidget:
+        """Part 2 (THEORY.md sections 2 and 7): the highlighted run's conditioning along its path, the sharpness of
+        every run against 2/η, and the network's Hessian across widths."""
+        def legend(plot):
+            return plot.addLegend(offset=(-8, 8), labelTextSize="8pt", brush=(20, 22, 28, 200))
+
+        self.kcond_plot = dark_plot("eigenvalues of the loss's kernel cK(w_t)", x="step", y="λ", log_y=True,
+                                    tooltip="λ_max and λ_min of cK(w_t) (c = 1 for the sum loss, 1/n for the mean) "
+                                            "and their ratio, the condition number, for the highlighted run")
+        legend(self.kcond_plot)
+        self.c_lmax = self.kcond_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.8), name="λ_max")
+        self.c_lmin = self.kcond_plot.plot(pen=pg.mkPen("#4cc9f0", width=1.8), name="λ_min")
+        self.c_cond = self.kcond_plot.plot(pen=pg.mkPen("#e0e0e0", width=1.4, style=Qt.PenStyle.DashLine),
+                                           name="κ = λ_max/λ_min")
+        self.pl_plot = dark_plot("PL*: ½‖∇L‖² / L ≥ λ_min(cK)", x="step", y="", log_y=True,
+                                 tooltip="For the square loss ‖∇L‖² = c² rᵀK r / α², so ½‖∇L‖²/L = c rᵀKr/‖r‖² is "
+                                         "never below c λ_min(K): uniform conditioning gives the PL* condition")
+        legend(self.pl_plot)
+        self.pl_ratio = self.pl_plot.plot(pen=pg.mkPen("#b8f35a", width=1.8), name="½‖∇L‖²/L")
+        self.pl_lmin = self.pl_plot.plot(pen=pg.mkPen("#4cc9f0", width=1.4, style=Qt.PenStyle.DashLine),
+                                         name="λ_min(cK_t)")
+        self.pl_mu = self.pl_plot.plot(pen=pg.mkPen("#ffffff80", width=1, style=Qt.PenStyle.DotLine),
+                                       name="μ: the smallest seen")
+        self.bound_plot = dark_plot("loss against the PL* bound", x="step", y="L", log_y=True,
+                                    tooltip="L(w_t) and (1 − ημ)ᵗ L(w₀), μ the smallest λ_min(cK) seen so far: "
+                                            "with η ≤ 1/β the loss stays under it")
+        legend(self.bound_plot)
+        self.b_loss = self.bound_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.8), name="L(w_t)")
+        self.b_bound = self.bound_plot.plot(pen=pg.mkPen("#ffffff", width=1.4, style=Qt.PenStyle.DashLine),
+                                            name="(1 − ημ)ᵗ L(w₀)")
+        self.dist_plot = dark_plot("distance from w₀ against the radius R", x="step", y="", log_y=True,
+                                   tooltip="‖w_t − w₀‖ against R = 2√(2βL(w₀))/μ, β the largest sharpness seen (the "
+                                           "loss's smoothness along the path), μ the smallest λ_min(cK): the run "
+                                           "stays in the ball B(w₀, R), which is usually far larger")
+        legend(self.dist_plot)
+        self.d_dist = self.dist_plot.plot(pen=pg.mkPen("#c77dff", width=1.8), name="‖w_t − w₀‖")
+        self.d_radius = self.dist_plot.plot(pen=pg.mkPen("#ffffff", width=1.4, style=Qt.PenStyle.DashLine),
+                                            name="R")
+        self.sharp_plot = dark_plot("sharpness against 2/η", x="step", y="λ_max(∇²L)",
+                                    tooltip="The top eigenvalue of the loss's Hessian (power iteration on "
+                                            "Hessian-vector products, warm-started) of every run, and each run's "
+                                            "2/η (dashed): it rises (progressive sharpening), then hovers at 2/η "
+                                            "while the loss keeps falling, not monotonically (the edge of stability)")
+        self.sharp_legend = legend(self.sharp_plot)
+        self.sharp_curves: list = []
+        self.mhess_plot = dark_plot("the network's Hessian against width", x="width m", y="‖∇²g‖",
+                                    tooltip="The largest |eigenvalue| of the Hessian of the network's output g(x) in "
+                                            "its weights (the largest over three training inputs), at the step shown: "
+                                            "it shrinks as the width grows, so the kernel barely moves and the "
+                                            "conditioning at w₀ holds across the ball (Liu, Zhu, Belkin 2020)")
+        self.mhess_plot.setLogMode(x=True, y=True)
+        for side in ("left", "bottom"):
+            self.mhess_plot.getAxis(side).enableAutoSIPrefix(False)
+        self.mh_legend = legend(self.mhess_plot)
+        self.mh_pts = self.mhess_plot.plot([], [], pen=None, symbol="o", symbolSize=10, symbolBrush="#ff70d0",
+                                           symbolPen="#000", name="‖∇²g‖")
+        self.mh_pts.sigPointsClicked.connect(self._on_width_points)
+        self.mh_fit = self.mhess_plot.plot([], [], pen=pg.mkPen("#ff70d0", width=1.3, style=Qt.PenStyle.DashLine))
+        for plot in (self.kcond_plot, self.pl_plot, self.bound_plot, self.dist_plot, self.spec_plot, self.mode_plot):
+            plot.getAxis("left").enableAutoSIPrefix(False)
+        self.cond_note = QLabel()
+        self.cond_note.setWordWrap(True)
+        self.cond_note.setStyleSheet("color: #c9d1d9;")
+        page = QWidget()
+        grid = QGridLayout(page)
+        grid.setContentsMargins(0, 0, 0, 0)
+        for i, plot in enumerate((self.kcond_plot, self.pl_plot, self.bound_plot, self.dist_plot, self.sharp_plot,
+                                  self.mhess_plot)):
+            grid.addWidget(plot, i // 3, i % 3)
+        grid.addWidget(self.cond_note, 2, 0, 1, 3)
+        grid.setRowStretch(0, 1)
+        grid.setRowStretch(1, 1)
+        return page
+
+    def _on_tab(self, index: int) -> None:
+        if self.state.page != PAGES[index][0]:
+            self.set_setting("page", PAGES[index][0])
+
+    def react_page(self, changed: dict) -> None:
+        i = [k for k, _ in PAGES].index(self.state.page)
+        if self.tabs.currentIndex() != i:
+            self.tabs.setCurrentIndex(i)
+        self.draw()
 
     def views(self) -> dict:
         return {"3d": self.scene, "2d": self.loss_plot}
@@ -437,10 +583,17 @@ class NTKLab(SingleRunLab):
     def react_redraw(self, changed: dict) -> None:
         self.draw()
 
+    @property
+    def by_steps(self) -> bool:
+        """The runs shown are one width at several step sizes (not a width sweep)."""
+        return self.run_mode == "steps"
+
     def highlighted(self) -> int | None:
-        """Index of the highlighted width in the run's widths (the nearest on a log scale)."""
+        """Index of the highlighted run: the nearest width on a log scale (a sweep), or the chosen step size."""
         if not self.run_widths:
             return None
+        if self.by_steps:
+            return min(int(self.state.highlight_run), len(self.run_widths) - 1)
         h = math.log2(max(self.state.highlight, 1))
         return int(np.argmin([abs(math.log2(m) - h) for m in self.run_widths]))
 
@@ -448,10 +601,21 @@ class NTKLab(SingleRunLab):
         """Highlight ``width`` in every view."""
         self.set_setting("highlight", int(width))
 
+    def highlight_run(self, k: int) -> None:
+        """Highlight run k (a width of the sweep, or a step size) in every view."""
+        if self.by_steps:
+            self.set_setting("highlight_run", int(k))
+        else:
+            self.highlight(self.run_widths[k])
+
     def next_width(self) -> None:
         i = self.highlighted()
         if i is not None:
-            self.highlight(self.run_widths[(i + 1) % len(self.run_widths)])
+            self.highlight_run((i + 1) % len(self.run_widths))
+
+    def eos_preset(self) -> None:
+        """The edge-of-stability preset: one tanh network, two step sizes, the mean loss, its sharpness shown."""
+        self.apply_settings(EOS_PRESET)
 
     def follow(self) -> None:
         """Show the latest step again (end a scrub)."""
@@ -494,7 +658,8 @@ class NTKLab(SingleRunLab):
     def restart(self) -> bool:
         """A new sweep with the current settings; False (and a message) when they do not make one."""
         s = self.state
-        widths = sorted(int(m) for m in s.widths)
+        steps_mode = s.experiment == "steps"
+        widths = [int(s.one_width)] * len(s.etas) if steps_mode else sorted(int(m) for m in s.widths)
         try:
             d = sw.make_data(**self.data_args())
             sw.check_sweep(widths, s.depth, d.in_dim, d.n)
@@ -504,17 +669,24 @@ class NTKLab(SingleRunLab):
         self.stop_run()
         self._clear()
         self.run_widths, self.run_data = widths, d
-        self._run_etas = sw.step_sizes(widths, s.eta, s.step_scaling if s.parameterization == "standard"
-                                       else "fixed")
+        self.run_mode = s.experiment
+        scaling = s.step_scaling if s.parameterization == "standard" else "fixed"
+        self._run_etas = [float(e) for e in s.etas] if steps_mode else sw.step_sizes(widths, s.eta, scaling)
+        if steps_mode:
+            self.run_labels = [f"η = {e:g}" for e in self._run_etas]
+            self.run_colors = [ETA_COLORS[i % len(ETA_COLORS)] for i in range(len(widths))]
+        else:
+            self.run_labels = [f"m = {m}" for m in widths]
+            self.run_colors = [WIDTH_COLORS.get(m, "#c9d1d9") for m in widths]
         self._build_width_items()
         self._show_caption()
         self.finished = False
         self.start_run("models.ntk_sweep:sweep_run",
                        dict(data=self.data_args(), widths=widths, depth=s.depth, activation=s.activation,
-                            parameterization=s.parameterization, eta=s.eta,
-                            step_scaling=s.step_scaling if s.parameterization == "standard" else "fixed",
+                            parameterization=s.parameterization, eta=s.eta, step_scaling=scaling,
                             output=s.output, alpha=s.alpha, steps=s.steps, metric_every=s.metric_every,
-                            seed=s.seed, device=self.device),
+                            seed=s.seed, device=self.device, loss_norm=s.loss_norm,
+                            run_etas=self._run_etas if steps_mode else None, hessian_every=s.hessian_every),
                        {"batch": "_on_batch", "done": "_on_done", "failed": "_on_failed"}, start_paused=self.paused)
         return True
 
@@ -527,10 +699,16 @@ class NTKLab(SingleRunLab):
         p_lo = sw.param_count(d.in_dim, self.run_widths[0], s.depth)
         p_hi = sw.param_count(d.in_dim, self.run_widths[-1], s.depth)
         out = "F = g(w)" if s.output == "plain" else f"F = α(g(w) − g(w₀)), α = {s.alpha:g}"
-        self.caption.setText(
-            f"<b>MLP {arch}</b> ({s.activation}, {s.parameterization} parameterization), widths "
-            f"{', '.join(map(str, self.run_widths))}: p = {p_lo:,} to {p_hi:,} parameters · {out} · "
-            f"n = {d.n} points, target {d.target_label} · sum loss ½‖F − y‖² · GD, η = {s.eta:g}")
+        loss = "sum loss ½‖F − y‖²" if s.loss_norm == "sum" else "mean loss ½‖F − y‖²/n"
+        if self.by_steps:
+            runs = (f"width {self.run_widths[0]} (p = {p_lo:,}), step sizes "
+                    f"{', '.join(f'{e:g}' for e in self._run_etas)}")
+            gd = "GD"
+        else:
+            runs = f"widths {', '.join(map(str, self.run_widths))}: p = {p_lo:,} to {p_hi:,} parameters"
+            gd = f"GD, η = {s.eta:g}"
+        self.caption.setText(f"<b>MLP {arch}</b> ({s.activation}, {s.parameterization} parameterization), {runs} · "
+                             f"{out} · n = {d.n} points, target {d.target_label} · {loss} · {gd}")
 
     def _clear(self) -> None:
         self.hist = SweepHistory()
@@ -549,14 +727,13 @@ class NTKLab(SingleRunLab):
             self.scene.removeItem(p)
         self.loss_legend.clear()
         self.loss_curves, self.fn_curves, self.paths = [], [], []
-        for m in self.run_widths:
-            col = WIDTH_COLORS.get(m, "#c9d1d9")
-            tr = self.loss_plot.plot([], [], pen=pg.mkPen(col, width=1.6), name=f"m = {m}")
+        for k, (col, label) in enumerate(zip(self.run_colors, self.run_labels)):
+            tr = self.loss_plot.plot([], [], pen=pg.mkPen(col, width=1.6), name=label)
             te = self.loss_plot.plot([], [], pen=pg.mkPen(col, width=1.2, style=Qt.PenStyle.DashLine))
             fn = self.fn_plot.plot([], [], pen=pg.mkPen(col, width=1.4))
             for c in (tr, te, fn):
                 c.setCurveClickable(True, width=6)
-                c.sigClicked.connect(lambda _c, _ev=None, m=m: self.highlight(m))
+                c.sigClicked.connect(lambda _c, _ev=None, k=k: self.highlight_run(k))
             self.loss_curves.append((tr, te))
             self.fn_curves.append(fn)
             line = gl.GLLinePlotItem(color=pg.mkColor(col).getRgbF(), width=2.5, antialias=True,
@@ -566,6 +743,25 @@ class NTKLab(SingleRunLab):
         for c in self.mode_curves:
             c[0].setData([], [])
             c[1].setData([], [])
+        # the sharpness of every run, and 2/eta for each step size
+        for item in self.sharp_curves:
+            self.sharp_plot.removeItem(item)
+        self.sharp_legend.clear()
+        self.sharp_curves, self.sharp_runs, self.sharp_limits = [], [], []
+        for k, (col, label) in enumerate(zip(self.run_colors, self.run_labels)):
+            curve = self.sharp_plot.plot([], [], pen=pg.mkPen(col, width=1.8), name=label)
+            curve.setCurveClickable(True, width=6)
+            curve.sigClicked.connect(lambda _c, _ev=None, k=k: self.highlight_run(k))
+            self.sharp_curves.append(curve)
+            self.sharp_runs.append(curve)
+        for eta in sorted(set(self._run_etas)):
+            line = self.sharp_plot.plot([], [], pen=pg.mkPen("#ffffffa0", width=1.2, style=Qt.PenStyle.DashLine))
+            self.sharp_curves.append(line)
+            self.sharp_limits.append((eta, line))
+        for item in (self.c_lmax, self.c_lmin, self.c_cond, self.pl_ratio, self.pl_lmin, self.pl_mu, self.b_loss,
+                     self.b_bound, self.d_dist, self.d_radius, self.mh_pts, self.mh_fit):
+            item.setData([], [])
+        self.cond_note.setText("")
         for img in self.k_images:
             img.clear()
         for pts, fit, _ in self.series.values():
@@ -598,14 +794,14 @@ class NTKLab(SingleRunLab):
 
     def _on_diverged(self, k: int, step: int) -> None:
         init = self.hist.init
-        m = self.run_widths[k]
+        who = f"the run with η = {self._run_etas[k]:g}" if self.by_steps else f"width {self.run_widths[k]}"
         eta, lim = (init.etas[k], init.limits[k]) if init is not None else (self._run_etas[k], float("nan"))
         why = (f"η = {eta:.3g} is above its stability limit 2/λ_max(K₀) = {lim:.3g}" if eta >= lim else
                f"η = {eta:.3g} was below 2/λ_max(K₀) = {lim:.3g} at the start, but the kernel grew on the way")
-        if self.state.parameterization == "standard":
+        if self.state.parameterization == "standard" and not self.by_steps:
             why += ("; in the standard parameterization λ_max(K) grows with the width: scale the step with 1/width "
                     "(step per width) or use the NTK parameterization")
-        self.message.emit(f"width {m} diverged at step {step}: {why}", True)
+        self.message.emit(f"{who} diverged at step {step}: {why}", True)
 
     def _on_done(self, result) -> None:
         self.finished = True
@@ -636,6 +832,7 @@ class NTKLab(SingleRunLab):
             self._draw_functions(m, hi)
             self._draw_kernel(m, hi, step)
             self._draw_modes(hi)
+            self._draw_conditioning(m, hi, step)
         self._draw_paths(hi)
         self._draw_info(at, hi)
         shown = self.scrub if self.scrub is not None else h.last_step
@@ -643,7 +840,7 @@ class NTKLab(SingleRunLab):
         self.status.emit({"step": shown, "loss": float(loss)})
 
     def _width_pen(self, k: int, hi: int, width: float, dash: bool = False):
-        col = pg.mkColor(WIDTH_COLORS.get(self.run_widths[k], "#c9d1d9"))
+        col = pg.mkColor(self.run_colors[k])
         if k != hi:
             col.setAlpha(150)
         style = Qt.PenStyle.DashLine if dash else Qt.PenStyle.SolidLine
@@ -668,6 +865,14 @@ class NTKLab(SingleRunLab):
             tr.setZValue(10 if k == hi else 1)
 
     def _draw_scalings(self, m: sw.SweepMetrics, hi: int) -> None:
+        if self.by_steps:  # one width: nothing to scale against
+            for pts, fit, _name in self.series.values():
+                pts.setData([], [])
+                fit.setData([], [])
+            self.slopes = {}
+            self.scale_plot.setTitle("change against width (one width: none)", color="#9aa4b2", size="10pt")
+            return
+        self.scale_plot.setTitle("change against width", color="#c9d1d9", size="10pt")
         ws = np.array(self.run_widths, float)
         init = self.hist.init
         values = {"wchange": m.wchange, "kchange": m.kchange, "gap": m.gap,
@@ -711,7 +916,7 @@ class NTKLab(SingleRunLab):
         lin = m.lin_test[hi] if hi is not None else None
         if lin is not None and np.all(np.isfinite(lin)):
             self.fn_lin.setData(ax, np.clip(lin, -1e3, 1e3))
-            self.fn_lin.setPen(pg.mkPen(WIDTH_COLORS.get(self.run_widths[hi], "#fff"), width=2.2,
+            self.fn_lin.setPen(pg.mkPen(self.run_colors[hi], width=2.2,
                                         style=Qt.PenStyle.DashLine))
         else:
             self.fn_lin.setData([], [])
@@ -730,12 +935,12 @@ class NTKLab(SingleRunLab):
             self.k_images[1].setImage(Kt, autoLevels=False)
         self.k_bar.setLevels((lo, top))
         kc = m.kchange[hi]
-        self.k_title.setText(f"K, m = {self.run_widths[hi]}:  w₀  |  step {step}"
+        self.k_title.setText(f"K, {self.run_labels[hi]}:  w₀  |  step {step}"
                              + ("" if np.isfinite(kc) else " (diverged)"))
         lam0 = init.eig[hi]
         ks = np.arange(1, len(lam0) + 1)
         ok = lam0 > 0
-        self.spec0.setData(ks[ok], lam0[ok], symbolBrush=WIDTH_COLORS.get(self.run_widths[hi], "#fff"))
+        self.spec0.setData(ks[ok], lam0[ok], symbolBrush=self.run_colors[hi])
         if np.all(np.isfinite(Kt)):
             lam = np.linalg.eigvalsh(0.5 * (Kt + Kt.T).astype(np.float64))[::-1]
             ok = lam > 0
@@ -745,6 +950,126 @@ class NTKLab(SingleRunLab):
             self.spec_inf.setData(ks[ok], init.eig_inf[ok])
         else:
             self.spec_inf.setData([], [])
+
+    def _draw_conditioning(self, m: sw.SweepMetrics, hi: int, step: int) -> None:
+        """Part 2 for the highlighted run: cK's extreme eigenvalues, PL*, the bound and the ball; every run's
+        sharpness against 2/eta; the network's Hessian across widths."""
+        init, s = self.hist.init, self.state
+        c = init.kernel_scale
+        rows = [r for r in self.hist.metric_rows if self.scrub is None or r[0] <= self.scrub]
+        if not rows or rows[0][1].lam_min is None:
+            return
+
+        def col(name, k=hi):
+            return np.array([getattr(r[1], name)[k] for r in rows], float)
+
+        st = np.array([r[0] for r in rows], float)
+        lmin, lmax = c * col("lam_min"), c * col("lam_max")
+
+        def put(item, x, y):
+            ok = np.isfinite(y) & (y > 0)
+            item.setData(x[ok], y[ok])
+
+        put(self.c_lmax, st, lmax)
+        put(self.c_lmin, st, lmin)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            put(self.c_cond, st, lmax / lmin)
+            loss_m = col("loss")
+            ratio = 0.5 * col("grad_sq") / loss_m
+        put(self.pl_ratio, st, ratio)
+        put(self.pl_lmin, st, lmin)
+        pos = np.where(np.isfinite(lmin) & (lmin > 0), lmin, np.inf)
+        mu_run = np.minimum.accumulate(pos)
+        put(self.pl_mu, st, np.where(np.isfinite(mu_run), mu_run, np.nan))
+        mu = float(mu_run[-1]) if np.isfinite(mu_run[-1]) else float("nan")
+        # the loss under (1 - eta mu)^t L(w0), every step
+        steps, loss = self.hist.losses()
+        keep = steps <= (self.scrub if self.scrub is not None else steps[-1])
+        upto = self.hist.diverged.get(hi)
+        if upto is not None:
+            keep &= steps <= upto
+        L0, eta = float(loss[0, hi]), float(init.etas[hi])
+        put(self.b_loss, steps[keep].astype(float), loss[keep, hi])
+        under = None
+        if np.isfinite(mu) and 0 < eta * mu < 1:
+            bound = L0 * (1 - eta * mu) ** steps[keep].astype(float)
+            put(self.b_bound, steps[keep].astype(float), bound)
+            under = bool(np.all(loss[keep, hi] <= bound * (1 + 1e-6)))
+        else:
+            self.b_bound.setData([], [])
+        # the distance travelled against R = 2 sqrt(2 beta L0) / mu
+        wd = col("wdist")
+        put(self.d_dist, st, wd)
+        sharp_hi = col("sharpness")
+        beta = float(np.nanmax(sharp_hi)) if np.isfinite(sharp_hi).any() else float("nan")
+        R = 2 * math.sqrt(2 * beta * L0) / mu if np.isfinite(beta) and beta > 0 and mu > 0 else float("nan")
+        if np.isfinite(R):
+            self.d_radius.setData([st[0], st[-1]], [R, R])
+        else:
+            self.d_radius.setData([], [])
+        # every run's sharpness, on steps or flow time
+        flow = s.time_axis == "flow"
+        self.sharp_plot.setLabel("bottom", "flow time η t" if flow else "step")
+        every = init.hessian_every
+        self.sharp_plot.setTitle(f"sharpness against 2/η (every {every} steps)" if every else
+                                 "sharpness against 2/η (off: Hessian every k = 0)", color="#c9d1d9", size="10pt")
+        end_t = 0.0
+        for k, curve in enumerate(self.sharp_runs):
+            v = col("sharpness", k)
+            x = st * (init.etas[k] if flow else 1.0)
+            ok = np.isfinite(v)
+            curve.setData(x[ok], v[ok])
+            curve.setPen(self._width_pen(k, hi, 1.6))
+            curve.setZValue(10 if k == hi else 1)
+            end_t = max(end_t, float(x[-1]) if len(x) else 0.0)
+        for eta_k, line in self.sharp_limits:
+            line.setData([0, max(end_t, 1e-9)], [2 / eta_k, 2 / eta_k])
+        # the network's Hessian against width, at the step shown
+        mh = m.model_hess
+        if mh is not None and not self.by_steps:
+            ws = np.array(self.run_widths, float)
+            ok = np.isfinite(mh) & (mh > 0)
+            self.mh_pts.setData(ws[ok], mh[ok], data=ws[ok])
+            slope = sw.loglog_slope(ws[ok], mh[ok]) if ok.sum() >= 2 else None
+            if slope is not None:
+                cf = np.polyfit(np.log10(ws[ok]), np.log10(mh[ok]), 1)
+                xs = np.array([ws[ok].min(), ws[ok].max()])
+                self.mh_fit.setData(xs, 10 ** np.polyval(cf, np.log10(xs)))
+            for _sample, lab in self.mh_legend.items:
+                lab.setText("‖∇²g‖" + (f"  slope {slope:+.2f}" if slope is not None else ""))
+            self.mhess_plot.getAxis("bottom").setTicks([[(math.log10(w), str(w)) for w in self.run_widths], []])
+        else:
+            self.mh_pts.setData([], [])
+            self.mh_fit.setData([], [])
+        self.mhess_plot.setTitle("the network's Hessian against width" + (" (one width: none)" if self.by_steps else
+                                 f" (every {every} steps)" if every else " (off)"), color="#c9d1d9", size="10pt")
+        # in words
+        note = []
+        if np.isfinite(lmin[-1]) and lmin[-1] > 1e-6 * lmax[-1]:
+            note.append(f"κ(cK) = {lmax[-1] / lmin[-1]:.3g}")
+        else:
+            note.append("λ_min(cK) ≈ 0: the kernel is singular to float32 precision on these points, so PL* gives "
+                        "no rate (no bound, no radius)")
+        okr = np.isfinite(ratio) & (lmin > 0)
+        if okr.any():
+            worst = float(np.min(ratio[okr] / lmin[okr]))
+            note.append(f"½‖∇L‖²/L ≥ λ_min(cK) at every measured step (smallest ratio {worst:.3g})" if worst >= 1 - 1e-4
+                        else f"½‖∇L‖²/L fell to {worst:.3g} λ_min(cK)")
+        if under is not None:
+            note.append("the loss stays under (1 − ημ)ᵗL(w₀)" if under else
+                        "the loss rose above (1 − ημ)ᵗL(w₀): η is beyond the theorem's 1/β")
+        if np.isfinite(R) and np.isfinite(wd[-1]) and wd[-1] > 0:
+            note.append(f"‖w_t − w₀‖ = {wd[-1]:.3g} inside R = {R:.3g} ({R / wd[-1]:.0f}× farther than the run went; "
+                        f"β = {beta:.3g} the largest sharpness seen, μ = {mu:.3g})")
+        elif not every:
+            note.append("R needs the smoothness β: set Hessian every k above 0")
+        last_sharp = [(k, r) for k in range(len(self.run_widths))
+                      for r in [col("sharpness", k)] if np.isfinite(r).any()]
+        if last_sharp:
+            note.append("sharpness now: " + ", ".join(
+                f"{self.run_labels[k]}: {r[np.isfinite(r)][-1]:.3g} (2/η = {2 / init.etas[k]:.3g})"
+                for k, r in last_sharp))
+        self.cond_note.setText(f"<b>{self.run_labels[hi]}</b> at step {step}: " + " · ".join(note))
 
     def _draw_modes(self, hi: int) -> None:
         rows = self.hist.metric_rows
@@ -768,7 +1093,8 @@ class NTKLab(SingleRunLab):
             meas.setData(steps[ok], v[ok])
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 p = c0[k - 1] * np.abs(1 - eta * lam[k - 1]) ** steps
-            ok = np.isfinite(p) & (p > 1e-12)
+            # (a mode with eta lambda > 2 grows in the linear model: drawn only while near the measured range)
+            ok = np.isfinite(p) & (p > 1e-12) & (p <= 10 * max(float(np.nanmax(np.abs(coef))), 1e-12))
             pred.setData(steps[ok], p[ok])
         for sample, lab in self.mode_legend.items:
             for k, (meas, _) in zip(MODES, self.mode_curves):
@@ -796,7 +1122,7 @@ class NTKLab(SingleRunLab):
             p = p[np.all(np.isfinite(p), axis=1)]
             p = np.clip(p, -50, 50)
             line.setData(pos=p.astype(np.float32), width=4.0 if k == hi else 2.0)
-            col = pg.mkColor(WIDTH_COLORS.get(self.run_widths[k], "#c9d1d9")).getRgbF()
+            col = pg.mkColor(self.run_colors[k]).getRgbF()
             line.setData(color=(col[0], col[1], col[2], 1.0 if k == hi else 0.75))
             if len(p):
                 starts.append((p[0], col))
@@ -825,7 +1151,10 @@ class NTKLab(SingleRunLab):
             return f"{v:+.2f}" if v is not None else "—"
 
         expect_w = "−½" if s.depth == 1 else "≈ −1"
-        if s.parameterization == "ntk":
+        if self.by_steps:
+            lines.append(f"one width, {len(self.run_widths)} step sizes: no width scaling (see the conditioning "
+                         "page for the sharpness against 2/η)")
+        elif s.parameterization == "ntk":
             lines.append(f"slope of ‖Δw‖/‖w₀‖ against m: <b>{sl('wchange')}</b> (theory {expect_w}); "
                          f"of ‖ΔK‖/‖K₀‖: <b>{sl('kchange')}</b> (≤ −½)")
             if init.dist_inf is not None:
@@ -836,19 +1165,18 @@ class NTKLab(SingleRunLab):
             ls = sw.loglog_slope(self.run_widths, lam) if len(lam) > 1 else None
             lines.append("λ_max(K₀) grows with width: slope " + (f"<b>{ls:+.2f}</b>" if ls is not None else "—")
                          + " (theory ≈ +1)")
-        lims = ", ".join(f"{m}: {lim:.2g}" for m, lim in zip(self.run_widths, init.limits))
-        lines.append(f"stability limit 2/λ_max(K₀) per width — {lims}")
+        lims = ", ".join(f"{lab.split(' = ')[1]}: {lim:.2g}" for lab, lim in zip(self.run_labels, init.limits))
+        lines.append(f"stability limit 2/λ_max(cK₀) per {'run' if self.by_steps else 'width'} — {lims}")
         if self.hist.diverged:
             lines.append("<span style='color:#ff6b6b'>diverged: " + ", ".join(
-                f"m = {self.run_widths[k]} at step {t}" for k, t in sorted(self.hist.diverged.items())) + "</span>")
+                f"{self.run_labels[k]} at step {t}" for k, t in sorted(self.hist.diverged.items())) + "</span>")
         if self.scrub is not None:
             lines.append(f"showing step {at[0] if at else self.scrub} of {self.hist.last_step} "
                          "(double-click the loss plot or press L to follow the run)")
         self.info.setText("<br>".join(lines))
         if hi is not None:
-            m = self.run_widths[hi]
             gap = at[1].gap[hi] if at is not None else float("nan")
-            self.paths_note.setText(f"highlighted: m = {m}, gap to its linearization {gap:.2g}")
+            self.paths_note.setText(f"highlighted: {self.run_labels[hi]}, gap to its linearization {gap:.2g}")
 
     # ----------------------------------------------------------------------------- Lab API
     def reset(self) -> None:
