@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtCore import QObject, QPoint, QPointF, Qt, Signal
 
 from visualizer.labs.base import SettingError
 from visualizer.labs.ntk import WIDTH_COLORS, NTKLab
@@ -196,3 +196,80 @@ def test_bad_settings_are_refused_in_words(qtbot, lab):
     assert lab.state.drawn != before and max(lab.state.drawn) == pytest.approx(1.5)
     qtbot.waitUntil(lambda: lab.finished, timeout=60000)
     assert lab.run_data.in_dim == 1 and np.allclose(lab.run_data.y, 1.5)
+
+
+# --- issue 13: the conditioning page ------------------------------------------------------------------------------
+def test_the_conditioning_page_follows_the_highlighted_width(qtbot, lab):
+    run_small(qtbot, lab, hessian_every=20)
+    rows = [r[1] for r in lab.hist.metric_rows]
+    c = lab.hist.init.kernel_scale
+    lab.tabs.setCurrentIndex(1)  # the second page is a setting too (scenes switch it)
+    assert lab.state.page == "conditioning"
+    for width, k in ((64, 0), (1024, 2)):
+        lab.highlight(width)
+        np.testing.assert_allclose(lab.c_lmax.getOriginalDataset()[1], [c * m.lam_max[k] for m in rows], rtol=1e-12)
+        np.testing.assert_allclose(lab.d_dist.getOriginalDataset()[1], [m.wdist[k] for m in rows][1:], rtol=1e-12)
+        ratio = [0.5 * m.grad_sq[k] / m.loss[k] for m in rows]
+        np.testing.assert_allclose(lab.pl_ratio.getOriginalDataset()[1], ratio, rtol=1e-12)
+        assert np.all(lab.pl_ratio.getOriginalDataset()[1] >= lab.pl_lmin.getOriginalDataset()[1] * (1 - 1e-4))
+        pens = [cv.opts["pen"].widthF() for cv in lab.sharp_runs]
+        assert pens[k] == max(pens) and pens.count(max(pens)) == 1
+        assert lab.cond_note.text().startswith(f"<b>m = {width}</b> at step 60")
+        assert len(lab.sharp_runs[k].getData()[0]) == 4  # steps 0, 20, 40, 60
+    # every width's network Hessian, with its slope against width
+    assert len(lab.mh_pts.getData()[0]) == 3
+    assert "slope" in [label.text for _, label in lab.mh_legend.items][0]
+    assert "inside R =" in lab.cond_note.text() and "sharpness now" in lab.cond_note.text()
+    lab.apply_settings({"page": "widths"})
+    assert lab.tabs.currentIndex() == 0
+
+
+class _FakeRunner(QObject):
+    """The runner interface, driven by the test."""
+
+    batch = Signal(object)
+    done = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, target, kwargs, **options) -> None:
+        super().__init__()
+        self.target, self.kwargs, self.options = target, kwargs, options
+        self.aborted = False
+
+    def start(self) -> None:
+        pass
+
+    def abort(self, *_) -> None:
+        self.aborted = True
+
+    def isRunning(self) -> bool:
+        return not self.aborted
+
+
+def test_the_edge_of_stability_preset_starts_its_runs(qtbot, lab):
+    from visualizer.labs.ntk import EOS_PRESET
+
+    lab.runner_factory = _FakeRunner
+    lab.widget("action:eos_preset").click()
+    kw = lab.runner.kwargs
+    assert lab.runner.target == "models.ntk_sweep:sweep_run"
+    assert kw["widths"] == [128, 128] and kw["run_etas"] == [0.06, 0.09] and kw["loss_norm"] == "mean"
+    assert (kw["depth"], kw["activation"], kw["parameterization"], kw["hessian_every"]) == (2, "tanh", "standard", 20)
+    assert lab.tabs.currentIndex() == 1 and lab.state.time_axis == "flow"
+    assert "step sizes 0.06, 0.09" in lab.caption.text()
+    assert [label.text for _, label in lab.loss_legend.items] == ["η = 0.06", "η = 0.09"]
+    assert [label.text for _, label in lab.sharp_legend.items][:2] == ["η = 0.06", "η = 0.09"]
+    assert not lab.widget("widths").isEnabled() and lab.widget("etas").isEnabled()
+    # a short real run of the preset: both step sizes stream their sharpness, on the flow-time axis
+    lab.runner_factory = None
+    lab.apply_settings({**EOS_PRESET, "steps": 60})
+    qtbot.waitUntil(lambda: lab.finished and lab.reason == "completed", timeout=60000)
+    lab.flush()
+    for k, eta in enumerate((0.06, 0.09)):
+        x, y = lab.sharp_runs[k].getData()
+        assert len(x) == 4 and x[-1] == pytest.approx(60 * eta) and np.all(y > 5)
+    assert sorted(round(line.getData()[1][0], 3) for _, line in lab.sharp_limits) == [22.222, 33.333]
+    assert "one width, 2 step sizes" in lab.info.text()
+    assert lab.scale_plot.getPlotItem().titleLabel.text.endswith("(one width: none)")
+    lab.next_width()  # W: the next step size
+    assert lab.state.highlight_run == 1 and "η = 0.09" in lab.k_title.text
