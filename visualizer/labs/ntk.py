@@ -461,16 +461,16 @@ class NTKLab(SingleRunLab):
                                     tooltip="λ_max and λ_min of cK(w_t) (c = 1 for the sum loss, 1/n for the mean) "
                                             "and their ratio, the condition number, for the highlighted run")
         legend(self.kcond_plot)
-        self.c_lmax = self.kcond_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.8), name="λ_max")
-        self.c_lmin = self.kcond_plot.plot(pen=pg.mkPen("#4cc9f0", width=1.8), name="λ_min")
-        self.c_cond = self.kcond_plot.plot(pen=pg.mkPen("#e0e0e0", width=1.4, style=Qt.PenStyle.DashLine),
+        self.c_lmax = self.kcond_plot.plot(pen=pg.mkPen("#ff9f1c", width=2.4), name="λ_max")
+        self.c_lmin = self.kcond_plot.plot(pen=pg.mkPen("#4cc9f0", width=2.4), name="λ_min")
+        self.c_cond = self.kcond_plot.plot(pen=pg.mkPen("#e0e0e0", width=1.8, style=Qt.PenStyle.DashLine),
                                            name="κ = λ_max/λ_min")
         self.pl_plot = dark_plot("PL*: ½‖∇L‖² / L ≥ λ_min(cK)", x="step", y="", log_y=True,
                                  tooltip="For the square loss ‖∇L‖² = c² rᵀK r / α², so ½‖∇L‖²/L = c rᵀKr/‖r‖² is "
                                          "never below c λ_min(K): uniform conditioning gives the PL* condition")
         legend(self.pl_plot)
-        self.pl_ratio = self.pl_plot.plot(pen=pg.mkPen("#b8f35a", width=1.8), name="½‖∇L‖²/L")
-        self.pl_lmin = self.pl_plot.plot(pen=pg.mkPen("#4cc9f0", width=1.4, style=Qt.PenStyle.DashLine),
+        self.pl_ratio = self.pl_plot.plot(pen=pg.mkPen("#b8f35a", width=2.4), name="½‖∇L‖²/L")
+        self.pl_lmin = self.pl_plot.plot(pen=pg.mkPen("#4cc9f0", width=1.8, style=Qt.PenStyle.DashLine),
                                          name="λ_min(cK_t)")
         self.pl_mu = self.pl_plot.plot(pen=pg.mkPen("#ffffff80", width=1, style=Qt.PenStyle.DotLine),
                                        name="μ: the smallest seen")
@@ -478,16 +478,16 @@ class NTKLab(SingleRunLab):
                                     tooltip="L(w_t) and (1 − ημ)ᵗ L(w₀), μ the smallest λ_min(cK) seen so far: "
                                             "with η ≤ 1/β the loss stays under it")
         legend(self.bound_plot)
-        self.b_loss = self.bound_plot.plot(pen=pg.mkPen("#ff9f1c", width=1.8), name="L(w_t)")
-        self.b_bound = self.bound_plot.plot(pen=pg.mkPen("#ffffff", width=1.4, style=Qt.PenStyle.DashLine),
+        self.b_loss = self.bound_plot.plot(pen=pg.mkPen("#ff9f1c", width=2.4), name="L(w_t)")
+        self.b_bound = self.bound_plot.plot(pen=pg.mkPen("#ffffff", width=1.8, style=Qt.PenStyle.DashLine),
                                             name="(1 − ημ)ᵗ L(w₀)")
         self.dist_plot = dark_plot("distance from w₀ against the radius R", x="step", y="", log_y=True,
                                    tooltip="‖w_t − w₀‖ against R = 2√(2βL(w₀))/μ, β the largest sharpness seen (the "
                                            "loss's smoothness along the path), μ the smallest λ_min(cK): the run "
                                            "stays in the ball B(w₀, R), which is usually far larger")
         legend(self.dist_plot)
-        self.d_dist = self.dist_plot.plot(pen=pg.mkPen("#c77dff", width=1.8), name="‖w_t − w₀‖")
-        self.d_radius = self.dist_plot.plot(pen=pg.mkPen("#ffffff", width=1.4, style=Qt.PenStyle.DashLine),
+        self.d_dist = self.dist_plot.plot(pen=pg.mkPen("#c77dff", width=2.4), name="‖w_t − w₀‖")
+        self.d_radius = self.dist_plot.plot(pen=pg.mkPen("#ffffff", width=1.8, style=Qt.PenStyle.DashLine),
                                             name="R")
         self.sharp_plot = dark_plot("sharpness against 2/η", x="step", y="λ_max(∇²L)",
                                     tooltip="The top eigenvalue of the loss's Hessian (power iteration on "
@@ -749,7 +749,7 @@ class NTKLab(SingleRunLab):
         self.sharp_legend.clear()
         self.sharp_curves, self.sharp_runs, self.sharp_limits = [], [], []
         for k, (col, label) in enumerate(zip(self.run_colors, self.run_labels)):
-            curve = self.sharp_plot.plot([], [], pen=pg.mkPen(col, width=1.8), name=label)
+            curve = self.sharp_plot.plot([], [], pen=pg.mkPen(col, width=2.4), name=label)
             curve.setCurveClickable(True, width=6)
             curve.sigClicked.connect(lambda _c, _ev=None, k=k: self.highlight_run(k))
             self.sharp_curves.append(curve)
@@ -1019,7 +1019,7 @@ class NTKLab(SingleRunLab):
             x = st * (init.etas[k] if flow else 1.0)
             ok = np.isfinite(v)
             curve.setData(x[ok], v[ok])
-            curve.setPen(self._width_pen(k, hi, 1.6))
+            curve.setPen(self._width_pen(k, hi, 2.0))
             curve.setZValue(10 if k == hi else 1)
             end_t = max(end_t, float(x[-1]) if len(x) else 0.0)
         for eta_k, line in self.sharp_limits:
