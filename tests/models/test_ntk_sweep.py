@@ -13,16 +13,7 @@ from models import ntk
 from models import ntk_sweep as sw
 from models.limits import LimitError
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These runs are small matrix products: one thread, as the lab's trainer child uses. (On two cores a second
-    intra-op thread stalls whenever anything else runs: the edge-of-stability run took 4.5 s with one thread and
-    193 s with two next to another busy process.)"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CIRCLE16 = dict(kind="circle", target="mix", n=16, seed=0)
 #: the lazy-training protocol: one hidden layer, NTK parameterization, four octaves of width, five seeds

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from PySide6.QtCore import QObject, Signal
 
+from tests.visualizer.fakes import FakeRunner
 from visualizer.labs.base import SettingError
 from visualizer.labs.netmanifold import NetManifoldLab, NetState
 
@@ -69,7 +69,7 @@ def test_the_settings_keep_fewer_points_than_parameters(qtbot, lab, tmp_path):
     width.setValue(5)  # a larger width keeps n
     assert (lab.state.n_points, n.maximum()) == (6, 15) and len(msgs) == 1
     width.setValue(2)
-    lab.runner_factory = _FakeRunner
+    lab.runner_factory = FakeRunner
     lab.widget("action:walk").click()  # "New solution and walk": n = 6 < p = 7, a 1-dimensional manifold
     assert lab.runner is not None and lab.runner.target == "models.netmanifold:walk_run"
     assert (lab.runner.kwargs["width"], lab.runner.kwargs["n_points"]) == (2, 6)
@@ -226,7 +226,7 @@ def test_typing_a_width_commits_it_when_done(qtbot, lab):
 def test_step_and_run_without_a_manifold_only_say_so(qtbot, lab, action):
     """The settings keep n < p (above); a state written around them (n = 9 points for width 2, which no control,
     scene or stored file can set) starts no walk: the walk button, S and Space only say so."""
-    lab.runner_factory = _FakeRunner  # a walk started by mistake would be seen here, in this process
+    lab.runner_factory = FakeRunner  # a walk started by mistake would be seen here, in this process
     msgs = []
     lab.message.connect(lambda t, e: msgs.append((t, e)))
     lab.state.width, lab.state.n_points = 2, 9
@@ -360,35 +360,11 @@ def test_a_walk_that_stops_early_says_why_and_ends_the_run(qtbot, lab):
     qtbot.waitUntil(lambda: not lab.busy(), timeout=30000)
 
 
-class _FakeRunner(QObject):
-    """The runner interface, driven by the test."""
-
-    batch = Signal(object)
-    done = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self, target, kwargs, **options) -> None:
-        super().__init__()
-        self.target, self.kwargs, self.options = target, kwargs, options
-        self.aborted = False
-
-    def start(self) -> None:
-        pass
-
-    def abort(self, *_) -> None:
-        self.aborted = True
-
-    def isRunning(self) -> bool:
-        return not self.aborted
-
-    def is_paused(self) -> bool:
-        return False
-
 
 def test_signals_of_a_replaced_walk_are_ignored(qtbot, lab):
     import threading
 
-    lab.runner_factory = _FakeRunner
+    lab.runner_factory = FakeRunner
     lab.restart()
     old = lab.runner
     old_walk, new_walk = _fake_walk(30, seed=1), _fake_walk(20, seed=2)

@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QObject, QPoint, QPointF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, Qt
 
+from tests.visualizer.fakes import FakeRunner
 from visualizer.labs.base import SettingError
 from visualizer.labs.ntk import WIDTH_COLORS, NTKLab
 
@@ -224,32 +225,10 @@ def test_the_conditioning_page_follows_the_highlighted_width(qtbot, lab):
     assert lab.tabs.currentIndex() == 0
 
 
-class _FakeRunner(QObject):
-    """The runner interface, driven by the test."""
-
-    batch = Signal(object)
-    done = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self, target, kwargs, **options) -> None:
-        super().__init__()
-        self.target, self.kwargs, self.options = target, kwargs, options
-        self.aborted = False
-
-    def start(self) -> None:
-        pass
-
-    def abort(self, *_) -> None:
-        self.aborted = True
-
-    def isRunning(self) -> bool:
-        return not self.aborted
-
-
 def test_the_edge_of_stability_preset_starts_its_runs(qtbot, lab):
     from visualizer.labs.ntk import EOS_PRESET
 
-    lab.runner_factory = _FakeRunner
+    lab.runner_factory = FakeRunner
     lab.widget("action:eos_preset").click()
     kw = lab.runner.kwargs
     assert lab.runner.target == "models.ntk_sweep:sweep_run"
