@@ -1119,8 +1119,11 @@ class NTKLab(SingleRunLab):
         starts = []
         for k, line in enumerate(self.paths):
             p = (out[:, k, :][:, idx] - y) * scale
+            upto = self.hist.diverged.get(k)
+            if upto is not None:  # a diverged run's path ends before it left for infinity
+                p = p[steps < upto]
             p = p[np.all(np.isfinite(p), axis=1)]
-            p = np.clip(p, -50, 50)
+            p = np.clip(p, -4, 4)
             line.setData(pos=p.astype(np.float32), width=4.0 if k == hi else 2.0)
             col = pg.mkColor(self.run_colors[k]).getRgbF()
             line.setData(color=(col[0], col[1], col[2], 1.0 if k == hi else 0.75))
