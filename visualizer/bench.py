@@ -60,6 +60,9 @@ FIGURES: dict[str, tuple[str, str]] = {
                                            " from the same start vector"),
     "hessian_top_eig_autograd_ms": ("ms", "the same by our double-backward products (models.hessian.hvp_fn: "
                                           "gradient graph + 20 power iterations), for reference"),
+    "implicit_bias_1e6_steps_ms": ("ms", "implicit-bias lab: 10^6 GD steps of the 2D logistic model on 20 points, "
+                                         "float64, the numba-compiled loop (compile excluded)"),
+    "implicit_bias_1e6_steps_numpy_ms": ("ms", "the same by a plain numpy loop (10^5 steps measured, x10)"),
 }
 
 
@@ -695,6 +698,12 @@ def bench_hessian(results: dict, wanted: set) -> None:
               f"double backward / ours = {ref / ours_ms:.2f}x", file=sys.stderr)
 
 
+def bench_implicit_bias(results: dict, wanted: set) -> None:
+    from models.implicit_bias import bench_figures
+
+    results.update(bench_figures())
+
+
 GROUPS = [
     ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
@@ -709,6 +718,7 @@ GROUPS = [
     ({"ntk_512x2_256pts_ms", "ntk_512x2_256pts_torchfunc_ms"}, bench_ntk),
     ({"width_sweep_steps_per_s", "width_sweep_bare_steps_per_s"}, bench_width_sweep),
     ({"hessian_top_eig_ms", "hessian_top_eig_pyhessian_ms", "hessian_top_eig_autograd_ms"}, bench_hessian),
+    ({"implicit_bias_1e6_steps_ms", "implicit_bias_1e6_steps_numpy_ms"}, bench_implicit_bias),
 ]
 
 
@@ -776,6 +786,9 @@ def main(argv: list[str] | None = None) -> int:
     if "hessian_top_eig_ms" in r and "hessian_top_eig_autograd_ms" in r:
         ratios.append(f"hessian top eigenvalue: double backward / ours = "
                       f"{r['hessian_top_eig_autograd_ms'] / r['hessian_top_eig_ms']:.2f}x")
+    if "implicit_bias_1e6_steps_ms" in r and "implicit_bias_1e6_steps_numpy_ms" in r:
+        ratios.append(f"implicit bias, 10^6 steps: numpy / numba = "
+                      f"{r['implicit_bias_1e6_steps_numpy_ms'] / r['implicit_bias_1e6_steps_ms']:.0f}x (the goal: at least 6x)")
     if "stream_steps_per_s" in r and "headless_steps_per_s" in r:
         ratios.append(f"streaming / headless = {100 * r['stream_steps_per_s'] / r['headless_steps_per_s']:.0f}%")
     for line in ratios:
