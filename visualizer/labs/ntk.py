@@ -267,6 +267,13 @@ class NTKLab(SingleRunLab):
             "is slower, about m<sup>0.7</sup> over these widths).</p>"
             "<p>Scaled output F = α(g(w) − g(w₀)) with the loss divided by α² keeps the function-space dynamics "
             "and shrinks the distance travelled like 1/α: lazy (large α) against rich (small α).</p>"
+            "<p><b>Conditioning and sharpness</b> (second page), for the highlighted run: λ_min and λ_max of "
+            "the loss's kernel cK(w_t) (c = 1 for the sum loss, 1/n for the mean); the PL ratio ½‖∇L‖²/L, "
+            "never below λ_min(cK) for the square loss, so uniform conditioning gives PL*; the loss under "
+            "(1 − ημ)ᵗL(w₀); the distance ‖w_t − w₀‖ inside R = 2√(2βL(w₀))/μ (β the largest sharpness seen); "
+            "the sharpness λ_max(∇²L) of every run against 2/η: it rises, then hovers at 2/η while the loss keeps "
+            "falling, not monotonically (the edge of stability; the preset shows it); and the network's own "
+            "Hessian norm, shrinking like m<sup>−½</sup>: why the kernel barely moves in wide nets.</p>"
             "<p>Click a width (a curve, a point) to highlight it; click or drag in the loss plot to scrub back "
             "in time, double-click to follow the run; W highlights the next width.</p>")
 
