@@ -1068,3 +1068,55 @@ def bench_figures(repeats: int = 3) -> dict:
         ref.append(10 * (time.perf_counter() - t0))
     return {"implicit_bias_1e6_steps_ms": round(1000 * float(np.median(jit)), 1),
             "implicit_bias_1e6_steps_numpy_ms": round(1000 * float(np.median(ref)), 1)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the lab's entry point (plain data in, a child process's generator out)
+
+
+def lab_run(points, labels, bias: float = 0.0, runs=(("logistic", "gd", 0.1),), steps: int = 10**6,
+            per_decade: int = 10, dtype: str = "float64") -> Iterator[Trace]:
+    """``run`` from plain, picklable data (what the lab's child process is called with): ``points`` a list of
+    [x, y] (or [x, y, z]), ``labels`` their classes (+1 or -1), ``bias`` the constant feature (0: none),
+    ``runs`` a list of (loss, optimizer, eta). Unlike ``run`` the chunks also end at ``per_decade`` log-spaced
+    step counts (1, then 10^(j / per_decade)), so the stream advances evenly on a log-time axis (each trace is
+    one step of a recording's clock); a chunk is still never more than about CHUNK_WORK point-steps, so closing
+    the generator takes effect at once. ValueError (or LimitError) on a bad argument, before any work."""
+    x = np.asarray(points, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"points are a list of [x, y] pairs, not shape {x.shape}")
+    bias = float(bias)
+    if not math.isfinite(bias):
+        raise ValueError("the bias feature must be finite")
+    z = signed_rows(with_bias(x, bias) if bias else x, labels)
+    specs = [RunSpec(str(r[0]), str(r[1]), float(r[2])) for r in runs]
+    per_decade = int(per_decade)
+    if not 1 <= per_decade <= 1000:
+        raise ValueError(f"stream points per decade are 1 to 1000, not {per_decade}")
+    zd, specs, steps, dt, w = _prepare(z, specs, steps, None, dtype)
+    ck = checkpoint_steps(steps, max(CHECKPOINTS_PER_DECADE, per_decade))
+    n, d = zd.shape
+    chunk = max(MIN_CHUNK, CHUNK_WORK // (n * len(specs)))
+    ends = np.unique(np.round(10.0 ** (np.arange(0, per_decade * math.log10(max(steps, 1)) + 1) / per_decade)))
+    ends = [int(e) for e in ends if 0 < e < steps]
+    arrays = _run_arrays(specs, len(ck), d, dt)
+    consts = np.array([0.0, 0.5, 1.0], dtype=dt)
+    return _lab_drive(_kernel(), zd, specs, steps, dt, w, ck, chunk, ends, arrays, consts)
+
+
+def _lab_drive(kernel, zd, specs, steps, dt, w, ck, chunk, ends, arrays, consts) -> Iterator[Trace]:
+    etas, loss_ids, opt_ids, out_w, out_loss, out_logloss, stopped = arrays
+    t = k = j = 0
+    while t < steps:
+        while j < len(ends) and ends[j] <= t:
+            j += 1
+        t1 = min(steps, t + chunk, ends[j] if j < len(ends) else steps)
+        kernel(zd, w, etas, loss_ids, opt_ids, t, t1, ck, k, out_w, out_loss, out_logloss, stopped, consts)
+        k = int(np.searchsorted(ck, t1))
+        t = t1
+        if t < steps:
+            if np.all(stopped >= 0):
+                break
+            yield _trace(specs, ck, k, t, steps, w, out_w, out_loss, out_logloss, stopped, dt)
+    _record_final(zd, w, specs, len(ck) - 1, out_w, out_loss, out_logloss, stopped)
+    yield _trace(specs, ck, len(ck), steps, steps, w, out_w, out_loss, out_logloss, stopped, dt)

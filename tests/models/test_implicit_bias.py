@@ -432,3 +432,23 @@ def test_importing_the_engine_pulls_in_no_qt_numba_or_scipy():
             "assert not bad, bad\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_lab_run_takes_plain_data_streams_on_log_time_and_matches_run():
+    d = ib.make_preset("clean")
+    eta = 0.5 * ib.stability_limit(d.z, "logistic")
+    traces = list(ib.lab_run(d.x.tolist(), d.y.tolist(), 0.0, [["logistic", "gd", eta]], 10**4, per_decade=5))
+    ts = [tr.t for tr in traces]
+    # chunks end at 1, 10^(1/5), ... (merged when equal), so the stream advances evenly in log t
+    assert ts[:4] == [1, 2, 3, 4] and ts[-1] == 10**4 and traces[-1].done
+    assert all(b > a for a, b in zip(ts, ts[1:])) and 18 <= len(ts) <= 22
+    ref = ib.run_all(d.z, ib.RunSpec("logistic", "gd", eta), 10**4)
+    np.testing.assert_allclose(traces[-1].w_now, ref.w_now, rtol=1e-12)
+    np.testing.assert_allclose(traces[-1].at(1000), ref.at(1000), rtol=1e-12)
+    # the bias feature is a third coordinate; bad input is refused in words before any work
+    tb = list(ib.lab_run(d.x.tolist(), d.y.tolist(), 1.0, [["logistic", "gd", 0.01]], 10))[-1]
+    assert tb.w_now.shape == (1, 3)
+    with pytest.raises(ValueError, match="labels are -1 or \\+1"):
+        ib.lab_run([[1.0, 0.0]], [2.0], 0.0, [["logistic", "gd", 0.1]], 10)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        ib.lab_run([[1.0, 0.0]], [1.0], 0.0, [["logistic", "adam", 0.1]], 10)

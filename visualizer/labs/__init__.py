@@ -24,6 +24,10 @@ class LabInfo:
 LABS: dict[str, LabInfo] = {
     info.key: info
     for info in [
+        LabInfo("implicit-bias", "Implicit bias: the max-margin separator",
+                "gradient descent on separable data turns to the max-margin direction of its own geometry, "
+                "on a log-time axis",
+                "visualizer.labs.implicit_bias", "ImplicitBiasLab"),
         LabInfo("manifold2d", "Solution manifolds (2 parameters)",
                 "the set of parameters that fit the data exactly, for models f(x; w1, w2)",
                 "visualizer.labs.manifold2d", "Manifold2DLab"),
