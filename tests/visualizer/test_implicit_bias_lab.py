@@ -7,7 +7,13 @@ from PySide6.QtCore import QPoint, Qt
 
 from models import implicit_bias as ib
 from visualizer.labs.base import SettingError, check_settings
-from visualizer.labs.implicit_bias import NORM_COLORS, OPT_COLORS, ImplicitBiasLab, ImplicitBiasState
+from visualizer.labs.implicit_bias import (
+    NORM_COLORS,
+    OPT_COLORS,
+    PLANE_ALPHA,
+    ImplicitBiasLab,
+    ImplicitBiasState,
+)
 
 
 @pytest.fixture
@@ -204,3 +210,77 @@ def test_the_square_loss_stops_at_a_finite_point_off_the_svm_direction(qtbot, la
     ang = lab.angles()[0]
     assert ang[-1] > 5 and abs(ang[-1] - ang[-10]) < 1e-6  # settled, ~9.9 degrees off the SVM (the engine's set)
     assert "square loss: every run converges to a finite point" in lab.info.text()
+
+
+def _angles_in(text: str) -> list[float]:
+    import re
+
+    m = re.search(r"the directions differ: l2–l1 ([\d.e+-]+)°[^,]*, l2–l∞ ([\d.e+-]+)°[^,]*, l1–l∞ ([\d.e+-]+)°", text)
+    assert m, text
+    return [float(v) for v in m.groups()]
+
+
+def test_the_tilted_3d_preset_runs_and_says_its_directions_differ(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append((t, e)))
+    lab.apply_settings({"mode": "tilted", "run_ngd": False, "run_coordinate": True, "run_sign": True,
+                        "steps": 10**4})
+    s, d = lab.state, ib.make_preset("tilted")
+    assert lab.is3d and len(s.xs) == len(s.zs) == 9 and np.allclose(s.zs, d.x[:, 2])
+    assert lab.z.shape == (9, 3) and "(3D data: tilted)" in lab.data_note.text()
+    assert lab.settings_dict()["zs"] == s.zs  # saved settings and scenes hold the third coordinates
+    wait_done(qtbot, lab)
+    assert [o for _, o, _ in lab.run_specs] == ["gd", "coordinate", "sign"] and lab.trace.w_now.shape == (3, 3)
+    assert "3D data (tilted): the directions differ" in lab.info.text()
+    assert min(_angles_in(lab.info.text())) > 5  # the l2, l1 and l-infinity directions pairwise apart
+    ang = lab.angles()
+    assert np.all(np.isfinite(ang[:, -1])) and np.all(ang[:, -1] < ang[:, 5])  # each turns towards its own
+    for key in ("angle", "norm", "margin", "losst"):  # the log-time plots work unchanged
+        assert all(len(c.getData()[0]) > 20 for c in lab.curves[key]), key
+    for n in ("l2", "l1", "linf"):  # the three planes and rays in the GL view, no 2D boundary lines
+        assert lab.planes[n].visible() and len(lab.rays[n].pos) == 2
+    assert len(lab.paths[0].pos) > 20 and not lab.scene.surface.visible()
+    assert len(lab.svm_line.getData()[0] or []) == 0 and len(lab.run_lines[0].getData()[0] or []) == 0
+    assert len(lab.rings.data) == len(lab.geo.svm.support) == 2
+    assert "projection" in lab.editor.plotItem.titleLabel.text
+    # editing by hand is 2D only: a click is refused in words, nothing changes
+    click(qtbot, lab, 0.2, 0.2)
+    lab.move_point(0, 0.5, 0.5)
+    assert len(s.xs) == 9 and s.xs[0] == d.x[0, 0] and msgs[-1][1] and "2D only" in msgs[-1][0]
+    # a scene's zs must match the points
+    with pytest.raises(SettingError, match="zs is empty"):
+        check_settings(ImplicitBiasState, {"mode": "tilted", "zs": [0.1, 0.2]}, "scene")
+    # the cube preset, and back to 2D: the clean points, editable, the loss surface again
+    lab.apply_settings({"mode": "cube"})
+    assert len(lab.state.zs) == 40 and lab.z.shape == (40, 3) and "3D data: cube" in lab.data_note.text()
+    lab.apply_settings({"mode": "2d"})
+    assert lab.state.zs == [] and len(lab.state.xs) == 20 and lab.z.shape == (20, 2)
+    assert lab.scene.surface.visible() and not lab.planes["l2"].visible()
+    click(qtbot, lab, 0.6, -0.1)
+    assert len(lab.state.xs) == 21
+    lab.stop_run()
+
+
+def test_the_gl_view_draws_the_3d_points_and_the_separating_planes(qtbot, lab):
+    from visualizer.views.points import NEG_COLOR, POS_COLOR
+
+    lab.apply_settings({"mode": "tilted", "run_ngd": False, "run_coordinate": True, "run_sign": True,
+                        "steps": 10**4})
+    wait_done(qtbot, lab)
+    img = lab.scene.render_offscreen(480, 360)  # BGRA
+    rgb = img[..., 2::-1].astype(int)
+
+    def count(color, tol: int = 40) -> int:
+        c = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)]) if isinstance(color, str) else np.array(color)
+        return int((np.abs(rgb - c).max(axis=2) < tol).sum())
+
+    assert count(POS_COLOR, 40) > 150 and count(NEG_COLOR, 40) > 80  # the points, both classes
+    # the planes: translucent tints of the dark background (white SVM, green l1, violet l-infinity)
+    def tint(col: str, a: float = PLANE_ALPHA) -> tuple:
+        c = np.array([int(col[i:i + 2], 16) for i in (1, 3, 5)])
+        return tuple((a * c + (1 - a) * np.array([13, 15, 20])).astype(int))  # over the background #0d0f14
+
+    for n in ("l2", "l1", "linf"):
+        assert count(tint(NORM_COLORS[n]), 10) > 1000, n  # (about 2000-5600 here)
+    assert count(NORM_COLORS["l2"], 30) > 200  # the SVM ray and plane's edge
+    assert count(OPT_COLORS["gd"], 40) > 100  # GD's path

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
+from OpenGL import GL
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
@@ -26,7 +27,7 @@ from visualizer import errorlog
 from visualizer.labs.base import Action, SingleRunLab
 from visualizer.labs.schema import SettingError, setting
 from visualizer.views.common import caption, dark_plot, lab_layout, splitter
-from visualizer.views.points import PointEditor
+from visualizer.views.points import NEG_COLOR, POS_COLOR, PointEditor
 from visualizer.views.scene3d import Scene3D
 
 DATA, RUNS, VIEW = "Data", "Runs", "Views"
@@ -44,6 +45,14 @@ PRESET_CHOICES = (("clean", "clean: two support vectors, the rest far (gap 2)"),
                   ("nearly", "nearly non-separable (a thin margin)"),
                   ("nonsep", "not separable through the origin"),
                   ("single", "one tight point: l2, l1, l∞ differ"))
+MODE_CHOICES = (("2d", "2D: points in the plane, edited by hand"),
+                ("cube", "3D cube: 40 points in [−1, 1]³ split by a plane"),
+                ("tilted", "3D tilted: 9 points, l2, l1, l∞ 18–41° apart"))
+LOCKED = ("3D data are a preset (points in a cube): editing by hand is 2D only — choose 'data mode: 2D' to "
+          "edit points")
+CUBE_PAD = 1.15  # the 3D view's box is the data's cube times this
+RAY_LEN = 1.6  # the max-margin rays' length in the 3D view, in cube half-sides
+PLANE_ALPHA = 0.2
 SURFACE_N = 81
 PREDICT_FROM = 100  # the asymptotic predictions are drawn from this step on
 ANGLE_FLOOR = 1e-8  # degrees: smaller angles are drawn here
@@ -53,8 +62,12 @@ _CLEAN = ib.make_preset("clean")
 
 def _same_count(v, s) -> str | None:
     n = {len(s.xs), len(s.ys), len(s.labels)}
-    return None if len(n) == 1 else (f"xs, ys and labels need one value per point each (got {len(s.xs)}, "
-                                     f"{len(s.ys)}, {len(s.labels)})")
+    if len(n) != 1:
+        return (f"xs, ys and labels need one value per point each (got {len(s.xs)}, {len(s.ys)}, "
+                f"{len(s.labels)})")
+    if len(s.zs) not in (0, len(s.xs)):
+        return f"zs is empty (2D data) or has one value per point ({len(s.xs)}), not {len(s.zs)}"
+    return None
 
 
 def _labels_check(v, s) -> str | None:
@@ -84,21 +97,33 @@ class ImplicitBiasState:
     """The data (three lists, saved, set by scenes), the runs, the views."""
 
     xs: list = setting(_CLEAN.x[:, 0].tolist(), "x", group=DATA, widget="hidden", reacts="data",
-                       length=(1, MAX_POINTS), range=(-LIMIT, LIMIT), check=_same_count, depends=("ys", "labels"),
+                       length=(1, MAX_POINTS), range=(-LIMIT, LIMIT), check=_same_count, depends=("ys", "zs", "labels"),
                        tooltip="The points' first coordinates")
     ys: list = setting(_CLEAN.x[:, 1].tolist(), "y", group=DATA, widget="hidden", reacts="data",
-                       length=(1, MAX_POINTS), range=(-LIMIT, LIMIT), check=_same_count, depends=("xs", "labels"),
+                       length=(1, MAX_POINTS), range=(-LIMIT, LIMIT), check=_same_count, depends=("xs", "zs", "labels"),
                        tooltip="The points' second coordinates")
+    zs: list = setting([], "z", group=DATA, widget="hidden", reacts="data", length=(0, MAX_POINTS),
+                       range=(-LIMIT, LIMIT), check=_same_count, depends=("xs", "ys", "labels"),
+                       tooltip="The points' third coordinates in a 3D data mode (empty: 2D data)")
     labels: list = setting(_CLEAN.y.tolist(), "labels", group=DATA, widget="hidden", reacts="data",
-                           length=(1, MAX_POINTS), range=(-1.0, 1.0), check=_labels_check, depends=("xs", "ys"),
+                           length=(1, MAX_POINTS), range=(-1.0, 1.0), check=_labels_check, depends=("xs", "ys", "zs"),
                            tooltip="The points' classes, +1 or -1")
+    mode: str = setting("2d", "data mode", group=DATA, reacts="mode", choices=MODE_CHOICES,
+                        tooltip="2D: points in the plane, edited by hand in the data plot (the preset below). 3D: "
+                                "a preset of points in a cube with labels, drawn in the 3D view with the separating "
+                                "planes through the origin, where the l2, l1 and l∞ directions differ "
+                                "generically. Editing by hand is 2D only (the data plot shows the 3D points' "
+                                "(x, y) projection)")
     preset: str = setting("clean", "preset", group=DATA, reacts="preset", choices=PRESET_CHOICES,
-                          tooltip="Load a data set (your edits are replaced; 'Load the preset again' reloads it)")
+                          enabled_if=lambda s: s.mode == "2d",
+                          tooltip="Load a 2D data set (your edits are replaced; 'Load the preset again' reloads "
+                                  "it); the 3D data modes have their own points")
     bias: float = setting(0.0, "bias feature b", group=DATA, range=(0.0, 10.0), decimals=2, reacts="data",
                           commit="finish",
                           tooltip="0: none, the boundary passes through the origin. Otherwise every point gets a "
-                                  "constant third coordinate b and the model is w·(x, y, b): the SVM and the "
-                                  "max-margin directions are computed in that augmented space")
+                                  "constant extra coordinate b and the model is w·(x, y, b) (3D data: "
+                                  "w·(x, y, z, b)): the SVM and the max-margin directions are computed in that "
+                                  "augmented space")
     loss: str = setting("logistic", "loss", group=RUNS, reacts="runs",
                         choices=(("logistic", "logistic log(1 + e⁻ᵐ)"), ("exponential", "exponential e⁻ᵐ"),
                                  ("square", "square ½(1 − m)² (no implicit bias)")),
@@ -122,7 +147,9 @@ class ImplicitBiasState:
                               tooltip="The run reports this many times per decade of steps (a recording advances "
                                       "one report per step of its clock: more means a slower sweep of log t)")
     log_radius: bool = setting(True, "log radius in the 3D view", group=VIEW, reacts="surface",
-                               tooltip="Draw w at radius log(1 + ‖w‖), so the far part of the paths stays in view")
+                               tooltip="Draw w at radius log(1 + ‖w‖), so the far part of the paths stays in view "
+                                       "(3D data: each path at that radius, scaled to the rays; off: the "
+                                       "normalized w(t)/‖w(t)‖ on a sphere through the rays' tips)")
 
 
 def _boundary(w: np.ndarray, bias: float, offset: float = 0.0, r: float = 3 * LIMIT) -> tuple:
@@ -138,6 +165,40 @@ def _boundary(w: np.ndarray, bias: float, offset: float = 0.0, r: float = 3 * LI
     return [p0[0] - r * d[0], p0[0] + r * d[0]], [p0[1] - r * d[1], p0[1] + r * d[1]]
 
 
+def _plane_in_box(normal: np.ndarray, offset: float, a: float) -> np.ndarray:
+    """The polygon {p : normal·p = offset} ∩ [−a, a]³, its corners in order around it ((0, 3) if they miss)."""
+    n = np.asarray(normal, float)
+    corners = np.array([[x, y, z] for x in (-a, a) for y in (-a, a) for z in (-a, a)])
+    edges = [(i, j) for i in range(8) for j in range(i + 1, 8) if np.sum(corners[i] != corners[j]) == 1]
+    pts = []
+    for i, j in edges:
+        f0, f1 = corners[i] @ n - offset, corners[j] @ n - offset
+        if f0 == 0:
+            pts.append(corners[i])
+        if f0 * f1 < 0:
+            pts.append(corners[i] + (corners[j] - corners[i]) * f0 / (f0 - f1))
+    if len(pts) < 3 or not np.linalg.norm(n) > 0:
+        return np.zeros((0, 3))
+    pts = np.unique(np.round(np.array(pts), 12), axis=0)
+    c = pts.mean(axis=0)
+    u = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 * np.linalg.norm(n) else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(n / np.linalg.norm(n), u)
+    order = np.argsort(np.arctan2((pts - c) @ v, (pts - c) @ u))
+    return pts[order]
+
+
+class _Plane(gl.GLMeshItem):
+    """A translucent plane drawn without writing depth; the depth mask is restored after it (the next frame's
+    clear of the depth buffer needs it)."""
+
+    def paint(self):
+        try:
+            super().paint()
+        finally:
+            GL.glDepthMask(GL.GL_TRUE)
+
+
 class ImplicitBiasLab(SingleRunLab):
     key = "implicit-bias"
     state_cls = ImplicitBiasState
@@ -146,7 +207,8 @@ class ImplicitBiasLab(SingleRunLab):
                       tooltip="Start every run again from w = 0 with the settings above",
                       scene="start every run again from w = 0"),
                Action("load_preset", "Load the preset again", "load_preset", group=DATA,
-                      tooltip="Replace the points with the chosen preset", scene="load the chosen preset's points"),
+                      tooltip="Replace the points with the chosen preset (a 3D data mode: its points in the cube)",
+                      scene="load the chosen preset's points"),
                Action("reset", "Reset (R)", "reset", button=False, scene="stop every run and clear the plots"))
     hint = "Left click adds a point of class +1, right click one of −1; drag a point and every run starts again"
     help = ("<h3>Implicit bias: the max-margin separator</h3>"
@@ -164,7 +226,12 @@ class ImplicitBiasLab(SingleRunLab):
             "<p>How fast the prediction settles depends on the gap to the next margin (shown above the views): "
             "hand-drawn data with a point just off the margin settle slowly.</p>"
             "<p>Left click adds a point of class +1, right click one of −1, drag moves a point, middle click "
-            "or Delete removes the nearest; every edit starts every run again from w = 0.</p>")
+            "or Delete removes the nearest; every edit starts every run again from w = 0.</p>"
+            "<p>The 3D data modes (<i>data mode</i>: cube, tilted) put the points in a cube, where the three "
+            "directions differ generically: the 3D view then shows the points (support vectors ringed), the "
+            "separating planes through the origin (white: the SVM's; the l1 and l∞ ones when those optimizers "
+            "run), the max-margin rays and each run's path; the data plot shows their (x, y) projection. Editing "
+            "by hand is 2D only.</p>")
 
     def __init__(self, device: str = "cpu", parent=None, restore: bool = True, start: bool = True,
                  runner_factory=None) -> None:
@@ -192,6 +259,7 @@ class ImplicitBiasLab(SingleRunLab):
         self._drag_restart.setSingleShot(True)
         self._drag_restart.setInterval(150)
         self._drag_restart.timeout.connect(self.restart)
+        self._apply_mode()
         self._show_data()
         if start:
             self.start()
@@ -271,10 +339,34 @@ class ImplicitBiasLab(SingleRunLab):
         grid.setSpacing(4)
         for i, pl in enumerate((self.angle_plot, self.norm_plot, self.margin_plot, self.losst_plot)):
             grid.addWidget(pl, i // 2, i % 2)
-        left = splitter("v", self.editor, self.scene.container, stretch=(1, 1))
+        left = self.left_split = splitter("v", self.editor, self.scene.container, stretch=(1, 1))
         body = splitter("h", left, plots, stretch=(2, 3))
         body.setSizes([500, 750])
         lab_layout(self, self.caption, self.data_note, body=body)
+        self._build_cube_items()
+
+    def _build_cube_items(self) -> None:
+        """The 3D data mode's items in the GL view: the box, the points, the support vectors' rings, the planes."""
+        self.box = gl.GLLinePlotItem(mode="lines", color=(1, 1, 1, 0.3), width=1.0, antialias=True,
+                                     glOptions="translucent")
+        self.halo = gl.GLScatterPlotItem(size=22.0, pxMode=True, color=(1, 1, 1, 0.85), glOptions="additive")
+        self.points3d = gl.GLScatterPlotItem(size=11.0, pxMode=True, glOptions="opaque")
+        # translucent planes drawn last, without writing depth: the points behind them still show through
+        opts = {GL.GL_DEPTH_TEST: True, GL.GL_BLEND: True, GL.GL_CULL_FACE: False,
+                "glBlendFunc": (GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA), "glDepthMask": (GL.GL_FALSE,)}
+        self.planes: dict = {}
+        self.plane_edges: dict = {}
+        for i, n in enumerate(ib.NORMS):
+            mesh = _Plane(vertexes=np.zeros((3, 3)), faces=np.array([[0, 1, 2]]), smooth=False,
+                                 color=(*pg.mkColor(NORM_COLORS[n]).getRgbF()[:3], PLANE_ALPHA), glOptions=opts)
+            mesh.setDepthValue(10 + i)
+            edge = gl.GLLinePlotItem(mode="line_strip", color=pg.mkColor(NORM_COLORS[n]).getRgbF(), width=2.0,
+                                     antialias=True, glOptions="translucent")
+            self.planes[n], self.plane_edges[n] = mesh, edge
+        for item in (self.box, self.halo, self.points3d, *self.plane_edges.values(), *self.planes.values()):
+            item.setVisible(False)
+            self.scene.addItem(item)
+        self._cube_home = None
 
     def views(self) -> dict:
         return {"3d": self.scene, "2d": self.editor}
@@ -286,11 +378,25 @@ class ImplicitBiasLab(SingleRunLab):
         return self.trace is not None
 
     # ----------------------------------------------------------------------------- data
+    @property
+    def is3d(self) -> bool:
+        """The data are one of the 3D presets (points in a cube), with their third coordinates."""
+        return self.state.mode != "2d" and len(self.state.zs) == len(self.state.xs)
+
+    def points(self) -> np.ndarray:
+        """(n, 2) or, in a 3D data mode, (n, 3) the points as drawn (no bias feature)."""
+        s = self.state
+        cols = [s.xs, s.ys, s.zs] if self.is3d else [s.xs, s.ys]
+        return np.column_stack(cols).astype(float)
+
     def _on_edited(self, xs: list, ys: list, labels: list, final: bool) -> None:
         """An edit in the data plot: written into the settings (refused in words if they do not take it)."""
+        if self.state.mode != "2d":  # (the editor is locked then: nothing reaches here)
+            self.editor.set_points(self.state.xs, self.state.ys, self.state.labels)
+            return
         self._dragging = not final
         try:
-            self.settings.update({"xs": xs, "ys": ys, "labels": labels}, "user")
+            self.settings.update({"xs": xs, "ys": ys, "zs": [], "labels": labels}, "user")
         except SettingError as exc:
             self.message.emit(str(exc), True)
             self.editor.set_points(self.state.xs, self.state.ys, self.state.labels)
@@ -302,11 +408,52 @@ class ImplicitBiasLab(SingleRunLab):
         self.editor.move_point(i, x, y, final)
 
     def load_preset(self) -> None:
-        d = ib.make_preset(self.state.preset)
-        self.settings.update({"xs": d.x[:, 0].tolist(), "ys": d.x[:, 1].tolist(), "labels": d.y.tolist()}, "lab")
+        """The chosen 2D preset's points, or in a 3D data mode that mode's points in the cube."""
+        three = self.state.mode != "2d"
+        d = ib.make_preset(self.state.mode if three else self.state.preset)
+        self.settings.update({"xs": d.x[:, 0].tolist(), "ys": d.x[:, 1].tolist(),
+                              "zs": d.x[:, 2].tolist() if three else [], "labels": d.y.tolist()}, "lab")
 
     def react_preset(self, changed: dict) -> None:
+        if self.state.mode == "2d":  # (a 3D mode keeps its own points)
+            self.load_preset()
+
+    def react_mode(self, changed: dict) -> None:
+        self._apply_mode()
         self.load_preset()
+
+    def _apply_mode(self) -> None:
+        """The data plot and the GL view for 2D data (editable, the loss surface) or 3D data (a projection,
+        the cube with the points and planes)."""
+        three = self.state.mode != "2d"
+        self.editor.set_locked(LOCKED if three else "")
+        if three:
+            self.editor.setTitle("3D data, (x, y) projection (editing: 2D only)", color="#c9d1d9", size="10pt")
+            self.editor.getViewBox().setRange(xRange=(-1.3, 1.3), yRange=(-1.3, 1.5), padding=0)
+        else:
+            self.editor.setTitle("the data and the boundaries", color="#c9d1d9", size="10pt")
+            self.editor.getViewBox().setRange(xRange=(-4, 4), yRange=(-4, 5), padding=0)
+        total = sum(self.left_split.sizes()) or 1000
+        # (3D data: the GL view holds the picture, the projection is an aside)
+        self.left_split.setSizes([int(total * (0.36 if three else 0.5)), int(total * (0.64 if three else 0.5))])
+        sc = self.scene
+        for item in (sc.surface, sc.contour_lines, sc.floor):
+            item.setVisible(not three)
+        for item in (self.box, self.halo, self.points3d):
+            item.setVisible(three)
+        if not three:
+            for item in (*self.planes.values(), *self.plane_edges.values()):
+                item.setVisible(False)
+        for label, text in zip(sc.labels, ("x", "y", "z") if three else ("w₁", "w₂", "log₁₀ L")):
+            label.setData(text=text)
+        sc.container.setToolTip(
+            "3D data: the points (red +1, blue −1, ringed: support vectors) in their cube, the separating planes "
+            "through the origin (white: the SVM's; green l1, violet l∞ when those optimizers run), the "
+            "max-margin rays, and each run's path (log radius, or w/‖w‖ on a sphere)" if three else
+            "The loss surface log₁₀ L over (w₁, w₂) (with the bias feature: at w₃ = 0), each run's path on it, "
+            "and the max-margin rays (white: the SVM's)")
+        self._surface_key = None
+        self._cube_home = None
 
     def react_data(self, changed: dict) -> None:
         self._show_data()
@@ -326,7 +473,7 @@ class ImplicitBiasLab(SingleRunLab):
 
     def features(self) -> np.ndarray:
         s = self.state
-        x = np.column_stack([s.xs, s.ys]).astype(float)
+        x = self.points()
         return ib.with_bias(x, s.bias) if s.bias else x
 
     def _show_data(self) -> None:
@@ -347,7 +494,9 @@ class ImplicitBiasLab(SingleRunLab):
 
     def _geometry_text(self) -> str:
         g, s = self.geo, self.state
-        space = "through the origin" if not s.bias else f"in (x, y, b = {s.bias:g})"
+        xyz = "x, y, z" if self.is3d else "x, y"
+        space = ("through the origin" if not s.bias else f"in ({xyz}, b = {s.bias:g})") + \
+            (f" (3D data: {s.mode})" if self.is3d else "")
         n = len(s.xs)
         if not g.separable:
             return (f"<b style='color:#ff6b6b'>not separable {space}</b> ({n} points, exact LP): no max-margin "
@@ -358,13 +507,23 @@ class ImplicitBiasLab(SingleRunLab):
                  f"SVM margin γ = {svm.margin:.4g}, ‖ŵ‖ = {1 / svm.margin:.4g}, {len(svm.support)} support "
                  f"vector{'s' if len(svm.support) != 1 else ''}",
                  f"gap to the next margin {gap} (settle exponent {svm.settle_exponent:.2g})"]
-        if g.coincide:
-            parts.append("the l2, l1 and l∞ directions coincide")
-        else:
-            a = g.angles_deg
-            parts.append(f"the directions differ: l2–l1 {a['l2-l1']:.3g}°, l2–l∞ {a['l2-linf']:.3g}°, "
-                         f"l1–l∞ {a['l1-linf']:.3g}°")
+        parts.append(self._directions_text())
         return " · ".join(parts)
+
+    def _directions_text(self) -> str:
+        """Whether the l2, l1 and l∞ max-margin directions coincide, and their angles (the engine's geometry)."""
+        g = self.geo
+        if g is None or not g.separable:
+            return "not separable: no max-margin directions"
+        if g.coincide:
+            return "the l2, l1 and l∞ directions coincide"
+        a = g.angles_deg
+
+        def one(k: str, name: str) -> str:
+            return f"{name} 0° (coincide)" if a[k] < ib.COINCIDE_TOL_DEG else f"{name} {a[k]:.3g}°"
+
+        return (f"the directions differ: {one('l2-l1', 'l2–l1')}, {one('l2-linf', 'l2–l∞')}, "
+                f"{one('l1-linf', 'l1–l∞')}")
 
     def _norms_in_use(self) -> set:
         return {ib.OPTIMIZER_NORM[o] for o in OPTS if getattr(self.state, f"run_{o}")}
@@ -373,6 +532,10 @@ class ImplicitBiasLab(SingleRunLab):
         """The legend of the data plot: the exact boundaries shown, and the runs' (in their colours)."""
         leg, g = self.data_legend, self.geo
         leg.clear()
+        if self.is3d:
+            if g is not None and g.separable:
+                leg.addItem(self.rings, "support vectors (the planes: in the 3D view)")
+            return
         if g is not None and g.separable:
             leg.addItem(self.svm_line, "SVM boundary (dashed: its margin)")
             for n, item in self.mm_lines.items():
@@ -387,6 +550,13 @@ class ImplicitBiasLab(SingleRunLab):
 
     def _draw_geometry_items(self) -> None:
         g, b = self.geo, self.state.bias
+        self._draw_cube_geometry()
+        if self.is3d:  # (a plane's projection is no line: the boundaries are drawn in the 3D view)
+            for item in (self.svm_line, self.margin_lines, *self.mm_lines.values()):
+                item.setData([], [])
+            sup = g.svm.support if g is not None and g.separable else []
+            self.rings.setData(np.array(self.state.xs)[sup], np.array(self.state.ys)[sup])
+            return
         if g is None or not g.separable:
             for item in (self.svm_line, self.margin_lines, *self.mm_lines.values()):
                 item.setData([], [])
@@ -432,7 +602,7 @@ class ImplicitBiasLab(SingleRunLab):
         self._build_run_items()
         self._show_caption()
         self.finished = False
-        points = [[float(x), float(y)] for x, y in zip(s.xs, s.ys)]
+        points = self.points().tolist()
         self.start_run("models.implicit_bias:lab_run",
                        dict(points=points, labels=[float(v) for v in s.labels], bias=float(s.bias),
                             runs=[list(r) for r in specs], steps=int(s.steps), per_decade=int(s.per_decade)),
@@ -443,8 +613,9 @@ class ImplicitBiasLab(SingleRunLab):
         s = self.state
         runs = ", ".join(f"<span style='color:{OPT_COLORS[o]}'>{OPT_NAMES[o]}</span> η = {eta:.3g}"
                          for _, o, eta in self.run_specs)
-        model = ("linear model w·(x, y) through the origin" if not s.bias else
-                 f"linear model w·(x, y, b), b = {s.bias:g} (through the origin of (x, y, b))")
+        xyz = "x, y, z" if self.is3d else "x, y"
+        model = (f"linear model w·({xyz}) through the origin" if not s.bias else
+                 f"linear model w·({xyz}, b), b = {s.bias:g} (through the origin of ({xyz}, b))")
         self.caption.setText(f"<b>{model}</b> · sum loss L(w) = Σ l(y<sub>n</sub> "
                              f"w·x<sub>n</sub>), {s.loss} · {runs} · {s.steps:,} steps, float64")
 
@@ -539,7 +710,7 @@ class ImplicitBiasLab(SingleRunLab):
         pos = t > 0
         sep = g is not None and g.separable
         for r, line in enumerate(self.run_lines):
-            line.setData(*_boundary(tr.w_now[r], b))
+            line.setData(*(([], []) if self.is3d else _boundary(tr.w_now[r], b)))
         ang = self.angles()
         norms = tr.norms()
         for r, (_loss, o, _eta) in enumerate(self.run_specs):
@@ -564,7 +735,7 @@ class ImplicitBiasLab(SingleRunLab):
         self.angle_plot.setTitle("angle to its max-margin direction" if sep else
                                  "angle to its max-margin direction (not separable: none)", color="#c9d1d9",
                                  size="10pt")
-        notes = []
+        notes = [f"3D data ({self.state.mode}): {self._directions_text()}"] if self.is3d else []
         gd = self.first_gd()
         for item in (self.pred_angle, self.inv_log, self.pred_norm, self.losst_ref):
             item.setData([], [])
@@ -660,6 +831,9 @@ class ImplicitBiasLab(SingleRunLab):
         return v / math.log(10)
 
     def _draw_surface(self) -> None:
+        if self.is3d:
+            self._draw_cube_paths()
+            return
         tr = self.trace
         w_all = tr.w[..., :2].reshape(-1, 2)
         w_all = w_all[np.all(np.isfinite(w_all), axis=1)]
@@ -705,6 +879,106 @@ class ImplicitBiasLab(SingleRunLab):
             keep = np.all(np.abs(uv) <= self._surface_key[1], axis=1)
             h = self.scene.height_of(self.log10_loss(w[keep]), lift=2 * lift + 0.004 * list(ib.NORMS).index(n))
             ray.setData(pos=np.column_stack([uv[keep], h]).astype(np.float32))
+        self.scene.update()
+
+    # --- the GL view in a 3D data mode ---------------------------------------------------------------------
+    def _cube_half(self) -> float:
+        """Half the side of the 3D view's box: the data's cube, padded."""
+        x = self.points()
+        return CUBE_PAD * max(1.0, float(np.abs(x).max()) if x.size else 1.0)
+
+    def _draw_cube_geometry(self) -> None:
+        """The points, the support vectors' rings, the separating planes and the max-margin rays (3D data)."""
+        if not self.is3d:
+            for item in (*self.planes.values(), *self.plane_edges.values()):
+                item.setVisible(False)
+            return
+        s, g = self.state, self.geo
+        x = self.points()
+        lab = np.array(s.labels, float)
+        a = self._cube_half()
+        corners = np.array([[i, j, k] for i in (-a, a) for j in (-a, a) for k in (-a, a)])
+        seg = [corners[[i, j]] for i in range(8) for j in range(i + 1, 8)
+               if np.sum(corners[i] != corners[j]) == 1]
+        self.box.setData(pos=np.concatenate(seg).astype(np.float32))
+        cols = np.array([pg.mkColor(POS_COLOR if v > 0 else NEG_COLOR).getRgbF() for v in lab], np.float32)
+        self.points3d.setData(pos=x.astype(np.float32), color=cols, size=11.0)
+        sep = g is not None and g.separable
+        sup = g.svm.support if sep else []
+        self.halo.setData(pos=x[sup].astype(np.float32) if len(sup) else np.zeros((0, 3), np.float32))
+        used = self._norms_in_use()
+        for n in ib.NORMS:
+            mesh, edge = self.planes[n], self.plane_edges[n]
+            shown = sep and (n == "l2" or (n in used and not g.coincide))
+            poly = np.zeros((0, 3))
+            if shown:
+                w = g.max_margin[n].w
+                # {p : w₁x + w₂y + w₃z + w₄b = 0}: through the origin, or offset by the bias feature
+                poly = _plane_in_box(w[:3], -float(w[3]) * s.bias if len(w) > 3 else 0.0, a)
+            if len(poly) < 3:
+                mesh.setVisible(False)
+                edge.setVisible(False)
+                continue
+            faces = np.array([[0, i, i + 1] for i in range(1, len(poly) - 1)])
+            mesh.setMeshData(vertexes=poly.astype(np.float32), faces=faces,
+                             color=(*pg.mkColor(NORM_COLORS[n]).getRgbF()[:3], PLANE_ALPHA), smooth=False)
+            edge.setData(pos=np.vstack([poly, poly[:1]]).astype(np.float32))
+            mesh.setVisible(True)
+            edge.setVisible(True)
+        sc = self.scene
+        sc.labels[0].setData(pos=(1.12 * a, 0.0, 0.0))
+        sc.labels[1].setData(pos=(0.0, 1.12 * a, 0.0))
+        sc.labels[2].setData(pos=(0.0, 0.0, 1.12 * a))
+        self._draw_rays3d(RAY_LEN * a)
+        if self._cube_home != a:
+            self._cube_home = a
+            d = g.direction("l2")[:3] if sep else np.array([1.0, 0.0, 0.0])
+            az = math.degrees(math.atan2(d[1], d[0])) + 65.0
+            sc.set_home((0.0, 0.0, 0.0), 4.0 * a, elevation=24, azimuth=az)
+        sc.update()
+
+    def _draw_rays3d(self, length: float) -> None:
+        g = self.geo
+        used = {ib.OPTIMIZER_NORM[o] for _, o, _ in self.run_specs} | {"l2"}
+        for n, ray in self.rays.items():
+            d = g.direction(n)[:3] if g is not None and g.separable and n in used else np.zeros(3)
+            if not np.linalg.norm(d) > 0:
+                ray.setData(pos=np.zeros((0, 3)))
+                continue
+            d = d / np.linalg.norm(d)
+            ray.setData(pos=np.array([np.zeros(3), length * d], np.float32))
+
+    def _draw_cube_paths(self) -> None:
+        """Each run's path w(t) (its first three coordinates): at radius log(1 + ‖w‖) scaled so the fixed-step
+        runs end at the rays' tips (the normalized runs race on, clipped there), or with the log-radius option
+        off w(t)/‖w(t)‖ on the sphere through the tips."""
+        tr = self.trace
+        a = self._cube_half()
+        reach = RAY_LEN * a
+        ok = [np.all(np.isfinite(tr.w[r]), axis=1) for r in range(len(self.paths))]
+        ws = [tr.w[r][ok[r]][:, :3] for r in range(len(self.paths))]
+        radii = [np.log1p(np.linalg.norm(tr.w[r][ok[r]], axis=1)) for r in range(len(self.paths))]
+        fixed = [r for r, (_, o, _e) in enumerate(self.run_specs) if not o.startswith("n")] or \
+            list(range(len(self.paths)))
+        top = max([float(radii[r].max()) for r in fixed if len(radii[r])] or [1.0])
+        scale = reach / top if top > 0 else 1.0
+        far = reach
+        for r, path in enumerate(self.paths):
+            w = ws[r]
+            nn = np.linalg.norm(w, axis=1)
+            keep = nn > 0
+            if keep.sum() < 2:
+                path.setData(pos=np.zeros((0, 3)))
+                continue
+            u = w[keep] / nn[keep, None]
+            if self.state.log_radius:
+                rad = np.minimum(radii[r][keep] * scale, 1.1 * reach)
+                pos = np.vstack([np.zeros(3), u * rad[:, None]])
+                far = max(far, float(rad.max()))
+            else:
+                pos = u * reach
+            path.setData(pos=pos.astype(np.float32))
+        self._draw_rays3d(max(far, reach))
         self.scene.update()
 
     def _aim_camera(self, reach: float) -> None:

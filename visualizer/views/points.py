@@ -4,6 +4,8 @@ dragging a point moves it, a middle click or the Delete key removes the point ne
 The editor holds a copy of the points; every edit goes out as ``edited(xs, ys, labels, final)`` (``final`` is
 false while a drag is still moving) and the owner writes it into its settings, then shows what they hold with
 ``set_points``. ``move_point`` is the path a drag takes (tests call it directly); ``refused(str)`` says why an edit was not made.
+``set_locked(reason)`` makes the plot show-only (e.g. a projection of 3D points): every edit is refused with that
+reason, and a drag pans.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ class _EditBox(pg.ViewBox):
             ev.ignore()
             return
         if ev.isStart():
-            self._grab = self.editor.nearest(ev.buttonDownScenePos(), PICK_PX)
+            grab = self.editor.nearest(ev.buttonDownScenePos(), PICK_PX)
+            if grab is not None and self.editor.locked:
+                self.editor.refused.emit(self.editor.locked)
+                grab = None
+            self._grab = grab
         if self._grab is None:
             super().mouseDragEvent(ev, axis)
             return
@@ -62,6 +68,7 @@ class PointEditor(pg.PlotWidget):
         self.ys: list[float] = []
         self.labels: list[float] = []
         self._hover: QPointF | None = None
+        self.locked = ""  # non-empty: edits are refused with this reason
         self.setBackground("#14161c")
         self.setAspectLocked(True)
         self.box.setBackgroundColor("#0d0f14")
@@ -82,6 +89,16 @@ class PointEditor(pg.PlotWidget):
         x, y, lab = np.array(self.xs), np.array(self.ys), np.array(self.labels)
         self.pos_item.setData(x[lab > 0], y[lab > 0])
         self.neg_item.setData(x[lab < 0], y[lab < 0])
+
+    def set_locked(self, reason: str = "") -> None:
+        """Refuse every edit with ``reason`` (empty: editable again)."""
+        self.locked = str(reason)
+
+    def _refuse_locked(self) -> bool:
+        if self.locked:
+            self.refused.emit(self.locked)
+            return True
+        return False
 
     def view_to_widget(self, x: float, y: float) -> QPointF:
         """The widget pixel of a data point (tests click there)."""
@@ -104,6 +121,9 @@ class PointEditor(pg.PlotWidget):
         return i if within_px is None or d[i] <= within_px else None
 
     def on_click(self, button, x: float, y: float) -> None:
+        if button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton, Qt.MouseButton.MiddleButton) \
+                and self._refuse_locked():
+            return
         if button == Qt.MouseButton.LeftButton:
             self.add_point(x, y, 1.0)
         elif button == Qt.MouseButton.RightButton:
@@ -114,6 +134,8 @@ class PointEditor(pg.PlotWidget):
                 self.remove_point(i)
 
     def add_point(self, x: float, y: float, label: float) -> None:
+        if self._refuse_locked():
+            return
         if len(self.xs) >= self.max_points:
             self.refused.emit(f"the lab takes at most {self.max_points} points: remove one first")
             return
@@ -123,6 +145,8 @@ class PointEditor(pg.PlotWidget):
         self._emit()
 
     def remove_point(self, i: int) -> None:
+        if self._refuse_locked():
+            return
         if len(self.xs) <= 1:
             self.refused.emit("the last point stays (the data need at least one)")
             return
@@ -132,6 +156,8 @@ class PointEditor(pg.PlotWidget):
 
     def move_point(self, i: int, x: float, y: float, final: bool = True) -> None:
         """Point i to (x, y): the path every drag step takes."""
+        if self._refuse_locked():
+            return
         self.xs[i], self.ys[i] = self._clip(x), self._clip(y)
         self._emit(final)
 
