@@ -63,6 +63,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "implicit_bias_1e6_steps_ms": ("ms", "implicit-bias lab: 10^6 GD steps of the 2D logistic model on 20 points, "
                                          "float64, the numba-compiled loop (compile excluded)"),
     "implicit_bias_1e6_steps_numpy_ms": ("ms", "the same by a plain numpy loop (10^5 steps measured, x10)"),
+    "double_descent_sweep_ms": ("ms", "double-descent lab: min-norm random-features sweep, n = 100, d = 10, p = 10..400 "
+                                      "step 5, 10 seeds (nested column sets, one QR / R update per seed)"),
+    "double_descent_sweep_naive_ms": ("ms", "the same by one numpy.linalg.lstsq per (p, seed)"),
 }
 
 
@@ -698,6 +701,12 @@ def bench_hessian(results: dict, wanted: set) -> None:
               f"double backward / ours = {ref / ours_ms:.2f}x", file=sys.stderr)
 
 
+def bench_double_descent(results: dict, wanted: set) -> None:
+    from models.double_descent import bench_figures
+
+    results.update(bench_figures())
+
+
 def bench_implicit_bias(results: dict, wanted: set) -> None:
     from models.implicit_bias import bench_figures
 
@@ -719,6 +728,7 @@ GROUPS = [
     ({"width_sweep_steps_per_s", "width_sweep_bare_steps_per_s"}, bench_width_sweep),
     ({"hessian_top_eig_ms", "hessian_top_eig_pyhessian_ms", "hessian_top_eig_autograd_ms"}, bench_hessian),
     ({"implicit_bias_1e6_steps_ms", "implicit_bias_1e6_steps_numpy_ms"}, bench_implicit_bias),
+    ({"double_descent_sweep_ms", "double_descent_sweep_naive_ms"}, bench_double_descent),
 ]
 
 
@@ -786,6 +796,10 @@ def main(argv: list[str] | None = None) -> int:
     if "hessian_top_eig_ms" in r and "hessian_top_eig_autograd_ms" in r:
         ratios.append(f"hessian top eigenvalue: double backward / ours = "
                       f"{r['hessian_top_eig_autograd_ms'] / r['hessian_top_eig_ms']:.2f}x")
+    if "double_descent_sweep_ms" in r and "double_descent_sweep_naive_ms" in r:
+        ratios.append(f"double descent sweep: naive / ours = "
+                      f"{r['double_descent_sweep_naive_ms'] / r['double_descent_sweep_ms']:.1f}x (the goal: at least 3x, "
+                      f"and under 500 ms)")
     if "implicit_bias_1e6_steps_ms" in r and "implicit_bias_1e6_steps_numpy_ms" in r:
         ratios.append(f"implicit bias, 10^6 steps: numpy / numba = "
                       f"{r['implicit_bias_1e6_steps_numpy_ms'] / r['implicit_bias_1e6_steps_ms']:.0f}x (the goal: at least 6x)")

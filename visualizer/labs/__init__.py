@@ -40,6 +40,10 @@ LABS: dict[str, LabInfo] = {
         LabInfo("ntk", "Lazy training across widths",
                 "the tangent kernel of wide networks, its infinite-width limit and the linearized model, live",
                 "visualizer.labs.ntk", "NTKLab"),
+        LabInfo("double-descent", "Double descent: test error against model size",
+                "random-features regression solved exactly: the test error peaks at p = n, ridge flattens it, "
+                "the kernel limit is the right end",
+                "visualizer.labs.double_descent", "DoubleDescentLab"),
         LabInfo("surface", "Loss surfaces of a trained network",
                 "filter-normalized random and PCA planes around a trained MLP, with its training path",
                 "visualizer.labs.surface", "SurfaceLab"),
