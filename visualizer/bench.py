@@ -66,6 +66,11 @@ FIGURES: dict[str, tuple[str, str]] = {
     "double_descent_sweep_ms": ("ms", "double-descent lab: min-norm random-features sweep, n = 100, d = 10, p = 10..400 "
                                       "step 5, 10 seeds (nested column sets, one QR / R update per seed)"),
     "double_descent_sweep_naive_ms": ("ms", "the same by one numpy.linalg.lstsq per (p, seed)"),
+    "random_labels_steps_per_s": ("steps/s", "random-labels lab: MLP 20-512-512-2 on 200 points, full batch Adam, "
+                                             "float32, one torch thread, one corruption fraction"),
+    "random_labels_4fractions_steps_per_s": ("steps/s", "four fractions advancing together, their weights stacked "
+                                                        "(batched matrix products)"),
+    "random_labels_4separate_steps_per_s": ("steps/s", "the same four networks stepped one after another"),
 }
 
 
@@ -701,6 +706,12 @@ def bench_hessian(results: dict, wanted: set) -> None:
               f"double backward / ours = {ref / ours_ms:.2f}x", file=sys.stderr)
 
 
+def bench_random_labels(results: dict, wanted: set) -> None:
+    from models.random_labels import bench_figures
+
+    results.update(bench_figures())
+
+
 def bench_double_descent(results: dict, wanted: set) -> None:
     from models.double_descent import bench_figures
 
@@ -729,6 +740,8 @@ GROUPS = [
     ({"hessian_top_eig_ms", "hessian_top_eig_pyhessian_ms", "hessian_top_eig_autograd_ms"}, bench_hessian),
     ({"implicit_bias_1e6_steps_ms", "implicit_bias_1e6_steps_numpy_ms"}, bench_implicit_bias),
     ({"double_descent_sweep_ms", "double_descent_sweep_naive_ms"}, bench_double_descent),
+    ({"random_labels_steps_per_s", "random_labels_4fractions_steps_per_s", "random_labels_4separate_steps_per_s"},
+     bench_random_labels),
 ]
 
 
@@ -796,6 +809,10 @@ def main(argv: list[str] | None = None) -> int:
     if "hessian_top_eig_ms" in r and "hessian_top_eig_autograd_ms" in r:
         ratios.append(f"hessian top eigenvalue: double backward / ours = "
                       f"{r['hessian_top_eig_autograd_ms'] / r['hessian_top_eig_ms']:.2f}x")
+    if "random_labels_4fractions_steps_per_s" in r and "random_labels_4separate_steps_per_s" in r:
+        ratios.append(f"random labels, four fractions: batched / separate = "
+                      f"{r['random_labels_4fractions_steps_per_s'] / r['random_labels_4separate_steps_per_s']:.2f}x "
+                      f"(the goal: at least 1.5x)")
     if "double_descent_sweep_ms" in r and "double_descent_sweep_naive_ms" in r:
         ratios.append(f"double descent sweep: naive / ours = "
                       f"{r['double_descent_sweep_naive_ms'] / r['double_descent_sweep_ms']:.1f}x (the goal: at least 3x, "

@@ -44,6 +44,10 @@ LABS: dict[str, LabInfo] = {
                 "random-features regression solved exactly: the test error peaks at p = n, ridge flattens it, "
                 "the kernel limit is the right end",
                 "visualizer.labs.double_descent", "DoubleDescentLab"),
+        LabInfo("random-labels", "Random labels: networks that fit noise",
+                "MLPs fit any labelling of their training set, even random labels, while the clean test accuracy "
+                "falls to chance: capacity alone cannot explain generalization",
+                "visualizer.labs.random_labels", "RandomLabelsLab"),
         LabInfo("surface", "Loss surfaces of a trained network",
                 "filter-normalized random and PCA planes around a trained MLP, with its training path",
                 "visualizer.labs.surface", "SurfaceLab"),
