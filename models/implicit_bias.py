@@ -997,11 +997,14 @@ def run(z, specs: RunSpec | Sequence[RunSpec], steps: int, *, w0=None, dtype=np.
 
 
 def _drive(kernel, zd, specs, steps, dt, w, ck, chunk_steps, etas, loss_ids, opt_ids, out_w, out_loss, out_logloss,
-           stopped, consts) -> Iterator[Trace]:
-    t = 0
-    k = 0
+           stopped, consts, ends=()) -> Iterator[Trace]:
+    """The JIT loop in chunks of at most ``chunk_steps`` that also end at the step counts ``ends`` (ascending), a
+    trace after each; the last one complete. Stops early once every run has stopped."""
+    t = k = j = 0
     while t < steps:
-        t1 = min(steps, t + chunk_steps)
+        while j < len(ends) and ends[j] <= t:
+            j += 1
+        t1 = min(steps, t + chunk_steps, ends[j] if j < len(ends) else steps)
         kernel(zd, w, etas, loss_ids, opt_ids, t, t1, ck, k, out_w, out_loss, out_logloss, stopped, consts)
         k = int(np.searchsorted(ck, t1))  # checkpoints with step < t1 are written
         t = t1
@@ -1099,24 +1102,7 @@ def lab_run(points, labels, bias: float = 0.0, runs=(("logistic", "gd", 0.1),), 
     chunk = max(MIN_CHUNK, CHUNK_WORK // (n * len(specs)))
     ends = np.unique(np.round(10.0 ** (np.arange(0, per_decade * math.log10(max(steps, 1)) + 1) / per_decade)))
     ends = [int(e) for e in ends if 0 < e < steps]
-    arrays = _run_arrays(specs, len(ck), d, dt)
     consts = np.array([0.0, 0.5, 1.0], dtype=dt)
-    return _lab_drive(_kernel(), zd, specs, steps, dt, w, ck, chunk, ends, arrays, consts)
+    return _drive(_kernel(), zd, specs, steps, dt, w, ck, chunk, *_run_arrays(specs, len(ck), d, dt), consts,
+                  ends=ends)
 
-
-def _lab_drive(kernel, zd, specs, steps, dt, w, ck, chunk, ends, arrays, consts) -> Iterator[Trace]:
-    etas, loss_ids, opt_ids, out_w, out_loss, out_logloss, stopped = arrays
-    t = k = j = 0
-    while t < steps:
-        while j < len(ends) and ends[j] <= t:
-            j += 1
-        t1 = min(steps, t + chunk, ends[j] if j < len(ends) else steps)
-        kernel(zd, w, etas, loss_ids, opt_ids, t, t1, ck, k, out_w, out_loss, out_logloss, stopped, consts)
-        k = int(np.searchsorted(ck, t1))
-        t = t1
-        if t < steps:
-            if np.all(stopped >= 0):
-                break
-            yield _trace(specs, ck, k, t, steps, w, out_w, out_loss, out_logloss, stopped, dt)
-    _record_final(zd, w, specs, len(ck) - 1, out_w, out_loss, out_logloss, stopped)
-    yield _trace(specs, ck, len(ck), steps, steps, w, out_w, out_loss, out_logloss, stopped, dt)

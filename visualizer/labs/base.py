@@ -253,6 +253,25 @@ class SingleRunLab(Lab):
     def run_live(self) -> bool:
         return self.runner is not None and self.runner.isRunning()
 
+    def end_of_run(self, result) -> None:
+        """The run's generator returned (``result`` None: it was aborted): ``finished`` and ``reason`` say so, the
+        last batch is drawn (``flush``), and the run button goes back to "play"."""
+        self.finished = True
+        self.reason = "aborted" if result is None else "completed"
+        self.flush()
+        self.status.emit({"running": False})
+
+    def run_failed(self, title: str, text: str) -> None:
+        """The run's engine raised or its process died: reported as a failure under ``title``, what arrived is
+        drawn."""
+        from visualizer import errorlog
+
+        self.finished = True
+        self.reason = "failed"
+        self.report_failure(errorlog.report(title, text))
+        self.flush()
+        self.status.emit({"running": False})
+
     def restart(self) -> bool:
         raise NotImplementedError
 

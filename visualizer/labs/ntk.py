@@ -23,7 +23,6 @@ from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import QGridLayout, QLabel, QTabWidget, QWidget
 
 from models import ntk_sweep as sw
-from visualizer import errorlog
 from visualizer.labs.base import Action, SingleRunLab
 from visualizer.labs.schema import setting
 from visualizer.views.common import caption, dark_plot, lab_layout, splitter
@@ -694,7 +693,7 @@ class NTKLab(SingleRunLab):
                             output=s.output, alpha=s.alpha, steps=s.steps, metric_every=s.metric_every,
                             seed=s.seed, device=self.device, loss_norm=s.loss_norm,
                             run_etas=self._run_etas if steps_mode else None, hessian_every=s.hessian_every),
-                       {"batch": "_on_batch", "done": "_on_done", "failed": "_on_failed"}, start_paused=self.paused)
+                       {"batch": "_on_batch", "done": "end_of_run", "failed": "_on_failed"}, start_paused=self.paused)
         return True
 
     def run_live(self) -> bool:
@@ -810,18 +809,8 @@ class NTKLab(SingleRunLab):
                     "(step per width) or use the NTK parameterization")
         self.message.emit(f"{who} diverged at step {step}: {why}", True)
 
-    def _on_done(self, result) -> None:
-        self.finished = True
-        self.reason = "aborted" if result is None else "completed"
-        self.flush()
-        self.status.emit({"running": False})
-
     def _on_failed(self, text: str) -> None:
-        self.finished = True
-        self.reason = "failed"
-        self.report_failure(errorlog.report("Width sweep failed", text))
-        self.flush()
-        self.status.emit({"running": False})
+        self.run_failed("Width sweep failed", text)
 
     # ----------------------------------------------------------------------------- drawing
     def draw(self) -> None:

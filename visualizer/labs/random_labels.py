@@ -355,7 +355,7 @@ class RandomLabelsLab(SingleRunLab):
                        dict(data=self.data_args(), fractions=fr, widths=[int(w) for w in s.widths],
                             optimizer=s.optimizer, lr=float(s.lr), steps=int(s.steps),
                             eval_every=int(s.eval_every), seed=int(s.seed), device=self.device),
-                       {"batch": "_on_batch", "done": "_on_done", "failed": "_on_failed"}, start_paused=self.paused)
+                       {"batch": "_on_batch", "done": "end_of_run", "failed": "_on_failed"}, start_paused=self.paused)
         return True
 
     def _clear(self) -> None:
@@ -377,17 +377,8 @@ class RandomLabelsLab(SingleRunLab):
         if not self._redraw.isActive():
             self._redraw.start(50)
 
-    def _on_done(self, result) -> None:
-        self.finished = True
-        self.reason = "aborted" if result is None else "completed"
-        self.flush()
-        self.status.emit({"running": False})
-
     def _on_failed(self, text: str) -> None:
-        self.finished = True
-        self.reason = "failed"
-        self.report_failure(errorlog.report("Random-labels training failed", text))
-        self.status.emit({"running": False})
+        self.run_failed("Random-labels training failed", text)
 
     # ----------------------------------------------------------------------------- drawing
     def draw(self) -> None:
