@@ -137,3 +137,13 @@ def test_fewer_toy_points_or_another_preset_drop_the_flips_that_no_longer_apply(
     assert lab.state.toy_flips == []
     qtbot.waitUntil(lambda: lab.toy is not None and len(lab.toy["labels"]) == 10 and not lab.busy(), timeout=10000)
     assert lab.toy["fit"].fitted
+
+
+def test_a_diverging_learning_rate_is_named(qtbot, lab):
+    msgs = []
+    lab.message.connect(lambda t, e: msgs.append((t, e)))
+    lab.apply_settings({"optimizer": "gd", "lr": 10.0, "widths": [64], "steps": 30})
+    qtbot.waitUntil(lambda: lab.finished, timeout=60000)
+    errors = [t for t, e in msgs if e and "diverged" in t]
+    assert errors and "the learning rate 10 is too large (about 0.5 suits gradient descent)" in errors[0]
+    assert len(errors) == len(set(errors))  # each run said once

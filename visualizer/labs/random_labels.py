@@ -177,6 +177,7 @@ class RandomLabelsLab(SingleRunLab):
                  runner_factory=None) -> None:
         super().__init__(device, parent, restore, start, runner_factory)
         self.hist = RunHistory()
+        self._told: set[int] = set()
         self.run_fractions: list[float] = []
         self.finished = False
         self.reason = ""
@@ -361,6 +362,7 @@ class RandomLabelsLab(SingleRunLab):
     def _clear(self) -> None:
         self._redraw.stop()
         self.hist = RunHistory()
+        self._told: set[int] = set()  # runs whose divergence was reported
         self._build_run_items()
         self.fit_pts.setData([], [])
         self.fit_line.setData([], [])
@@ -374,11 +376,25 @@ class RandomLabelsLab(SingleRunLab):
     def _on_batch(self, items: list) -> None:
         for snap in items:
             self.hist.add(snap)
+            self._check_diverged(snap)
         if not self._redraw.isActive():
             self._redraw.start(50)
 
     def _on_failed(self, text: str) -> None:
         self.run_failed("Random-labels training failed", text)
+
+    def _check_diverged(self, snap) -> None:
+        """A run whose loss is no longer finite, or 1000 times its first, has diverged: said once, in words (the
+        runs go on; the curves show what happened)."""
+        first = self.hist.loss[0]
+        for k, loss in enumerate(snap.loss):
+            if k in self._told or not (not np.isfinite(loss) or loss > 1e3 * max(float(first[k]), 1e-12)):
+                continue
+            self._told.add(k)
+            s = self.state
+            hint = "about 1e−3 suits Adam" if s.optimizer == "adam" else "about 0.5 suits gradient descent"
+            self.message.emit(f"the run with f = {self.run_fractions[k]:g} diverged at step {snap.step}: its loss "
+                              f"grew to {float(loss):.3g} — the learning rate {s.lr:g} is too large ({hint})", True)
 
     # ----------------------------------------------------------------------------- drawing
     def draw(self) -> None:
