@@ -6,11 +6,15 @@ import time
 
 import pytest
 
+from models.procrun import keep_torch_cache_out_of_tmp
+
 if not os.environ.get("LOSSLAB_CONFIG_DIR"):
     _SESSION_CFG = tempfile.mkdtemp(prefix="losslab-test-cfg-")
     os.environ["LOSSLAB_CONFIG_DIR"] = _SESSION_CFG
 else:
     _SESSION_CFG = None
+# torch's compiler cache (made when a test's Adam imports torch._dynamo) goes where the app puts it, not into TMPDIR
+keep_torch_cache_out_of_tmp()
 # hypothesis keeps its example database in the session's folder (removed with it), not in the checkout
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
                       os.path.join(_SESSION_CFG or tempfile.gettempdir(), "hypothesis"))
