@@ -52,7 +52,7 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   # torch first and alone, pinned, so nothing pulls a multi-gigabyte CUDA build
   pip_install "torch==2.13.0"
   if [ "$MODE" = test ]; then
-    pip_install -e ".[test,bench]"
+    pip_install -e ".[test,bench,distributed]"
   else
     pip_install -e .
   fi
