@@ -132,35 +132,27 @@ def forward(params: list, x):
 
 
 class BatchedOptimizer:
-    """Adam (torch.optim.Adam's update, its defaults) or plain GD on the stacked tensors, in place."""
+    """Adam (torch.optim.Adam's update and defaults, its fused kernel: one pass over each stacked tensor) or
+    plain GD on the stacked tensors, in place."""
 
     def __init__(self, params: list, kind: str, lr: float) -> None:
         import torch
 
         if kind not in OPTIMIZERS:
             raise ValueError(f"optimizer is one of {', '.join(OPTIMIZERS)}")
-        self.params, self.kind, self.lr, self.t = params, kind, float(lr), 0
-        if kind == "adam":
-            self.m = [torch.zeros_like(p) for p in params]
-            self.v = [torch.zeros_like(p) for p in params]
+        self.params, self.kind, self.lr = params, kind, float(lr)
+        self._adam = torch.optim.Adam(params, lr=self.lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True) \
+            if kind == "adam" else None
 
     def step(self) -> None:
         import torch
 
-        self.t += 1
+        if self._adam is not None:
+            self._adam.step()
+            return
         with torch.no_grad():
-            if self.kind == "gd":
-                for p in self.params:
-                    p.add_(p.grad, alpha=-self.lr)
-                return
-            b1, b2 = ADAM_BETAS
-            bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-            for p, m, v in zip(self.params, self.m, self.v):
-                g = p.grad
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = v.sqrt().div_(math.sqrt(bc2)).add_(ADAM_EPS)
-                p.addcdiv_(m, denom, value=-self.lr / bc1)
+            for p in self.params:
+                p.add_(p.grad, alpha=-self.lr)
 
 
 def separate_module(params: list, k: int):
@@ -275,6 +267,9 @@ def train_to_fit(data: dict, fractions, **kw) -> RLStep:
 
 # ---------------------------------------------------------------------------------------------------- the 2D toy
 TOY_EXTENT = 2.0
+#: the decision function is drawn over this larger square, so that a panel of any shape up to 2:1 is filled with
+#: it around the points' square (the view shows the points' square and what its shape adds)
+TOY_DRAWN_EXTENT = 2 * TOY_EXTENT
 TOY_PRESETS = ("blobs", "moons", "xor", "ring")
 
 
@@ -313,9 +308,9 @@ class ToyFit:
 
 
 def fit_toy(points, labels, *, hidden: int = 64, seed: int = 0, lr: float = 0.01, max_steps: int = 3000,
-            grid: int = 80) -> ToyFit:
+            grid: int = 160) -> ToyFit:
     """Fit a 2-h-h-1 relu MLP by full-batch Adam on the logistic loss until every point is on its label's side
-    (and 30 steps more), at most ``max_steps``; its logit on a grid over the square."""
+    (and 30 steps more), at most ``max_steps``; its logit on a grid over the drawn square (TOY_DRAWN_EXTENT)."""
     import torch
 
     x = torch.as_tensor(np.asarray(points, np.float32))
@@ -340,7 +335,7 @@ def fit_toy(points, labels, *, hidden: int = 64, seed: int = 0, lr: float = 0.01
     with torch.no_grad():
         f = net(x)[:, 0]
         pred = (f > 0).long().numpy()
-        xs = np.linspace(-TOY_EXTENT, TOY_EXTENT, grid, dtype=np.float32)
+        xs = np.linspace(-TOY_DRAWN_EXTENT, TOY_DRAWN_EXTENT, grid, dtype=np.float32)
         gx, gy = np.meshgrid(xs, xs)
         vals = net(torch.as_tensor(np.c_[gx.ravel(), gy.ravel()]))[:, 0].numpy().reshape(grid, grid)
         fitted = bool((pred == np.asarray(labels)).all())
@@ -365,14 +360,33 @@ def _rate(step, seconds: float = 0.6, repeats: int = 5) -> float:
     return float(np.median(rates))
 
 
+def step_flops(sizes: list[int], n: int) -> int:
+    """Floating-point operations of the matrix products of one full-batch step of an MLP on n points: the
+    forward product of every layer, its weight gradient, and the input gradient of every layer but the first
+    (the data need none)."""
+    prods = [fi * fo for fi, fo in zip(sizes[:-1], sizes[1:])]
+    return 2 * n * (3 * sum(prods) - prods[0])
+
+
+def _gemm_gflops(n: int, k: int, m: int, seconds: float) -> float:
+    """This machine's float32 matrix-product rate at the step's largest product (n x k by k x m), GFLOP/s."""
+    import torch
+
+    a, b = torch.randn(n, k), torch.randn(k, m)
+    return 2 * n * k * m * _rate(lambda: a @ b, seconds) / 1e9
+
+
 def bench_figures(threads: int = 1, seconds: float = 3.0) -> dict:
     """Steps per second of the MLP 20-512-512-2 on 200 points, full batch, float32, CPU, Adam: one fraction;
     four fractions batched (a step advances all four); the same four as separate nn.Modules stepped one after
-    another. Medians over five timings. One torch thread (a second one stalls next to any busy process)."""
+    another; and the bound on four: the rate at which this machine's matrix products alone would advance the four
+    (their operations at its best float32 product rate, measured in the same run). Medians over five timings.
+    One torch thread (a second one stalls next to any busy process)."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    sizes = [20, 512, 512, 2]
     try:
         d = make_data("gaussian", n=200, classes=2, n_test=10, data_seed=0)
         x = torch.as_tensor(d.x)
@@ -380,7 +394,7 @@ def bench_figures(threads: int = 1, seconds: float = 3.0) -> dict:
         ys = torch.as_tensor(np.stack([corrupt_labels(d.y, f, 2, k) for k, f in enumerate(fr4)]))
 
         def batched(K):
-            params = init_params([20, 512, 512, 2], K, 0)
+            params = init_params(sizes, K, 0)
             opt = BatchedOptimizer(params, "adam", 1e-3)
             y = ys[:K]
 
@@ -394,7 +408,7 @@ def bench_figures(threads: int = 1, seconds: float = 3.0) -> dict:
                 opt.step()
             return step
 
-        params = init_params([20, 512, 512, 2], 4, 0)
+        params = init_params(sizes, 4, 0)
         mods = [separate_module(params, k) for k in range(4)]
         opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in mods]
 
@@ -405,9 +419,11 @@ def bench_figures(threads: int = 1, seconds: float = 3.0) -> dict:
                 loss.backward()
                 o.step()
 
-        per = seconds / 3
+        per = seconds / 4
+        gflops = _gemm_gflops(len(x), sizes[1], sizes[2], per) * threads
         return {"random_labels_steps_per_s": _rate(batched(1), per),
                 "random_labels_4fractions_steps_per_s": _rate(batched(4), per),
-                "random_labels_4separate_steps_per_s": _rate(separate, per)}
+                "random_labels_4separate_steps_per_s": _rate(separate, per),
+                "random_labels_4_bound_steps_per_s": gflops * 1e9 / (4 * step_flops(sizes, len(x)))}
     finally:
         torch.set_num_threads(before)

@@ -122,7 +122,8 @@ def test_digits_load_and_fit():
 def test_toy_flipped_label_is_followed_by_the_refit_boundary():
     pts, lab = rl.toy_preset("blobs", 30, seed=0)
     fit = rl.fit_toy(pts, lab, seed=0)
-    assert fit.fitted and np.array_equal(fit.pred, lab) and fit.values.shape == (80, 80)
+    assert fit.fitted and np.array_equal(fit.pred, lab) and fit.values.shape == (160, 160)
+    assert fit.xs[0] == -rl.TOY_DRAWN_EXTENT and fit.xs[-1] == rl.TOY_DRAWN_EXTENT
     # flip a point deep inside its class: the refit boundary contorts to take it in
     i = int(np.argmax(np.where(lab == 1, pts @ np.array([0.8, 0.6]), -np.inf)))
     flipped = lab.copy()

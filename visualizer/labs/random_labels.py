@@ -447,7 +447,7 @@ class RandomLabelsLab(SingleRunLab):
             return  # (a newer request is on its way)
         self.toy = out
         fit = out["fit"]
-        e = rl.TOY_EXTENT
+        e = rl.TOY_DRAWN_EXTENT
         self.toy_image.setImage(np.tanh(fit.values / 2.0), levels=(-1, 1))
         self.toy_image.setRect(-e, -e, 2 * e, 2 * e)
         # (the isocurve is drawn in the image's own pixel coordinates, its parent's transform)
