@@ -33,6 +33,8 @@ MC_WIDTH, MC_SEEDS = 2048, 8
 #: 2/lambda_max that the kernel then shrinks under) peaks near 1e3 times; past 1e4 relu nets were seen to blow up
 #: or die (every unit off: the constant predictor), so they count as diverged
 DIVERGED_FACTOR = 1e4
+#: steps between two host synchronizations of the width sweep on a CUDA device (models.train's reasons)
+CUDA_SYNC_EVERY = 64
 
 CIRCLE_TARGETS = {
     "sin1": ("sin θ", lambda t: np.sin(t)),
@@ -314,18 +316,114 @@ def infinite_kernel(x_all: np.ndarray, depth: int, activation: str, parameteriza
     return mean.numpy(), f"Monte-Carlo mean of {MC_SEEDS} kernels at width {MC_WIDTH} (no closed form for {activation})"
 
 
+def _deferred_steps(W, n, steps, k_sync, dev, x, y, c, a, nets, params, outputs, diverged, first_loss, last_loss,
+                    due, sync_step, apply, init):
+    """``sweep_run``'s steps with one host synchronization per ``k_sync`` steps, or per metric step (the CUDA
+    path; the module's notes): between two of them every width's loss, outputs and divergence are kept on the
+    device (divergence a mask there; a diverged width's steps are masked to zero), and their snapshots come to
+    the host in one copy. The snapshots equal the per-step path's. ``diverged``, ``first_loss`` and
+    ``last_loss`` are the host's arrays, brought up to date at every synchronization."""
+    import torch
+
+    f64 = torch.float64
+    nan_row = torch.full((n,), float("nan"), dtype=f64, device=dev)
+    first = [None] * W
+    last, dead = [], []
+    pending = []  # (step, losses (W,), outputs (W, n), dead (W,)) on the device
+
+    def from_host() -> None:  # the device's copies of the host's state (after a step measured on the host)
+        first[:] = [None if v is None else torch.tensor(v, dtype=f64, device=dev) for v in first_loss]
+        last[:] = [torch.tensor(float(v), dtype=f64, device=dev) for v in last_loss]
+        dead[:] = [torch.tensor(bool(v), device=dev) for v in diverged]
+
+    def device_step(t: int) -> None:
+        losses_t, outs_t, grads = [], [], {}
+        for k in range(W):
+            if diverged[k]:  # known on the host since the last synchronization: not evaluated any more
+                losses_t.append(last[k])
+                outs_t.append(nan_row)
+                continue
+            nets[k].zero_grad(set_to_none=True)
+            f = outputs(k, x)
+            lk = 0.5 * ((f - y) ** 2).sum() * (c / a**2)
+            val = lk.detach().to(f64)
+            if first[k] is None:
+                first[k] = val.clamp_min(1e-12)
+            was = dead[k]
+            newly = ~was & (~torch.isfinite(val) | (val > DIVERGED_FACTOR * first[k].clamp_min(1.0)))
+            losses_t.append(torch.where(was, last[k], val))
+            outs_t.append(torch.where(was, nan_row, f.detach().to(f64)))
+            last[k] = torch.where(was | newly, last[k], val)
+            dead[k] = was | newly
+            if t < steps:
+                grads[k] = torch.autograd.grad(lk, params[k])
+        pending.append((t, torch.stack(losses_t), torch.stack(outs_t), torch.stack(dead)))
+        apply(grads, dead)
+
+    def flush():
+        if not pending:
+            return
+        have = [k for k in range(W) if first[k] is not None]
+        packed = torch.cat([torch.cat([lo, o.reshape(-1), d.to(f64)]) for _, lo, o, d in pending] +
+                           [torch.stack([first[k] for k in have] + last)])
+        host = _to_host(packed)
+        steps_done = [t for t, *_ in pending]
+        pending.clear()
+        row = W + W * n + W
+        for j, t in enumerate(steps_done):
+            r = host[j * row:(j + 1) * row]
+            now = r[W + W * n:] > 0.5
+            new_div = {k: t for k in range(W) if now[k] and not diverged[k]}
+            diverged[:] = now
+            snap = SweepStep(t, r[:W].copy(), r[W:W + W * n].reshape(W, n).astype(np.float32), now.copy(),
+                             diverged_at=new_div)
+            if t == 0:
+                snap.init = init
+            yield snap
+        tail = host[len(steps_done) * row:]
+        for i, k in enumerate(have):
+            first_loss[k] = float(tail[i])
+        last_loss[:] = tail[len(have):]
+
+    from_host()
+    t = 0
+    while True:
+        if due(t):
+            yield from flush()
+            snap, grads = sync_step(t)
+            yield snap
+            if t == steps:
+                return
+            apply(grads)
+            from_host()
+        else:
+            device_step(t)
+            if t == steps or len(pending) >= k_sync:
+                yield from flush()
+            if t == steps:
+                return
+        t += 1
+
+
+def _to_host(t):
+    """The deferred sweep's one device-to-host copy per synchronization (the tests count its calls)."""
+    return t.cpu().numpy()
+
+
 def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", parameterization: str = "ntk",
               eta: float = 0.01, step_scaling: str = "fixed", output: str = "plain", alpha: float = 1.0,
               steps: int = 1000, metric_every: int = 10, seed: int = 0, metrics: bool = True, device: str = "cpu",
-              loss_norm: str = "sum", run_etas=None, hessian_every: int = 0, hessian_iters: int = 20):
+              loss_norm: str = "sum", run_etas=None, hessian_every: int = 0, hessian_iters: int = 20,
+              sync_every: int | None = None):
     """Train every width by full-batch GD at once; yield a ``SweepStep`` per step (see the module's docstring).
 
     ``data`` holds ``make_data``'s arguments. ``metrics=False`` measures only the training loss and the path
     outputs (the bench's bare rate). ``loss_norm`` 'mean' divides the loss by n (the edge-of-stability paper's
     loss). ``run_etas`` gives every run its own step size (then widths may repeat: one width, several steps).
     ``hessian_every`` > 0 measures the sharpness and the model Hessian every that many steps, by power iteration
-    warm-started from the last vector (at most ``hessian_iters`` products, 50 the first time). Returns a summary:
-    final losses, diverged widths."""
+    warm-started from the last vector (at most ``hessian_iters`` products, 50 the first time). ``sync_every``:
+    steps between two host synchronizations (None: CUDA_SYNC_EVERY on a CUDA device, else 1; a metric step is
+    always measured on the host). Returns a summary: final losses, diverged widths."""
     import torch
 
     from . import ntk
@@ -487,7 +585,11 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
             m.inf_train, m.inf_test = lin_now[W]
         return m
 
-    for t in range(steps + 1):
+    def due(t: int) -> bool:  # a step whose snapshot carries metrics (measured on the host)
+        return metrics and (t % metric_every == 0 or t == steps or bool(hessian_every and t % hessian_every == 0))
+
+    def sync_step(t: int):
+        """Step t's snapshot, its values read on the host, and its gradients (None: no step follows)."""
         loss = np.full(W, np.nan)
         out = np.full((W, n), np.nan, np.float32)
         new_div = {}
@@ -517,19 +619,33 @@ def sweep_run(*, data: dict, widths, depth: int = 1, activation: str = "relu", p
             snap.init = init
         # this step's gradients, before the snapshot (the PL ratio reads their norm), taken after it
         grads = {k: torch.autograd.grad(lk, params[k]) for k, lk, _f in losses if not diverged[k] and t < steps}
-        if metrics and (t % metric_every == 0 or t == steps or (hessian_every and t % hessian_every == 0)):
+        if due(t):
             gsq = {k: float(sum(float((g.double() ** 2).sum()) for g in gk)) for k, gk in grads.items()}
             if t == steps:  # (no step follows the last snapshot: its gradient only for the PL ratio)
                 gsq = {k: float(sum(float((g.double() ** 2).sum()) for g in torch.autograd.grad(lk, params[k])))
                        for k, lk, _f in losses if not diverged[k]}
             snap.metrics = measure(t, {k: f for k, _lk, f in losses}, gsq)
             snap.metrics.loss = loss.copy()
-        yield snap
-        if t == steps:
-            break
-        for k, grads_k in grads.items():
-            with torch.no_grad():
+        return snap, grads
+
+    def apply(grads: dict, dead=None) -> None:
+        with torch.no_grad():
+            for k, grads_k in grads.items():
                 for p, g in zip(params[k], grads_k):
-                    p.sub_(g, alpha=etas[k])
+                    p.sub_(g if dead is None else torch.where(dead[k], torch.zeros_like(g), g), alpha=etas[k])
+
+    k_sync = int(sync_every) if sync_every is not None else (CUDA_SYNC_EVERY if dev.type == "cuda" else 1)
+    if k_sync < 1:
+        raise ValueError("sync_every must be at least 1")
+    if k_sync == 1:
+        for t in range(steps + 1):
+            snap, grads = sync_step(t)
+            yield snap
+            if t == steps:
+                break
+            apply(grads)
+    else:
+        yield from _deferred_steps(W, n, steps, k_sync, dev, x, y, c, a, nets, params, outputs, diverged, first_loss,
+                                   last_loss, due, sync_step, apply, init)
     return {"loss": last_loss.tolist(), "diverged": [widths[k] for k in range(W) if diverged[k]],
             "steps": steps}

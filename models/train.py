@@ -3,6 +3,13 @@
 Any number of trajectories run side by side in one tensor of parameters (N, p); each trajectory's loss
 depends only on its own row, so summing the per-trajectory losses gives every row its own gradient.
 Being a generator, a run can be paused, single-stepped and cancelled between yields by whoever drives it.
+
+On a GPU a host synchronization per step costs more than the step of a small model (measured on an H200: 1006
+steps/s on cuda against 3831 on the CPU for one trajectory). There the trainer runs ``sync_every`` steps on the
+device between two synchronizations: divergence and convergence are checked on the device with masks (no
+branch reads a device value), each step's snapshot is kept on the device, and the k snapshots are copied to the
+host in one transfer (``_to_host``, the only place the deferred path reads the device) and yielded one by one.
+The snapshots are the same as those of the per-step path.
 """
 
 from __future__ import annotations
@@ -89,6 +96,11 @@ class RunResult:
 
 LossFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
+#: torch.optim.Adam's default
+ADAM_EPS = 1e-8
+#: steps between two host synchronizations on a CUDA device (the CPU syncs every step: it costs nothing there)
+CUDA_SYNC_EVERY = 64
+
 
 def resolve_device(name: str | None) -> torch.device:
     """'auto' or None picks cuda:0 when available, else the CPU; a named device is checked."""
@@ -109,27 +121,28 @@ def available_devices() -> list[str]:
 def train(loss_fn: LossFn, w0, n_data: int, config: OptimizerConfig, steps: int, *,
           device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, seed: int = 0,
           grad_tol: float = 1e-13, metrics: Callable[[torch.Tensor], dict] | None = None,
-          ) -> Generator[Snapshot, None, RunResult]:
+          sync_every: int | None = None) -> Generator[Snapshot, None, RunResult]:
     """Run ``steps`` optimizer steps from ``w0`` (N, p), yielding a Snapshot after each (and one at step 0).
 
     ``loss_fn(w, idx)`` returns the loss of each row of ``w`` on the data points ``idx`` (None: all of them);
     with mini-batches it is rescaled by n/b so that it estimates the full loss. A trajectory whose loss or
     parameters stop being finite is frozen at its last finite point and flagged as diverged; one whose
     gradient norm falls under ``grad_tol`` has converged and is frozen too.
+
+    ``sync_every``: steps run on the device between two host synchronizations (None: CUDA_SYNC_EVERY on a CUDA
+    device, else 1); ``metrics`` (a host-side callback per snapshot) needs 1.
     """
     dev = torch.device(device)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    torch.manual_seed(int(seed))
-    w = torch.as_tensor(np.asarray(w0, dtype=np.float64), dtype=dtype, device=dev).clone()
-    if w.ndim == 1:
-        w = w.unsqueeze(0)
-    w.requires_grad_(True)
+    k = int(sync_every) if sync_every is not None else (CUDA_SYNC_EVERY if dev.type == "cuda" else 1)
+    if k < 1:
+        raise ValueError(f"sync_every must be at least 1, got {k}")
+    if k > 1 and metrics is None:
+        return (yield from _train_deferred(loss_fn, w0, n_data, config, steps, dev, dtype, seed, grad_tol, k))
+    w, gen, opt, use_batches = _setup(w0, config, n_data, dev, dtype, seed)
     n_traj = w.shape[0]
-    opt = config.build([w])
     active = torch.ones(n_traj, dtype=torch.bool, device=dev)
     diverged = torch.zeros(n_traj, dtype=torch.bool, device=dev)
     last_good = w.detach().clone()
-    use_batches = config.name == "sgd" and config.batch_size is not None and config.batch_size < n_data
 
     def measure() -> tuple[torch.Tensor, torch.Tensor]:
         full = loss_fn(w, None)
@@ -141,7 +154,8 @@ def train(loss_fn: LossFn, w0, n_data: int, config: OptimizerConfig, steps: int,
         # one device-to-host copy per step: parameters, loss and gradient norm side by side
         packed = torch.cat([w.detach(), full.unsqueeze(-1), gnorm.unsqueeze(-1)], dim=-1).cpu().numpy()
         return Snapshot(step, packed[:, :-2].copy(), packed[:, -2].copy(), packed[:, -1].copy(),
-                        active.cpu().numpy(), diverged.cpu().numpy(), extra)
+                        active.cpu().numpy().copy(), diverged.cpu().numpy().copy(), extra)  # (a CPU tensor's
+        # numpy() is a view of it: without the copies every snapshot would show the run's latest masks)
 
     plain_gd = config.name == "gd" or (config.name == "sgd" and not use_batches)
     full, g = measure()
@@ -205,11 +219,14 @@ def train(loss_fn: LossFn, w0, n_data: int, config: OptimizerConfig, steps: int,
         step += 1
         full, g = measure()
 
-    div = diverged.cpu().numpy()
+    return _result(reason, step, diverged.cpu().numpy(), n_traj, config.lr, grad_tol)
+
+
+def _result(reason: str, step: int, div: np.ndarray, n_traj: int, lr: float, grad_tol: float) -> RunResult:
     if reason == "diverged" or div.any():
         k = int(div.sum())
         message = (f"{k} of {n_traj} descents diverged (the loss or the parameters became NaN/Inf): "
-                   f"the step size {config.lr:g} is too large here; the path is kept up to its last finite point")
+                   f"the step size {lr:g} is too large here; the path is kept up to its last finite point")
         if reason != "diverged":
             message = f"Stopped at step {step}. " + message
     elif reason == "converged":
@@ -217,6 +234,136 @@ def train(loss_fn: LossFn, w0, n_data: int, config: OptimizerConfig, steps: int,
     else:
         message = f"Completed {step} steps"
     return RunResult(reason, step, message, div)
+
+
+def _to_host(t: torch.Tensor) -> np.ndarray:
+    """The deferred trainer's one device-to-host copy per ``sync_every`` steps (the tests count its calls)."""
+    return t.cpu().numpy()
+
+
+def _setup(w0, config: OptimizerConfig, n_data: int, dev: torch.device, dtype: torch.dtype, seed: int):
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    w = torch.as_tensor(np.asarray(w0, dtype=np.float64), dtype=dtype, device=dev).clone()
+    if w.ndim == 1:
+        w = w.unsqueeze(0)
+    w.requires_grad_(True)
+    use_batches = config.name == "sgd" and config.batch_size is not None and config.batch_size < n_data
+    return w, gen, config.build([w]), use_batches
+
+
+class _DeviceOptimizer:
+    """torch.optim's SGD (with heavy-ball momentum) and Adam updates, operation for operation as their
+    single-tensor CPU implementations, with the step count kept on the host: torch.optim.Adam reads its step
+    tensor back every step (``.item()``), which on a device would be the synchronization this path avoids."""
+
+    def __init__(self, config: OptimizerConfig, w: torch.Tensor) -> None:
+        self.c, self.t, self.buf = config, 0, None
+        if config.name == "adam":
+            self.m, self.v = torch.zeros_like(w), torch.zeros_like(w)
+
+    def step(self, w: torch.Tensor, grad: torch.Tensor) -> None:
+        c = self.c
+        with torch.no_grad():
+            if c.name == "momentum":
+                if self.buf is None:
+                    self.buf = grad.detach().clone()
+                else:
+                    self.buf.mul_(c.momentum).add_(grad)
+                w.add_(self.buf, alpha=-c.lr)
+            elif c.name == "adam":
+                self.t += 1
+                b1, b2 = c.betas
+                self.m.lerp_(grad, 1 - b1)
+                self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+                denom = (self.v.sqrt() / bc2 ** 0.5).add_(ADAM_EPS)
+                w.addcdiv_(self.m, denom, value=-(c.lr / bc1))
+            else:
+                w.add_(grad, alpha=-c.lr)
+
+
+def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """The deferred trainer's one host-to-device copy per ``sync_every`` steps (mini-batch indices)."""
+    return t.to(dev)
+
+
+def _train_deferred(loss_fn: LossFn, w0, n_data: int, config: OptimizerConfig, steps: int, dev: torch.device,
+                    dtype: torch.dtype, seed: int, grad_tol: float, k: int) -> Generator[Snapshot, None, RunResult]:
+    """``train`` with one host synchronization per ``k`` steps (see the module's notes): every check is a mask
+    on the device, every row always takes the masked step (a frozen row's step is zero), and the packed
+    snapshots of k steps come to the host in one copy."""
+    w, gen, _, use_batches = _setup(w0, config, n_data, dev, dtype, seed)
+    n_traj, p = w.shape
+    plain_gd = config.name == "gd" or (config.name == "sgd" and not use_batches)
+    active = torch.ones(n_traj, dtype=torch.bool, device=dev)
+    diverged = torch.zeros(n_traj, dtype=torch.bool, device=dev)
+
+    def measure() -> tuple[torch.Tensor, torch.Tensor]:
+        full = loss_fn(w, None)
+        (g,) = torch.autograd.grad(full.sum(), w)
+        return full.detach(), g
+
+    dopt = _DeviceOptimizer(config, w)
+    batches: list[torch.Tensor] = []  # the mini-batch indices of the chunk's steps, drawn as the per-step path does
+
+    def advance(keep: torch.Tensor) -> None:  # one optimizer step; rows where ``keep`` is False stay put
+        if plain_gd:
+            with torch.no_grad():
+                w.sub_(config.lr * g * keep)
+            return
+        if use_batches:
+            if not batches:
+                drawn = torch.stack([torch.randperm(n_data, generator=gen)[: config.batch_size] for _ in range(k)])
+                batches.extend(_to_device(drawn, dev).unbind(0))
+            idx = batches.pop(0)
+            (grad,) = torch.autograd.grad((loss_fn(w, idx) * (n_data / config.batch_size)).sum(), w)
+        else:
+            grad = g
+        grad = grad * keep
+        with torch.no_grad():
+            frozen = w.detach().clone()
+        dopt.step(w, grad)
+        with torch.no_grad():
+            w.copy_(torch.where(keep, w, frozen))
+
+    full, g = measure()
+    last_w, last_full = w.detach().clone(), full.clone()
+    step = 0
+    while True:
+        first, packed = step, []
+        while True:
+            gnorm = g.norm(dim=-1)
+            newly = active & ~(torch.isfinite(full) & torch.isfinite(w.detach()).all(-1) & torch.isfinite(gnorm))
+            diverged |= newly
+            active &= ~newly
+            with torch.no_grad():
+                w.copy_(torch.where(newly.unsqueeze(-1), last_w, w))
+            full = torch.where(newly, last_full, full)
+            g = torch.where(newly.unsqueeze(-1), torch.zeros_like(g), g)
+            gnorm = torch.where(newly, torch.zeros_like(gnorm), gnorm)
+            active &= ~(gnorm <= grad_tol)  # converged: frozen
+            last_w = torch.where(active.unsqueeze(-1), w.detach(), last_w)
+            last_full = torch.where(active, full, last_full)
+            packed.append(torch.cat([w.detach(), full.unsqueeze(-1), gnorm.unsqueeze(-1),
+                                     active.unsqueeze(-1).to(dtype), diverged.unsqueeze(-1).to(dtype)], dim=-1))
+            if step >= steps or len(packed) == k:
+                break
+            advance(active.unsqueeze(-1))
+            step += 1
+            full, g = measure()
+        host = _to_host(torch.stack(packed))
+        for j, row in enumerate(host):
+            act, div = row[:, p + 2] > 0.5, row[:, p + 3] > 0.5
+            yield Snapshot(first + j, row[:, :p].copy(), row[:, p].copy(), row[:, p + 1].copy(), act, div)
+            if not act.any():
+                return _result("diverged" if div.all() else "converged", first + j, div, n_traj, config.lr,
+                               grad_tol)
+        if step >= steps:
+            return _result("completed", step, div, n_traj, config.lr, grad_tol)
+        advance(active.unsqueeze(-1))
+        step += 1
+        full, g = measure()
 
 
 def max_stable_lr(hessian_top_eig: float) -> float:
