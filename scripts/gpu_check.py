@@ -84,20 +84,28 @@ def main() -> int:
     ok &= good
     print(f"cuda vs cpu, tanh descent after {s_cpu[-1].step} steps: max |dw| = {d:.1e}", "OK" if good else "FAIL")
 
-    # 3. steps per second, one trajectory and 4096 at once (the GPU pays off for many)
-    for n in (1, 4096):
+    # 3. steps per second of the 2D lab's model for 1, 64 and 4096 trajectories (issue 19: with one host
+    #    synchronization per models.train.CUDA_SYNC_EVERY steps, cuda must win from 64 trajectories on)
+    for n in (1, 64, 4096):
         st = np.random.default_rng(0).uniform(-3, 3, (n, 2))
-        for where in ("cpu", dev):
-            gen = toy2d.descent(starts=st, device=where, **dict(kw2, steps=10**9))
-            next(gen)
-            t = time.perf_counter()
-            for _ in range(300):
+        rates = {}
+        for side, where in (("cpu", "cpu"), ("dev", dev)):
+            gen = toy2d.descent(starts=st, device=where, **dict(kw2, steps=10**9, lr=1e-4))  # (no start converges)
+            for _ in range(70):  # warm-up: the first chunk of deferred steps
                 next(gen)
-            rate = 300 / (time.perf_counter() - t)
-            key = f"steps_per_s_{n}traj_{'cpu' if where == 'cpu' else 'dev'}"
-            fig[key] = rate
-            print(f"{key}: {rate:.0f} steps/s ({rate * n:.3g} trajectory-steps/s)")
+            t = time.perf_counter()
+            for _ in range(640):
+                next(gen)
+            rates[side] = 640 / (time.perf_counter() - t)
             gen.close()
+        fig[f"train_cpu_steps_per_s_{n}traj"], fig[f"train_cuda_steps_per_s_{n}traj"] = rates["cpu"], rates["dev"]
+        faster = rates["dev"] > rates["cpu"]
+        judged = n >= 64 and dev.startswith("cuda")
+        if judged:
+            ok &= faster
+        print(f"train_cuda_steps_per_s {n} trajectories: {rates['dev']:.0f} against train_cpu_steps_per_s "
+              f"{rates['cpu']:.0f} ({rates['dev'] / rates['cpu']:.2f}x)"
+              + ("" if not judged else " OK" if faster else " FAIL (the goal: cuda faster)"))
 
     # 4. three parameters: the residual cube and a lazy-training descent on the device
     from models import toy3d
@@ -184,6 +192,14 @@ def main() -> int:
     fig["width_sweep_steps_per_s_dev"], fig["width_sweep_bare_steps_per_s_dev"] = rate, bare
     print(f"width_sweep_steps_per_s_dev: {rate:.0f} steps/s with metrics, width_sweep_bare_steps_per_s_dev: "
           f"{bare:.0f} bare ({100 * rate / bare:.0f}%; the goal on the cpu is at least 70%)")
+    # the same sweep (widths up to 4096) on the cpu: cuda must be faster for every sweep with a width >= 1024
+    rate_c, bare_c = width_sweep_rates("cpu")
+    fig["width_sweep_steps_per_s_cpu"], fig["width_sweep_bare_steps_per_s_cpu"] = rate_c, bare_c
+    faster = rate > rate_c and bare > bare_c
+    if dev.startswith("cuda"):
+        ok &= faster
+    print(f"width sweep {dev} / cpu: {rate / rate_c:.2f}x with metrics, {bare / bare_c:.2f}x bare",
+          "" if not dev.startswith("cuda") else "OK" if faster else "FAIL (the goal: cuda faster)")
     fig["all_ok"] = bool(ok)
     if len(sys.argv) > 1:
         with open(sys.argv[1], "w") as fh:
