@@ -3,13 +3,15 @@
 ``grid_loop`` is the plain reference: one functional call per grid point under no_grad. ``grid_mlp`` batches
 grid points for the MLPs of models.nets: the weights of a chunk of grid points are formed at once and each
 layer is one batched matrix product (``baddbmm``), which on this machine's CPU beat both the loop and vmap
-(ARCHITECTURE.md). ``progressive`` yields coarse-to-fine results for a live view.
+(ARCHITECTURE.md). ``progressive`` yields coarse-to-fine results for a live view. ``evaluate_points`` is the
+general path for real networks and data that come in batches (a DataLoader): any module, weight or state
+(batch-norm statistics) directions, every point over the whole data set.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 
 import numpy as np
 import torch
@@ -35,6 +37,125 @@ def grid_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossF
                 out[i, j] = float(loss_fn(torch.func.functional_call(model, params, (x,)), y))
     model.train(was_training)
     return out
+
+
+def accuracy_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if y.dtype == torch.long:
+        return (out.argmax(-1) == y).to(out.dtype).mean(-1)
+    if out.shape[-1] == 1 and out.dim() > y.dim():
+        out = out.squeeze(-1)
+    return ((out > 0).to(y.dtype) == y).to(out.dtype).mean(-1)
+
+
+Data = tuple[torch.Tensor, torch.Tensor] | Iterable
+
+
+def _batches(data: Data, batch_size: int | None, device: torch.device) -> Iterable:
+    """The data set as a re-iterable of (x, y) batches: a tensor pair moved to ``device`` once and cut into
+    ``batch_size`` rows (whole when None), or the caller's re-iterable as it is (its own batches)."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"the data's inputs and targets must have the same number of rows; got shapes "
+                             f"{tuple(x.shape)} and {tuple(y.shape)}")
+        x, y = x.to(device), y.to(device)
+        step = batch_size or max(1, x.shape[0])
+        return list(zip(x.split(step), y.split(step)))
+    try:
+        it = iter(data)
+    except TypeError:
+        raise ValueError(f"the data must be an (x, y) pair of tensors or a re-iterable of (x, y) batches, not "
+                         f"{type(data).__name__}") from None
+    if it is data:
+        raise ValueError(f"the data is a one-shot iterator ({type(data).__name__}) that every grid point would "
+                         f"have to read again: pass a list of (x, y) batches or a DataLoader")
+    return data
+
+
+def _batch(batch, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor)
+                                                                          for t in batch)):
+        raise ValueError(f"batch {k + 1} of the data is not an (x, y) pair of tensors but a {type(batch).__name__}")
+    return batch[0].to(device), batch[1].to(device)
+
+
+def _over_data(model: nn.Module, batches: Iterable, loss_fn: LossFn, accuracy: bool,
+               device: torch.device) -> tuple[float, float]:
+    """Loss and accuracy of the model over every batch, each batch's mean weighted by its rows."""
+    rows = 0
+    loss_sum = acc_sum = 0.0
+    for k, batch in enumerate(batches):
+        x, y = _batch(batch, k, device)
+        out = model(x)
+        loss = loss_fn(out, y)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError("the loss function must return the batch's mean loss, one value")
+        n = x.shape[0]
+        loss_sum += float(loss) * n
+        if accuracy:
+            acc_sum += float(accuracy_fn(out, y)) * n
+        rows += n
+    if rows == 0:
+        raise ValueError("the data set is empty: it gave no batches with rows")
+    return loss_sum / rows, acc_sum / rows
+
+
+def evaluate_points(model: nn.Module, data: Data, loss_fn: LossFn, center: Direction, d1: Direction,
+                    d2: Direction | None, a: np.ndarray, b: np.ndarray | None, dir_type: str = "weights",
+                    batch_size: int | None = None, accuracy: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Loss (and accuracy, a fraction) at the points center + a[k] d1 + b[k] d2, each over the whole data set.
+
+    ``center``, ``d1``, ``d2`` hold one tensor per entry of ``entries_of(model, dir_type)`` (``states``: batch
+    norm's running statistics move too); ``d2`` None is a 1D line and ``b`` is ignored. ``data`` is an (x, y)
+    pair of tensors, cut into ``batch_size`` rows when given, or a re-iterable of (x, y) batches (a DataLoader,
+    a list), used with its own batches; a one-shot iterator is refused. ``loss_fn`` returns a batch's mean: the
+    batches are combined weighted by their rows. The model runs in eval mode (batch norm uses its running
+    statistics) under no_grad, and its entries and mode are restored afterwards.
+    """
+    from . import directions as dr
+
+    entries = dr.entries_of(model, dir_type)
+    for what, d in (("center", center), ("d1", d1), ("d2", d2)):
+        if d is not None and len(d) != len(entries):
+            raise ValueError(f"{what} has {len(d)} tensors for the model's {len(entries)} {dir_type} entries")
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.zeros_like(a) if d2 is None else np.asarray(b, dtype=np.float64).reshape(-1)
+    if len(b) != len(a):
+        raise ValueError(f"{len(a)} a coordinates but {len(b)} b coordinates")
+    device = entries[0][1].device if entries else torch.device("cpu")  # where the batches go
+    batches = _batches(data, batch_size, device)
+
+    def beside(d: Direction) -> Direction:  # each tensor on its entry's device, moved once
+        return [u.to(t.device) for u, (_, t) in zip(d, entries)]
+
+    center, d1 = beside(center), beside(d1)
+    second = beside(d2) if d2 is not None else [None] * len(entries)
+    saved = [t.clone() for _, t in entries]
+    was_training = model.training
+    losses = np.empty(len(a))
+    accs = np.empty(len(a)) if accuracy else None
+    model.eval()
+    try:
+        with torch.no_grad():
+            for k in range(len(a)):
+                point = []
+                for c, u, v in zip(center, d1, second):
+                    if c.is_floating_point():
+                        c = torch.add(c, u, alpha=float(a[k]))
+                        if v is not None:
+                            c = c.add_(v, alpha=float(b[k]))
+                    point.append(c)
+                dr.apply_entries(model, entries, point)
+                losses[k], acc = _over_data(model, batches, loss_fn, accuracy, device)
+                if accs is not None:
+                    accs[k] = acc
+    finally:
+        dr.apply_entries(model, entries, saved)
+        model.train(was_training)
+    return losses, accs
 
 
 def _chunk_size(n_data: int, width: int, itemsize: int, budget_bytes: float = 2.5e8, layer_numel: int = 0) -> int:
