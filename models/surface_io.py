@@ -4,9 +4,15 @@ Surface file: datasets ``xcoordinates`` (nx), ``ycoordinates`` (ny), ``train_los
 ``test_loss`` / ``test_acc`` when present) and ``dir_file`` (the direction file's name). The reference fills
 its 2D arrays in ``meshgrid(x, y).ravel()`` order: flat entry k = iy * nx + ix holds the value at
 (x[ix], y[iy]); missing values are -1. Here surfaces are arrays indexed [ix, iy] with NaN for missing.
-Without ``ycoordinates`` the file is the reference's 1D plot: y is the single value 0.
-Direction file: groups ``xdirection`` and ``ydirection``, one dataset per parameter named '0', '1', ... in the
-model's parameter order.
+Without ``ycoordinates`` the file is the reference's 1D plot (arrays of shape (nx,)): read, y is the single
+value 0 and the arrays are (nx, 1) (``Surface.one_d``); a one_d Surface is written in that 1D layout.
+Accuracies are fractions (0..1) in memory and percent in the file, as the reference writes them (the root
+attribute ``losslab_acc_units = "percent"`` says so); a file without that attribute is read as percent when
+any of its accuracies is above 1, else as fractions (files of earlier losslab versions). An accuracy read and
+written back unchanged keeps the file's exact number (``Surface.stored``).
+Direction file: groups ``xdirection`` and ``ydirection`` (only ``xdirection`` for a 1D plot), one dataset per
+tensor named '0', '1', ... in the model's parameter order (or its state_dict's, for the reference's
+``dir_type = states``).
 
 Files are written atomically (a temporary file, then a rename, with the permissions the umask gives a new
 file); a corrupt or truncated file raises SurfaceFileError with the file's name and what is wrong, and nothing
@@ -42,6 +48,10 @@ from .limits import (
 )
 
 ARRAYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+#: the arrays that hold accuracies (fractions in memory, percent in the file)
+ACCURACIES = ("train_acc", "test_acc")
+#: the root attribute that names the accuracies' unit in the file
+ACC_UNITS_ATTR = "losslab_acc_units"
 
 #: bytes read of one text from a file (dir_file, a string attribute); a fixed-length text that declares more
 #: than this is not read at all
@@ -66,10 +76,18 @@ class SurfaceFileError(ValueError):
 @dataclass
 class Surface:
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray  # np.zeros(1) for a 1D plot
     values: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (nx, ny), NaN = not computed
     dir_file: str = ""
     attrs: dict[str, str] = field(default_factory=dict)  # the root's string attributes as read (bounded)
+    #: accuracies as the file held them, in percent (set by read_surface): written back where a value is
+    #: unchanged, so that a point read and saved again keeps its exact number (x / 100 * 100 may differ from x)
+    stored: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def one_d(self) -> bool:
+        """The reference's 1D plot: no ``ycoordinates`` in the file (a 2D surface has at least 2 on each axis)."""
+        return len(self.y) == 1
 
     def missing(self, name: str = "train_loss") -> np.ndarray:
         return np.isnan(self.values[name])
@@ -124,29 +142,49 @@ def atomic_h5(path: str, fill, tmp: str | None = None, before_rename=None) -> No
         raise
 
 
+def _file_values(s: Surface, name: str) -> np.ndarray:
+    """The array ``name`` in the file's units: accuracies in percent, the file's own number where unchanged."""
+    v = np.asarray(s.values[name], dtype=np.float64)
+    if name not in ACCURACIES:
+        return v
+    pct = v * 100
+    kept = s.stored.get(name)
+    if kept is not None and kept.shape == v.shape:
+        with np.errstate(invalid="ignore"):
+            same = kept / 100 == v  # NaN (not computed) is never the same
+        pct = np.where(same, kept, pct)
+    return pct
+
+
 def write_surface(path: str, s: Surface, attrs: dict | None = None, tmp: str | None = None,
                   before_rename=None) -> None:
-    """``s`` in the reference layout, with root ``attrs``, atomically (``atomic_h5``'s ``tmp`` and
-    ``before_rename``)."""
+    """``s`` in the reference layout (its 1D layout for a one_d surface), accuracies in percent, with root
+    ``attrs``, atomically (``atomic_h5``'s ``tmp`` and ``before_rename``)."""
     def fill(f):
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
+        f.attrs[ACC_UNITS_ATTR] = "percent"
         f["xcoordinates"] = np.asarray(s.x, dtype=np.float64)
-        f["ycoordinates"] = np.asarray(s.y, dtype=np.float64)
+        if not s.one_d:
+            f["ycoordinates"] = np.asarray(s.y, dtype=np.float64)
         f["dir_file"] = s.dir_file
-        for name, v in s.values.items():
-            f[name] = to_reference(v)
+        for name in s.values:
+            ref = to_reference(_file_values(s, name))
+            f[name] = ref.ravel() if s.one_d else ref
 
     atomic_h5(path, fill, tmp, before_rename)
 
 
-def write_directions(path: str, xdir: list[np.ndarray], ydir: list[np.ndarray], attrs: dict | None = None,
-                     tmp: str | None = None) -> None:
-    """The two directions (one array per parameter tensor) in the reference layout, atomically."""
+def write_directions(path: str, xdir: list[np.ndarray], ydir: list[np.ndarray] | None,
+                     attrs: dict | None = None, tmp: str | None = None) -> None:
+    """The directions (one array per tensor) in the reference layout, atomically; ``ydir`` None: a 1D plot's
+    file, only ``xdirection``."""
     def fill(f):
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
         for name, d in (("xdirection", xdir), ("ydirection", ydir)):
+            if d is None:
+                continue
             g = f.create_group(name)
             for i, t in enumerate(d):
                 g.create_dataset(str(i), data=np.asarray(t))
@@ -323,6 +361,8 @@ def _coordinates(path: str, ds, name: str) -> np.ndarray:
 
 
 def _read_surface(path: str, f) -> Surface:
+    if _link(path, f, "xcoordinates") is None and _link(path, f, "xdirection", what="group") is not None:
+        raise SurfaceFileError(f"{path}: a direction file (it holds 'xdirection'), not a loss-surface file")
     xds, nx = _axis(path, f, "xcoordinates", required=True)
     yds, ny = _axis(path, f, "ycoordinates", required=False)
     arrays = {}
@@ -341,8 +381,10 @@ def _read_surface(path: str, f) -> Surface:
         if size != nx * ny:
             raise SurfaceFileError(f"{path}: dataset '{name}' holds {size} values, but 'xcoordinates' and "
                                    f"'ycoordinates' make a {nx} x {ny} grid of {nx * ny} points")
-    # what reading needs at most: each array as stored, as float64 and rearranged, and the axes
-    need = sum(size * (ds.dtype.itemsize + 16) for ds, size in arrays.values()) + 16 * (nx + ny)
+    # what reading needs at most: each array as stored, as float64 and rearranged (accuracies also as stored
+    # in percent), and the axes
+    need = sum(size * (ds.dtype.itemsize + (24 if name in ACCURACIES else 16))
+               for name, (ds, size) in arrays.items()) + 16 * (nx + ny)
     try:
         check_memory(need, f"{path}: its arrays")
     except LimitError as exc:
@@ -355,10 +397,29 @@ def _read_surface(path: str, f) -> Surface:
     y = _coordinates(path, yds, "ycoordinates") if yds is not None else np.zeros(1)
     vals = {name: from_reference(ds[()], nx, ny) for name, (ds, _) in arrays.items()}
     d = _read_text(path, dds.id, "dir_file") if dds is not None else ""
-    return Surface(x, y, vals, d, _read_attrs(path, f))
+    attrs = _read_attrs(path, f)
+    stored = {}
+    if _in_percent(attrs, [vals[name] for name in ACCURACIES if name in vals]):
+        for name in ACCURACIES:
+            if name in vals:
+                stored[name] = vals[name]
+                vals[name] = vals[name] / 100
+    return Surface(x, y, vals, d, attrs, stored)
+
+
+def _in_percent(attrs: dict[str, str], accuracies: list[np.ndarray]) -> bool:
+    """Whether a file's accuracies are percent: as its ACC_UNITS_ATTR says, or (no such attribute: the
+    reference's files and earlier losslab versions' fractions) when any of them is above 1."""
+    if ACC_UNITS_ATTR in attrs:
+        return attrs[ACC_UNITS_ATTR] == "percent"
+    return any(bool((a[np.isfinite(a)] > 1).any()) for a in accuracies)
 
 
 def _refusal(path: str, exc: BaseException, kind: str) -> SurfaceFileError:
+    if isinstance(exc, FileNotFoundError):
+        return SurfaceFileError(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return SurfaceFileError(f"{path}: a folder, not a {kind} file")
     text = " ".join(str(exc).split())[:300] or type(exc).__name__
     return SurfaceFileError(f"{path}: cannot read it as an HDF5 {kind} file ({text})")
 
@@ -379,9 +440,11 @@ def read_surface(path: str) -> Surface:
         raise _refusal(path, exc, "surface") from None
 
 
-def read_directions(path: str, shapes: list[tuple] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The two directions of a direction file, with the surface reader's checks; at most MEMORY_CAP_BYTES of
-    tensors in all."""
+def read_directions(path: str, shapes: list[tuple] | None = None
+                    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """The directions of a direction file, (xdirection, ydirection), ydirection None for a 1D plot's file
+    (only ``xdirection``), with the surface reader's checks; at most MEMORY_CAP_BYTES of tensors in all.
+    ``shapes``: the model's tensor shapes, in order, that each direction must have."""
     import h5py
 
     try:
@@ -390,6 +453,11 @@ def read_directions(path: str, shapes: list[tuple] | None = None) -> tuple[list[
             for name in ("xdirection", "ydirection"):
                 g = _link(path, f, name, what="group")
                 if g is None:
+                    if name == "ydirection" and groups:
+                        break  # a 1D plot's directions
+                    if _link(path, f, "xcoordinates") is not None:
+                        raise SurfaceFileError(f"{path}: a loss-surface file (it holds 'xcoordinates'), not a "
+                                               "direction file")
                     raise SurfaceFileError(f"{path}: no '{name}' group: not a direction file")
                 n = len(g)
                 if n > MAX_DIRECTION_TENSORS:
@@ -410,7 +478,7 @@ def read_directions(path: str, shapes: list[tuple] | None = None) -> tuple[list[
             if total > MEMORY_CAP_BYTES:
                 raise SurfaceFileError(f"{path}: its directions would need {human_bytes(total)}, over the "
                                        f"{human_bytes(MEMORY_CAP_BYTES)} limit")
-            out = [[np.asarray(ds[()]) for ds in sets] for _, sets in groups]
+            out = [(name, [np.asarray(ds[()]) for ds in sets]) for name, sets in groups]
     except SurfaceFileError:
         raise
     except MemoryError:
@@ -418,7 +486,20 @@ def read_directions(path: str, shapes: list[tuple] | None = None) -> tuple[list[
     except Exception as exc:
         raise _refusal(path, exc, "direction") from None
     if shapes is not None:
-        for d in out:
-            if [tuple(t.shape) for t in d] != [tuple(s) for s in shapes]:
-                raise SurfaceFileError(f"{path}: its directions do not match this model's parameter shapes")
-    return out[0], out[1]
+        for name, d in out:
+            check_shapes(path, name, d, shapes)
+    return out[0][1], (out[1][1] if len(out) > 1 else None)
+
+
+def check_shapes(path: str, name: str, direction: list, shapes: list[tuple]) -> None:
+    """A direction ``name`` of the file ``path`` against the model's tensor shapes, in order
+    (SurfaceFileError saying which tensor differs)."""
+    want = [tuple(int(n) for n in sh) for sh in shapes]
+    got = [tuple(t.shape) for t in direction]
+    if len(got) != len(want):
+        raise SurfaceFileError(f"{path}: '{name}' holds {len(got)} tensors, this model has {len(want)}: its "
+                               "directions do not match this model's parameter shapes")
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g != w:
+            raise SurfaceFileError(f"{path}: '{name}/{i}' has shape {g}, this model's tensor {i} {w}: its "
+                                   "directions do not match this model's parameter shapes")

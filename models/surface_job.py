@@ -12,9 +12,24 @@ request needs, against models.limits.MEMORY_CAP_BYTES) runs before any training.
 next to the surface file, named after it in full (``FILE.h5.dirs.h5``; a file from an earlier version keeps
 the direction file its ``dir_file`` names), and never over another job's file.
 
+The reference tool's options (tomgoldstein/loss-landscape, ``plot_surface.py``): ``--x MIN:MAX:N`` and
+``--y MIN:MAX:N`` give each axis as ``np.linspace(MIN, MAX, N)`` (``--x`` alone: a 1D plot; ``--grid N
+--range R`` is the square shorthand ``--x -R:R:N --y -R:R:N``); ``--dir-file F`` reuses a direction file
+(the reference's or ours); ``--dir-type states`` makes directions over the state_dict (batch-norm buffers
+included); ``--xnorm/--ynorm`` and ``--xignore/--yignore`` choose the reference's normalization of a random direction
+(``models.directions.make_direction``; the defaults, filter and biasbn, give the directions of earlier
+versions, so that their files resume); ``--model-file`` loads the centre's weights into
+the factory's module, ``--model-file2/3`` make the x / y direction point to those checkpoints, and
+``--model-folder DIR`` with ``--directions pca`` takes PCA directions of the epoch checkpoints in DIR;
+``--batch-size N`` evaluates each point over the whole data set N rows at a time. A surface file that the
+reference tool started (no losslab job recorded, -1 for the points not computed yet) is resumed on its own
+coordinates with its own direction file (its ``dir_file``, found beside it, or ``--dir-file``): only the
+missing points are computed, every other value is kept as it was.
+
 Model SPEC: ``mlp:64x64:tanh`` (widths, activation[, ntk][, res]), ``cnn`` (a small CNN, with --data digits)
-or ``package.module:factory`` / a file path
-``path/to/file.py:factory`` whose factory returns (torch module, loss function, (x, y) tensors).
+or ``package.module:factory`` / a file path ``path/to/file.py:factory`` whose factory returns
+``(module, loss_fn, train)`` or ``(module, loss_fn, train, test)``: train and test are (x, y) tensors or a
+re-iterable of (x, y) batches (a torch DataLoader, a list); a test set adds ``test_loss`` / ``test_acc``.
 Data SPEC: ``spirals[:n[:noise]]``, also moons, circles, xor, blobs, and digits (scikit-learn's 8x8 digits,
 10 classes, cross-entropy); ignored for a user factory.
 """
@@ -32,7 +47,6 @@ import os
 import re
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,11 +55,13 @@ from torch import nn
 
 from . import directions as dr
 from . import landscape as ls
-from .limits import MEMORY_CAP_BYTES, LimitError, check_memory
+from .limits import MEMORY_CAP_BYTES, LimitError, check_memory, shown_text
 from .nets import DATASETS, DIGITS_POINTS, MLP, MLPSpec, SmallCNN, check_request, loss_for, make_data
 from .surface_io import (
+    ACC_UNITS_ATTR,
     Surface,
     SurfaceFileError,
+    check_shapes,
     read_directions,
     read_surface,
     write_directions,
@@ -53,8 +69,21 @@ from .surface_io import (
 )
 from .train import check_step_size
 
+#: the options that came with the reference tool's (issue 17) and their defaults: a job records one only when
+#: it differs from its default, so that the file of an earlier version (which recorded none) still resumes
+OPTION_DEFAULTS = {"x": None, "y": None, "dir_file": None, "dir_type": "weights", "xnorm": "filter",
+                   "ynorm": "filter", "xignore": "biasbn", "yignore": "biasbn", "model_file": None, "model_file2": None, "model_file3": None,
+                   "model_folder": None, "batch_size": None}
 #: the arguments that make a job (they are recorded in its file; a resume must repeat them)
-JOB_KEYS = ("model", "data", "grid", "range", "directions", "seed", "train_steps")
+JOB_KEYS = ("model", "data", "grid", "range", "directions", "seed", "train_steps", *OPTION_DEFAULTS)
+#: --grid and --range when neither they nor --x are given
+DEFAULT_GRID, DEFAULT_RANGE = 41, 1.0
+NORMS = ("filter", "layer", "weight", "dfilter", "dlayer", "none")
+IGNORES = ("biasbn", "none")
+DIR_TYPES = ("weights", "states")
+MAX_BATCH_SIZE = 10**9
+#: the files of --model-folder taken as checkpoints (the reference saves model_EPOCH.t7)
+CHECKPOINT_SUFFIXES = (".t7", ".pt", ".pth", ".ckpt", ".tar")
 MAX_GRID = 1001
 MAX_RANGE = 1000.0
 MAX_SEED = 2**31 - 1
@@ -81,10 +110,16 @@ class JobInterrupted(Exception):
 class Problem:
     model: nn.Module
     loss_fn: object
-    x: torch.Tensor
+    x: torch.Tensor  # the data (a loader's first batch: what the checks run on)
     y: torch.Tensor
     is_mlp: bool
     trajectory: np.ndarray | None = None  # flat checkpoints (T, P) when trained here
+    data: object = None  # the training data as given: (x, y) tensors or a re-iterable of batches; None: (x, y)
+    test: object = None  # the test set, likewise, or None
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            self.data = (self.x, self.y)
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -163,25 +198,61 @@ def load_factory(spec: str):
     return fn
 
 
+def _is_pair(data) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
+
+
+def first_batch(data, name: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x, y) tensors of ``data`` (a pair of tensors), or the first batch of a re-iterable of (x, y)
+    batches; anything else (a one-shot iterator, an empty loader, batches that are not pairs) is refused
+    (JobError naming ``name``, the factory, and ``which`` of its values)."""
+    if _is_pair(data):
+        return data[0], data[1]
+    what = (f"{name}: its {which} value must be (x, y) tensors or a re-iterable of (x, y) batches (a torch "
+            f"DataLoader, a list)")
+    try:
+        it = iter(data)
+    except TypeError:
+        raise JobError(f"{what}, not {type(data).__name__}") from None
+    if it is data:
+        raise JobError(f"{what}; it is a one-shot iterator ({type(data).__name__}), which the grid's points "
+                       "cannot each read again: pass a list or a DataLoader")
+    try:
+        batch = next(it, None)
+    except Exception as exc:
+        raise JobError(f"{name}: reading the first batch of its {which} value raised {_one_line(exc)}") from None
+    if batch is None:
+        raise JobError(f"{what}; it holds no batches")
+    if not _is_pair(batch):
+        raise JobError(f"{what}; its first batch is a {type(batch).__name__}, not a pair of tensors (x, y)")
+    return batch[0], batch[1]
+
+
 def from_factory(spec: str) -> Problem:
+    """The user's factory called: ``(module, loss_fn, train)`` or ``(module, loss_fn, train, test)``, checked
+    (see the module's notes)."""
     fn = load_factory(spec)
     try:
         out = fn()
     except Exception as exc:
         raise JobError(f"the model factory '{spec}' raised {_one_line(exc)}") from None
-    if not (isinstance(out, tuple) and len(out) == 3):
-        raise JobError(f"the model factory '{spec}' must return (module, loss_fn, (x, y)); it returned "
+    if not (isinstance(out, tuple) and len(out) in (3, 4)):
+        raise JobError(f"the model factory '{spec}' must return (module, loss_fn, train) or (module, loss_fn, "
+                       f"train, test), train and test (x, y) tensors or a DataLoader; it returned "
                        f"{type(out).__name__}")
-    model, loss_fn, data = out
+    model, loss_fn, train, *rest = out
     if not isinstance(model, nn.Module):
         raise JobError(f"the model factory '{spec}': its first value must be a torch.nn.Module, not "
                        f"{type(model).__name__}")
     if not callable(loss_fn):
         raise JobError(f"the model factory '{spec}': its second value must be a loss function loss(outputs, "
                        f"targets), not {type(loss_fn).__name__}")
-    if not (isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
-        raise JobError(f"the model factory '{spec}': its third value must be a pair of tensors (x, y)")
-    return Problem(model, loss_fn, data[0], data[1], isinstance(model, MLP))
+    name = f"the model factory '{spec}'"
+    x, y = first_batch(train, name, "third")
+    test = rest[0] if rest else None
+    if test is not None:
+        first_batch(test, name, "fourth")
+    return Problem(model, loss_fn, x, y, isinstance(model, MLP), data=train, test=test)
 
 
 def _loss_value(value, name: str) -> float:
@@ -274,25 +345,72 @@ def train_mlp(spec, x: torch.Tensor, y: torch.Tensor, steps: int = 300, lr: floa
     return Problem(net, bce_loss, x, y, isinstance(net, MLP), np.array(traj) if keep else None)
 
 
-def accuracy_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if y.dtype == torch.long:
-        return (out.argmax(-1) == y).to(out.dtype).mean(-1)
-    if out.shape[-1] == 1 and out.dim() > y.dim():
-        out = out.squeeze(-1)
-    return ((out > 0).to(y.dtype) == y).to(out.dtype).mean(-1)
+def entries(model: nn.Module, dir_type: str) -> list[torch.Tensor]:
+    """Copies of the tensors the directions move: the parameters, or (``states``) the state_dict's entries."""
+    if dir_type == "states":
+        return [t.detach().clone() for _, t in dr.entries_of(model, "states")]
+    return dr.params_of(model)
 
 
-def make_directions(problem: Problem, kind: str, seed: int) -> tuple[list, list]:
-    center = dr.params_of(problem.model)
-    if kind == "filter":
-        return dr.random_direction(problem.model, seed), dr.random_direction(problem.model, seed + 1)
-    if kind == "pca":
+def _checkpoint(model: nn.Module, path: str, option: str) -> dict:
+    try:
+        return dr.load_checkpoint(path, model)
+    except ValueError as exc:  # CheckpointError: names the file and what is wrong
+        raise JobError(f"{option}: {exc}") from None
+
+
+def checkpoint_files(folder: str) -> list[str]:
+    """The checkpoints of ``--model-folder``: its files named *.t7, *.pt, ... in natural order (model_2 before
+    model_10), at least two."""
+    try:
+        names = [n for n in os.listdir(folder) if n.lower().endswith(CHECKPOINT_SUFFIXES) and
+                 os.path.isfile(os.path.join(folder, n))]
+    except OSError as exc:
+        raise JobError(f"--model-folder '{folder}': cannot list it: {exc.strerror or exc}") from None
+    if len(names) < 2:
+        raise JobError(f"--model-folder '{folder}' holds {len(names)} checkpoint file{'s' if len(names) != 1 else ''}"
+                       f" ({', '.join(CHECKPOINT_SUFFIXES)}): PCA directions need at least two")
+    names.sort(key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
+    return [os.path.join(folder, n) for n in names]
+
+
+def make_directions(problem: Problem, args: argparse.Namespace, seed: int, one_d: bool,
+                    stored: tuple | None = None) -> tuple[list, list | None]:
+    """The job's directions (the y one None for a 1D plot): ``stored`` (a direction file's, read and checked),
+    PCA (of the training path, or of --model-folder's checkpoints), or per axis the direction to
+    --model-file2/3 or a random one (``models.directions.make_direction``, normalized as --xnorm/--xignore and
+    --ynorm/--yignore say)."""
+    model, dir_type = problem.model, args.dir_type
+    center = entries(model, dir_type)
+
+    def like(d):
+        return [torch.as_tensor(np.asarray(t)).to(dtype=c.dtype, device=c.device) for t, c in zip(d, center)]
+
+    if stored is not None:
+        return like(stored[0]), (None if one_d else like(stored[1]))
+    if args.directions == "pca":
+        if args.model_folder is not None:
+            try:
+                d1, d2, _ = dr.pca_from_checkpoints(model, checkpoint_files(args.model_folder), dir_type)
+            except ValueError as exc:  # a checkpoint that does not fit (CheckpointError), or no plane
+                raise JobError(f"--model-folder '{args.model_folder}': {exc}") from None
+            return d1, (None if one_d else d2)
         if problem.trajectory is None or len(problem.trajectory) < 3:
             raise JobError("--directions pca needs a training path: use an mlp:... or cnn model (trained here) "
-                           "with at least 2 --train-steps")
+                           "with at least 2 --train-steps, or --model-folder with a user factory")
         d1, d2, _ = dr.pca_directions(problem.trajectory, problem.trajectory[-1])
-        return (dr.unflatten(torch.as_tensor(d1), center), dr.unflatten(torch.as_tensor(d2), center))
-    raise JobError(f"--directions must be 'filter' or 'pca', not '{kind}'")
+        return (dr.unflatten(torch.as_tensor(d1), center),
+                None if one_d else dr.unflatten(torch.as_tensor(d2), center))
+
+    def axis(target: str | None, option: str, norm: str | None, ignore: str | None, s: int):
+        if target is not None:
+            return dr.target_direction(model, _checkpoint(model, target, option), dir_type)
+        return dr.make_direction(model, s, dir_type=dir_type, norm=norm or OPTION_DEFAULTS["xnorm"],
+                                 ignore=ignore or OPTION_DEFAULTS["xignore"])
+
+    d1 = axis(args.model_file2, "--model-file2", args.xnorm, args.xignore, seed)
+    d2 = None if one_d else axis(args.model_file3, "--model-file3", args.ynorm, args.yignore, seed + 1)
+    return d1, d2
 
 
 def fingerprint(tensors) -> str:
@@ -305,16 +423,93 @@ def fingerprint(tensors) -> str:
     return h.hexdigest()
 
 
+def _loader_summary(data) -> torch.Tensor:
+    """An order-independent summary of a loader's data, in one pass: rows, and the sums and sums of squares of
+    x and y to 12 significant digits (a shuffling loader sums in another order every run)."""
+    n, sums = 0, np.zeros(4)
+    with torch.no_grad():
+        for x, y in data:
+            n += len(x)
+            x, y = x.detach().double(), y.detach().double()
+            sums += [float(x.sum()), float((x * x).sum()), float(y.sum()), float((y * y).sum())]
+    return torch.tensor([n, *(float(f"{v:.12g}") for v in sums)], dtype=torch.float64)
+
+
+def data_fingerprint(problem: Problem) -> str:
+    """The fingerprint of the job's data: tensors by their bytes (as earlier versions did), a loader by its
+    summary (_loader_summary), the test set after the training data."""
+    parts: list = []
+    for d in (problem.data, problem.test):
+        if d is not None:
+            parts += list(d) if _is_pair(d) else [_loader_summary(d)]
+    return fingerprint(parts)
+
+
+def parse_axis(option: str, spec) -> tuple[float, float, int]:
+    """``MIN:MAX:N`` -> (min, max, n), checked: finite, |MIN|, |MAX| at most MAX_RANGE, MIN != MAX (MIN > MAX
+    is a descending axis, as the reference allows), N from 2 to MAX_GRID."""
+    parts = str(spec).split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise JobError(f"{option} '{spec}': expected MIN:MAX:N, e.g. -1:1:51") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and abs(lo) <= MAX_RANGE and abs(hi) <= MAX_RANGE):
+        raise JobError(f"{option} '{spec}': MIN and MAX must be numbers from {-MAX_RANGE:g} to {MAX_RANGE:g}")
+    if lo == hi:
+        raise JobError(f"{option} '{spec}': MIN and MAX must differ")
+    if not 2 <= n <= MAX_GRID:
+        raise JobError(f"{option} '{spec}': N must be between 2 and {MAX_GRID} points")
+    return lo, hi, n
+
+
+def axes_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k) is not None for k in ("x", "y", "grid", "range"))
+
+
+def job_axes(args: argparse.Namespace) -> tuple[tuple, tuple | None]:
+    """The job's axes as (min, max, n) each, the y one None for a 1D plot: --x/--y, or the square shorthand
+    --grid/--range (with their defaults when nothing is given)."""
+    if args.x is None:
+        if args.y is not None:
+            raise JobError("--y needs --x (--x alone gives a 1D plot)")
+        r = DEFAULT_RANGE if args.range is None else float(args.range)
+        n = DEFAULT_GRID if args.grid is None else args.grid
+        return (-r, r, n), (-r, r, n)
+    if args.grid is not None or args.range is not None:
+        raise JobError("--x/--y and --grid/--range both give the grid: use one or the other")
+    return parse_axis("--x", args.x), (parse_axis("--y", args.y) if args.y is not None else None)
+
+
+def job_record(args: argparse.Namespace, xs: tuple, ys: tuple | None) -> dict:
+    """The job's identity as recorded in its file: the square shorthand as grid and range (as earlier versions
+    recorded every job), other axes as x and y, and the other options where they are not at their defaults."""
+    rec = {k: getattr(args, k) for k in JOB_KEYS if k not in OPTION_DEFAULTS and k not in ("grid", "range")}
+    if ys == xs and xs[0] == -xs[1] and xs[1] > 0:
+        rec.update(grid=xs[2], range=float(xs[1]))
+    else:
+        rec.update(grid=None, range=None, x=list(xs), y=None if ys is None else list(ys))
+    rec.update(_options(args))
+    return rec
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The options of OPTION_DEFAULTS but the axes that differ from their defaults (None: not given)."""
+    return {k: getattr(args, k) for k, v in OPTION_DEFAULTS.items()
+            if k not in ("x", "y") and getattr(args, k) not in (None, v)}
+
+
 def check_job_args(args: argparse.Namespace) -> None:
     """The scalar arguments, each refused with one line (JobError) before anything is read or trained."""
     def integer(v) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-    if not integer(args.grid) or not 2 <= args.grid <= MAX_GRID:
+    if args.grid is not None and (not integer(args.grid) or not 2 <= args.grid <= MAX_GRID):
         raise JobError(f"--grid must be between 2 and {MAX_GRID} points a side, not {args.grid}")
     r = args.range
-    if isinstance(r, bool) or not isinstance(r, (int, float, np.floating, np.integer)) or not math.isfinite(r) \
-            or not 0 < r <= MAX_RANGE:
+    if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float, np.floating, np.integer)) or
+                          not math.isfinite(r) or not 0 < r <= MAX_RANGE):
         raise JobError(f"--range must be a number above 0 and at most {MAX_RANGE:g}, not {r}")
     if not integer(args.seed) or not 0 <= args.seed <= MAX_SEED:
         raise JobError(f"--seed must be an integer from 0 to {MAX_SEED}, not {args.seed}")
@@ -324,14 +519,70 @@ def check_job_args(args: argparse.Namespace) -> None:
         raise JobError(f"--directions must be 'filter' or 'pca', not '{args.directions}'")
     if not isinstance(args.model, str) or not args.model:
         raise JobError("--model must name a network (mlp:64x64:tanh, cnn) or a factory (path/file.py:build)")
+    if args.batch_size is not None and (not integer(args.batch_size) or not 1 <= args.batch_size <= MAX_BATCH_SIZE):
+        raise JobError(f"--batch-size must be an integer from 1 to {MAX_BATCH_SIZE}, not {args.batch_size}")
+    for option, value, choices in (("--dir-type", args.dir_type, DIR_TYPES), ("--xnorm", args.xnorm, NORMS),
+                                   ("--ynorm", args.ynorm, NORMS), ("--xignore", args.xignore, IGNORES),
+                                   ("--yignore", args.yignore, IGNORES)):
+        if value is not None and value not in choices:
+            raise JobError(f"{option} must be one of {', '.join(choices)}, not '{value}'")
+
+
+def check_direction_options(args: argparse.Namespace, one_d: bool) -> None:
+    """Options that contradict each other or the model, and files that are not there: refused (JobError)
+    before anything is read or trained."""
+    def given(*keys):
+        return [f"--{k.replace('_', '-')}" for k in keys if getattr(args, k) is not None]
+
+    if one_d and given("ynorm", "yignore", "model_file3"):
+        raise JobError(f"{given('ynorm', 'yignore', 'model_file3')[0]}: a 1D plot (--x without --y) has no y "
+                       "direction")
+    if is_builtin(args.model) and given("model_file", "model_file2", "model_file3", "model_folder"):
+        raise JobError(f"{given('model_file', 'model_file2', 'model_file3', 'model_folder')[0]} needs a user "
+                       f"factory (--model path/to/file.py:build) whose module the checkpoints fit; "
+                       f"--model {args.model} is trained here")
+    random_options = given("xnorm", "ynorm", "xignore", "yignore")
+    if args.dir_file is not None:
+        clash = given("model_file2", "model_file3", "model_folder") + random_options + \
+            (["--directions pca"] if args.directions == "pca" else [])
+        if clash:
+            raise JobError(f"--dir-file gives the directions: {clash[0]} cannot be used with it")
+    if args.directions == "pca":
+        clash = given("model_file2", "model_file3") + random_options
+        if clash:
+            raise JobError(f"{clash[0]} makes a random or target direction: it cannot be used with "
+                           "--directions pca")
+        if is_builtin(args.model) and args.dir_type == "states":
+            raise JobError("--dir-type states with --directions pca needs --model-folder and a user factory (the "
+                           "training path of a network trained here holds its parameters only)")
+    elif args.model_folder is not None:
+        raise JobError("--model-folder gives checkpoints for PCA directions: add --directions pca")
+    for option, norm, ignore, target in (("--model-file2", "xnorm", "xignore", args.model_file2),
+                                         ("--model-file3", "ynorm", "yignore", args.model_file3)):
+        if target is not None and given(norm, ignore):
+            raise JobError(f"{given(norm, ignore)[0]} normalizes a random direction: the direction to {option} "
+                           "is not one")
+    for option in ("dir_file", "model_file", "model_file2", "model_file3"):
+        path = getattr(args, option)
+        if path is not None and not os.path.isfile(path):
+            raise JobError(f"--{option.replace('_', '-')} '{path}': " +
+                           ("a folder, not a file" if os.path.isdir(path) else "no such file"))
+    if args.model_folder is not None and not os.path.isdir(args.model_folder):
+        raise JobError(f"--model-folder '{args.model_folder}': no such folder")
 
 
 def resume_command(args: argparse.Namespace) -> str:
     """The command line that runs (or resumes) this job: every argument of its identity, spelled out."""
-    parts = ["losslab", "surface", "--model", args.model, "--data", args.data, "--grid", str(args.grid),
-             "--range", repr(float(args.range)), "--directions", args.directions, "--seed", str(args.seed),
-             "--train-steps", str(args.train_steps), "--out", args.out]
-    return " ".join(shlex.quote(str(p)) for p in parts)
+    parts = ["losslab", "surface", "--model", args.model, "--data", args.data]
+    if args.x is not None:
+        parts += [f"--x={args.x}"] + ([f"--y={args.y}"] if args.y is not None else [])
+    else:
+        parts += ["--grid", str(DEFAULT_GRID if args.grid is None else args.grid),
+                  "--range", repr(DEFAULT_RANGE if args.range is None else float(args.range))]
+    parts += ["--directions", args.directions, "--seed", str(args.seed), "--train-steps", str(args.train_steps)]
+    for k, v in _options(args).items():
+        parts += [f"--{k.replace('_', '-')}", str(v)]
+    return " ".join(shlex.quote(str(p)) for p in parts + ["--out", args.out])
 
 
 # --- files: names, temporary files, atomic writes ------------------------------------------------------------
@@ -393,7 +644,7 @@ def write_job_directions(path: str, d1, d2, attrs: dict) -> None:
     """The directions in the reference layout, with the job's attributes (its arguments, its surface file's
     name, the directions' fingerprint)."""
     def arrays(d):
-        return [torch.as_tensor(t).detach().cpu().numpy() for t in d]
+        return None if d is None else [torch.as_tensor(t).detach().cpu().numpy() for t in d]
 
     write_directions(path, arrays(d1), arrays(d2), attrs, tmp=_tmp_name(path))
 
@@ -495,7 +746,7 @@ class _Progress:
     total: int = 0
     saved: int = 0  # points in the file on disk
     exists: bool = False
-    bar: bool = False  # a progress bar is on the current line
+    bar: object = None  # the tqdm bar on stderr while it is shown
 
 
 def compute(args: argparse.Namespace, progress=True) -> tuple[Surface, int]:
@@ -507,9 +758,9 @@ def compute(args: argparse.Namespace, progress=True) -> tuple[Surface, int]:
     try:
         return _compute(args, progress, state)
     except BaseException as exc:
-        if state.bar:  # the message that follows starts a line of its own
-            sys.stderr.write("\n")
-            state.bar = False
+        if state.bar is not None:  # the message that follows starts a line of its own
+            state.bar.close()
+            state.bar = None
         if not isinstance(exc, KeyboardInterrupt):
             raise
         cmd = resume_command(args)
@@ -535,40 +786,106 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def beside(out: str, dir_file: str) -> str:
+    """The direction file a surface file names, found beside it: its ``dir_file`` as a path from the surface
+    file's folder (or an absolute one), else its file name in that folder (the reference records the path
+    it was run with, and names the surface file after it, in the same folder)."""
+    if not dir_file:
+        raise JobError(f"{out} names no direction file (its dir_file is empty): give one with --dir-file")
+    folder = os.path.dirname(os.path.abspath(out))
+    if "\0" not in dir_file:
+        for path in (os.path.join(folder, dir_file), os.path.join(folder, os.path.basename(dir_file))):
+            if os.path.isfile(path):
+                return path
+    raise JobError(f"{out} records no losslab job (another tool started it) and its direction file "
+                   f"'{shown_text(dir_file)}' is not beside it: give the direction file with --dir-file")
+
+
+def _same_axes(s: Surface, x: np.ndarray, y: np.ndarray) -> bool:
+    return s.x.shape == x.shape and s.y.shape == y.shape and np.allclose(s.x, x, rtol=1e-9, atol=1e-12) and \
+        np.allclose(s.y, y, rtol=1e-9, atol=1e-12)
+
+
+def _axes_words(s: Surface) -> str:
+    def axis(c):
+        return f"{c[0]:g}:{c[-1]:g}:{len(c)}"
+
+    return f"--x {axis(s.x)}" + ("" if s.one_d else f" --y {axis(s.y)}")
+
+
+def _check_dir_shapes(path: str, stored: tuple, model: nn.Module, dir_type: str) -> None:
+    """The directions of a direction file against the model's tensors for ``dir_type`` (JobError saying
+    which tensor differs, and how many the other --dir-type would give)."""
+    shapes = [tuple(t.shape) for t in entries(model, dir_type)]
+    try:
+        for name, d in zip(("xdirection", "ydirection"), stored):
+            if d is not None:
+                check_shapes(path, name, d, shapes)
+    except SurfaceFileError as exc:
+        other = "states" if dir_type == "weights" else "weights"
+        raise JobError(f"--dir-file {exc} (with --dir-type {dir_type} the model has {len(shapes)} tensors, with "
+                       f"--dir-type {other} {len(entries(model, other))})") from None
+
+
 def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tuple[Surface, int]:
     check_job_args(args)
+    xs, ys = job_axes(args)
     out = args.out
     folder, base = check_out(out)
-    t = np.linspace(-args.range, args.range, args.grid)
-    job = json.dumps({k: getattr(args, k) for k in JOB_KEYS}, sort_keys=True)
+    job = json.dumps(job_record(args, xs, ys), sort_keys=True)
     if len(job.encode()) > MAX_ATTR_BYTES:
-        raise JobError(f"--model and --data are too long to be recorded in the file (the job's arguments may take "
-                       f"at most {MAX_ATTR_BYTES} bytes)")
-    n_total = len(t) * len(t)
-    state.total = n_total
+        raise JobError(f"the job's arguments (--model, --data and the file names) are too long to be recorded in "
+                       f"the file (at most {MAX_ATTR_BYTES} bytes)")
+    xt = np.linspace(*xs)
+    yt = np.zeros(1) if ys is None else np.linspace(*ys)
 
-    # an existing file: this job's (arguments and grid), read before anything is trained
-    old, old_attrs = None, {}
+    # an existing file: this job's (arguments and grid), or one that another tool started (resumed on its own
+    # coordinates), read before anything is trained
+    old, old_attrs, foreign = None, {}, False
     if os.path.lexists(out):
         old = read_surface(out)
         read = getattr(old, "attrs", None)  # the reader's own (bounded) reading of the file's texts
         old_attrs = {k: v for k, v in read.items() if k in _JOB_ATTRS} if isinstance(read, dict) else _read_attrs(out)
-        if old_attrs.get("losslab_job", "") != job:
+        foreign = "losslab_job" not in old_attrs
+        if foreign:
+            if "train_loss" not in old.values:
+                raise JobError(f"{out} holds no train_loss to complete; choose another --out")
+            if axes_given(args) and not _same_axes(old, xt, yt):
+                raise JobError(f"{out} is a surface on other coordinates ({_axes_words(old)}); leave out --x, --y, "
+                               f"--grid and --range to complete it on its own")
+            xt, yt = old.x, old.y
+        elif old_attrs["losslab_job"] != job:
             raise JobError(f"{out} holds another job's surface; choose another --out or delete it")
-        tl = old.values.get("train_loss")
-        if tl is None or tl.shape != (len(t), len(t)) or old.x.shape != t.shape or old.y.shape != t.shape or \
-                not (np.allclose(old.x, t) and np.allclose(old.y, t)):
-            raise JobError(f"{out} records this job's arguments but not its grid; choose another --out or delete it")
-    # the direction file: named after the surface file in full; a file of an earlier version keeps its own
-    dir_name = base + DIR_SUFFIX
-    if old is not None and _plain_name(old.dir_file) and old.dir_file != base:
-        dir_name = old.dir_file
-    dir_path = os.path.join(folder, dir_name)
-    for name in clean_stale_temps(folder, [base, dir_name]):
+        else:
+            tl = old.values.get("train_loss")
+            if tl is None or tl.shape != (len(xt), len(yt)) or not _same_axes(old, xt, yt):
+                raise JobError(f"{out} records this job's arguments but not its grid; choose another --out or "
+                               f"delete it")
+    one_d = len(yt) == 1
+    check_direction_options(args, one_d)
+
+    # the directions: a given direction file (--dir-file, or the one a foreign file names), read and checked
+    # now, and only read; or the job's own, named after the surface file in full (a file of an earlier
+    # version keeps its own)
+    dir_attrs, stored = None, None
+    dir_path = args.dir_file if args.dir_file is not None or not foreign else beside(out, old.dir_file)
+    if dir_path is not None:
+        stored = read_directions(dir_path)
+        if stored[1] is None and not one_d:
+            raise JobError(f"{dir_path}: a 1D plot's direction file (only 'xdirection'): a 2D surface needs two "
+                           f"(leave out --y for a 1D plot)")
+        dir_name = old.dir_file if foreign and old.dir_file else os.path.relpath(os.path.abspath(dir_path), folder)
+        written = [base]
+    else:
+        dir_name = base + DIR_SUFFIX
+        if old is not None and _plain_name(old.dir_file) and old.dir_file != base:
+            dir_name = old.dir_file
+        dir_path = os.path.join(folder, dir_name)
+        written = [base, dir_name]
+    for name in clean_stale_temps(folder, written):
         print(f"losslab surface: removed {name}, a temporary file left by an interrupted run", file=sys.stderr)
-    _probe_writable(out, folder, [os.path.join(folder, base), dir_path])
-    dir_attrs = None
-    if os.path.lexists(dir_path):
+    _probe_writable(out, folder, [os.path.join(folder, n) for n in written])
+    if stored is None and os.path.lexists(dir_path):
         if not os.path.isfile(dir_path):
             raise JobError(f"{dir_path} (this job's direction file) exists and is not a regular file")
         try:
@@ -583,24 +900,36 @@ def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tupl
         if not (ours or legacy_ours):
             raise JobError(f"{dir_path} exists and is not this job's direction file; move it away or choose "
                            f"another --out (it is never overwritten)")
-    surf = Surface(t, t, {"train_loss": np.full((len(t), len(t)), np.nan),
-                          "train_acc": np.full((len(t), len(t)), np.nan)}, dir_name)
+    shape = (len(xt), len(yt))
+    n_total = shape[0] * shape[1]
+    state.total = n_total
+    # a foreign file keeps the arrays it has; a job's own file has the training set's (and the test set's)
+    names = list(old.values) if foreign else ["train_loss", "train_acc"]
+    surf = Surface(xt, yt, {k: np.full(shape, np.nan) for k in names}, dir_name)
     if old is not None:
-        surf.values.update({k: v for k, v in old.values.items() if k in surf.values and v.shape == (len(t), len(t))})
+        surf.values.update({k: v for k, v in old.values.items() if k in surf.values and v.shape == shape})
+        surf.stored = old.stored  # accuracies already there keep the file's exact numbers
     missing = np.isnan(surf.values["train_loss"])
     total = int(missing.sum())
     state.exists = old is not None
     state.saved = n_total - total
     if old is not None:
         print(f"losslab surface: resuming {out}: {n_total - total} of {n_total} points are there, {total} remain")
-        if total == 0 and dir_attrs is not None:
+        if total == 0 and (dir_attrs is not None or stored is not None):
             return surf, 0
 
     # the model: a network trained here (its memory estimated first) or a user's factory (tried once)
     user = not is_builtin(args.model)
     if user:
         problem = from_factory(args.model)
+        if args.model_file is not None:
+            problem.model.load_state_dict(_checkpoint(problem.model, args.model_file, "--model-file"))
+        if args.batch_size is not None and not _is_pair(problem.data):
+            raise JobError(f"--batch-size: the model factory '{args.model}' gives a data loader, which has its "
+                           f"own batch size")
         check_user_problem(problem, args.model)
+        if stored is not None:
+            _check_dir_shapes(dir_path, stored, problem.model, args.dir_type)
     else:
         name, n, _ = parse_data_spec(args.data)
         cnn = args.model.split(":", 1)[0] == "cnn"
@@ -610,7 +939,7 @@ def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tupl
         digits = name == "digits"
         try:
             check_request(min(n, DIGITS_POINTS) if digits else n, 64 if digits else 2, hidden, 10 if digits else 1,
-                          network="cnn" if cnn else "mlp", grid=args.grid,
+                          network="cnn" if cnn else "mlp", grid=max(shape),
                           checkpoints=CHECKPOINTS + 1 if args.directions == "pca" else 0,
                           pca=args.directions == "pca", what=f"--data {args.data} with --model {args.model}")
         except LimitError as exc:
@@ -618,11 +947,20 @@ def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tupl
         if args.directions == "pca" and args.train_steps < 2:
             raise JobError("--directions pca needs a training path: use at least 2 --train-steps")
         x, y = parse_data(args.data)
+        if stored is not None:
+            _check_dir_shapes(dir_path, stored, build_model(args.model, x, y, args.seed), args.dir_type)
         problem = train_mlp(args.model, x, y, steps=args.train_steps, seed=args.seed,
                             checkpoints=CHECKPOINTS if args.directions == "pca" else 0)
-    center = dr.params_of(problem.model)
+    has_test = [k for k in ("test_loss", "test_acc") if k in surf.values]
+    if foreign and has_test and problem.test is None:
+        raise JobError(f"{out} holds {has_test[0]}, but the model factory '{args.model}' gives no test set to "
+                       "complete it")
+    if not foreign and problem.test is not None:
+        for k in ("test_loss", "test_acc"):
+            surf.values[k] = old.values[k] if old is not None and k in old.values else np.full(shape, np.nan)
+    center = entries(problem.model, args.dir_type)
     try:
-        d1, d2 = make_directions(problem, args.directions, args.seed + 100)
+        d1, d2 = make_directions(problem, args, args.seed + 100, one_d, stored)
     except JobError:
         raise
     except Exception as exc:
@@ -632,8 +970,14 @@ def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tupl
                        f"{_one_line(exc)}") from None
 
     # the job's identity beyond its arguments: the weights, directions and data this run would use
-    prints = {"losslab_center_sha256": fingerprint(center), "losslab_directions_sha256": fingerprint([*d1, *d2]),
-              "losslab_data_sha256": fingerprint([problem.x, problem.y])}
+    try:
+        data_print = data_fingerprint(problem)
+    except Exception as exc:  # a user's loader can fail in any way (a batch that is not a pair, a bad file)
+        if not user:
+            raise
+        raise JobError(f"the model factory '{args.model}': reading its data raised {_one_line(exc)}") from None
+    prints = {"losslab_center_sha256": fingerprint(center),
+              "losslab_directions_sha256": fingerprint([*d1, *(d2 or [])]), "losslab_data_sha256": data_print}
     if old is not None:
         differ = [what for key, what in FINGERPRINTS if key in old_attrs and old_attrs[key] != prints[key]]
         if differ:
@@ -641,77 +985,114 @@ def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tupl
                            f"different fingerprints: did the model factory, its file or the data change?); "
                            f"choose another --out or delete it")
         if not any(key in old_attrs for key, _ in FINGERPRINTS) and dir_attrs is None:
-            print(f"losslab surface: note: {out} was written before fingerprints were recorded and its direction "
-                  f"file is missing: its points cannot be checked against this run's model", file=sys.stderr)
-    write_dirs = True
+            print(f"losslab surface: note: {out} records no fingerprints (an earlier version's file, or another "
+                  f"tool's) and there is no direction file of this job: its points cannot be checked against this "
+                  f"run's model", file=sys.stderr)
+    write_dirs = stored is None
     if dir_attrs is not None:
-        stored = dir_attrs.get("losslab_directions_sha256")
-        if stored is None:  # an earlier version's file: compare what it holds
+        recorded = dir_attrs.get("losslab_directions_sha256")
+        if recorded is None:  # an earlier version's file: compare what it holds
             try:
                 rx, ry = read_directions(dir_path, shapes=[tuple(p.shape) for p in center])
-                stored = fingerprint([*rx, *ry])
+                recorded = fingerprint([*rx, *(ry or [])])
             except SurfaceFileError:
-                stored = ""
-        if stored == prints["losslab_directions_sha256"]:
+                recorded = ""
+        if recorded == prints["losslab_directions_sha256"]:
             write_dirs = False
         elif old is not None:
             raise JobError(f"{dir_path} holds other directions than this run's (did the model change?); "
                            f"choose another --out or delete {out} and {dir_name}")
-    attrs = {"losslab_job": job, **prints}
+    # a foreign file keeps its own attributes (and from now on fingerprints, checked by the next resume)
+    attrs = {**{k: v for k, v in old.attrs.items() if k != ACC_UNITS_ATTR}, **prints} if foreign else \
+        {"losslab_job": job, **prints}
     dir_attrs_new = {"losslab_job": job, "losslab_surface": base,
                      "losslab_directions_sha256": prints["losslab_directions_sha256"]}
+    return _evaluate(args, problem, user, surf, missing, (center, d1, d2), attrs, dir_path, dir_attrs_new,
+                     write_dirs, progress, state)
 
-    done = 0
-    t0 = time.perf_counter()
-    rows = [i for i in range(len(t)) if missing[i].any()]
+
+def _evaluate(args, problem: Problem, user: bool, surf: Surface, missing: np.ndarray, plane: tuple, attrs: dict,
+              dir_path: str, dir_attrs: dict, write_dirs: bool, progress: bool, state: _Progress
+              ) -> tuple[Surface, int]:
+    """The missing points, a row of the grid at a time, each row saved atomically as it is done."""
+    from tqdm import tqdm
+
+    out, (center, d1, d2) = args.out, plane
     model = problem.model
     model.eval()
+    # a network trained here on its tensors: the batched grid evaluation; anything else point by point, each
+    # over the whole data set in batches (models.landscape.evaluate_points)
+    fast = not user and args.dir_type == "weights" and args.batch_size is None
+    flat_d2 = [torch.zeros_like(c) for c in center] if d2 is None else d2
+    classify = not user or problem.y.dtype == torch.long
+    sets = [("train", problem.data)] + ([("test", problem.test)] if "test_loss" in surf.values else [])
+
+    def evaluate(data, a, b):
+        if fast:
+            x, y = data
+            return tuple(ls.grid_model(model, x, y, fn, center, d1, flat_d2, a[:1], b)[0]
+                         for fn in (problem.loss_fn, ls.accuracy_fn))
+        return ls.evaluate_points(model, data, problem.loss_fn, center, d1, d2, a, b, dir_type=args.dir_type,
+                                  batch_size=args.batch_size, accuracy=classify)
+
+    xt, yt = surf.x, surf.y
+    total = int(missing.sum())
+    rows = [i for i in range(len(xt)) if missing[i].any()]
+    state.bar = tqdm(total=total, unit="point", desc="losslab surface", file=sys.stderr, dynamic_ncols=True,
+                     disable=not (progress and getattr(sys.stderr, "isatty", lambda: False)()))
     kill_rows, kill_in_write = _test_kill_spec()
+    done = 0
     for n_row, i in enumerate(rows, 1):
         js = np.nonzero(missing[i])[0]
-        a = np.full(len(js), t[i])
-        b = t[js]
+        a = np.full(len(js), xt[i])
+        b = yt[js]
+        got = {}
         try:
-            loss_v = ls.grid_model(model, problem.x, problem.y, problem.loss_fn, center, d1, d2, a[:1], b)[0]
-            if problem.is_mlp or isinstance(model, SmallCNN):
-                acc_v = ls.grid_model(model, problem.x, problem.y, accuracy_fn, center, d1, d2, a[:1], b)[0]
-            else:
-                acc_v = np.full(len(js), np.nan)
+            for name, data in sets:
+                got[name] = evaluate(data, a, b)
         except Exception as exc:
             if not user:
                 raise
             kept = f"; {out} keeps the {state.saved} points computed before" if state.exists else ""
             raise JobError(f"the model factory '{args.model}' failed when evaluated at grid row {i + 1} of "
-                           f"{len(t)}: {_one_line(exc)}{kept}") from None
-        # NaN losses (the model blew up there) stay gaps, marked apart from 'not computed' with +inf
-        surf.values["train_loss"][i, js] = np.where(np.isfinite(loss_v), loss_v, np.inf)
-        surf.values["train_acc"][i, js] = acc_v
+                           f"{len(xt)}: {_one_line(exc)}{kept}") from None
+        for name, (loss_v, acc_v) in got.items():
+            # NaN losses (the model blew up there) stay gaps, marked apart from 'not computed' with +inf
+            surf.values[f"{name}_loss"][i, js] = np.where(np.isfinite(loss_v), loss_v, np.inf)
+            if f"{name}_acc" in surf.values:
+                surf.values[f"{name}_acc"][i, js] = np.nan if acc_v is None else acc_v
         done += len(js)
         if write_dirs:  # with the first points saved, never before: a failed run leaves no direction file
-            write_job_directions(dir_path, d1, d2, dir_attrs_new)
+            write_job_directions(dir_path, d1, d2, dir_attrs)
             write_dirs = False
         dying = kill_rows and n_row >= kill_rows
         write_job_surface(out, surf, attrs, before_rename=_die if dying and kill_in_write else None)
         state.exists, state.saved = True, state.saved + len(js)
         if dying:
             _die()
-        if progress:
-            frac = done / max(total, 1)
-            bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\r[{bar:<30}] {100 * frac:5.1f}%  {done}/{total} points  "
-                             f"{time.perf_counter() - t0:6.1f} s")
-            sys.stderr.flush()
-            state.bar = True
+        state.bar.update(len(js))
+    state.bar.close()
+    state.bar = None
     if write_dirs and state.exists:  # a finished surface whose direction file was removed: written again
-        write_job_directions(dir_path, d1, d2, dir_attrs_new)
-    if progress and state.bar:
-        sys.stderr.write("\n")
-        state.bar = False
+        write_job_directions(dir_path, d1, d2, dir_attrs)
     bad = np.isinf(surf.values["train_loss"])
     if bad.any():
         print(f"losslab surface: the loss is not finite at {int(bad.sum())} grid points (left as gaps)",
               file=sys.stderr)
     return surf, done
+
+
+def _glued_axes(argv: list[str]) -> list[str]:
+    """``--x -1:1:51`` as ``--x=-1:1:51``: argparse takes a value that starts with '-' for an option."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        out.append(a)
+        if a in ("--x", "--y"):
+            value = next(it, None)
+            if value is not None:
+                out[-1] = f"{a}={value}"
+    return out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -723,13 +1104,28 @@ def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="losslab surface", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mlp:64x64:tanh")
     p.add_argument("--data", default="spirals:2000:0.1")
-    p.add_argument("--grid", type=int, default=41)
-    p.add_argument("--range", type=float, default=1.0)
+    p.add_argument("--grid", type=int, help=f"points a side of a square grid (default {DEFAULT_GRID})")
+    p.add_argument("--range", type=float, help=f"the square grid's axes run from -R to R (default {DEFAULT_RANGE:g})")
+    p.add_argument("--x", metavar="MIN:MAX:N", help="the x axis, np.linspace(MIN, MAX, N); alone: a 1D plot")
+    p.add_argument("--y", metavar="MIN:MAX:N", help="the y axis (with --x)")
     p.add_argument("--directions", default="filter", choices=["filter", "pca"])
+    p.add_argument("--dir-file", metavar="F", help="reuse the directions of a direction file (the reference's or "
+                   "losslab's)")
+    p.add_argument("--dir-type", default="weights", help="weights: the parameters; states: the state_dict, "
+                   "batch-norm buffers included")
+    for axis in "xy":
+        p.add_argument(f"--{axis}norm", help=f"the {axis} direction's normalization: {', '.join(NORMS)}")
+        p.add_argument(f"--{axis}ignore", help=f"biasbn (default): a zero {axis} direction for biases and batch "
+                       "norm; none: a copy of their values (the reference's)")
+    p.add_argument("--model-file", metavar="F", help="the centre's weights, a checkpoint of the factory's module")
+    p.add_argument("--model-file2", metavar="F", help="the x direction: to this checkpoint")
+    p.add_argument("--model-file3", metavar="F", help="the y direction: to this checkpoint")
+    p.add_argument("--model-folder", metavar="DIR", help="with --directions pca: PCA of the checkpoints in DIR")
+    p.add_argument("--batch-size", type=int, metavar="N", help="evaluate each point N data rows at a time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
+    args = p.parse_args(_glued_axes(list(sys.argv[1:] if argv is None else argv)))
     import signal
 
     got: list[int] = []
@@ -751,7 +1147,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"losslab surface: {_one_line(exc)}", file=sys.stderr)
         return 2
-    print(f"computed {done} points; {args.out} holds a {len(surf.x)}x{len(surf.y)} surface")
+    shape = f"1D plot of {len(surf.x)} points" if surf.one_d else f"{len(surf.x)}x{len(surf.y)} surface"
+    print(f"computed {done} points; {args.out} holds a {shape}")
     return 0
 
 

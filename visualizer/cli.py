@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="labs:\n" + _lab_list() + "\n\nother commands:\n"
                "  losslab bench [--json PATH] [--only NAME,...]   run the benchmarks\n"
                "  losslab surface --model SPEC --data SPEC --grid N --out FILE.h5   a loss surface, headless\n"
+               "  losslab FILE.h5   open a surface file (this app's or the reference loss-landscape tool's)\n"
                "  losslab record SCENE.toml -o OUT.mp4|.gif [--size WxH] [--fps N]   render a scene, headless\n"
                "  losslab SCENE.toml   preview a scene: play, scrub, add keyframes, render\n\n"
                "keys: Space start/pause, S single step, R reset, Ctrl+S screenshot, Ctrl+R record, Ctrl+K add keyframe, "
@@ -89,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             argv += ["--lab", scene.lab]
     if argv and argv[0].lower().endswith((".h5", ".hdf5")):
         open_path = argv.pop(0)
+        from models.surface_io import SurfaceFileError
+        from visualizer.labs.surface import read_for_views
+
+        try:
+            read_for_views(open_path)  # fail early, with the file and what is wrong, before any window
+        except SurfaceFileError as exc:
+            print(f"losslab: {exc}", file=sys.stderr)
+            return 2
         if "--lab" not in argv:
             argv += ["--lab", "surface"]
     args = build_parser().parse_args(argv)

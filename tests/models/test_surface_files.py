@@ -596,21 +596,22 @@ def test_the_lab_draws_descending_coordinates_where_they_belong(qtbot, surface_l
     assert lab.open_surface(path)
     drawn(qtbot, lab)
     assert not [m for m in lab.msgs if m[1]], lab.msgs
-    t = lab.grid_t
-    assert np.allclose(t, np.linspace(-1, 1, 21))  # the views take one ascending axis
+    t = lab.grid_x
+    assert np.allclose(t, np.linspace(-1, 1, 21)) and np.allclose(lab.grid_y, t)  # the views take ascending axes
     assert np.allclose(lab.grid_values, f_true(t[:, None], t[None, :]))  # each value at its own (a, b)
     assert np.allclose(lab.shown["shown"], np.log10(f_true(t[:, None], t[None, :])))
     rect = lab.plane_view.image.mapRectToParent(lab.plane_view.image.boundingRect())
     assert rect.left() == pytest.approx(-1.05) and rect.width() == pytest.approx(2.1)
     assert lab.scene.extent == pytest.approx((-1, 1, -1, 1))
     assert "descending in the file" in lab.caption.text()
-    # a descending, b ascending on another range: resampled onto a's axis, still each value at its (a, b)
+    # a descending, b ascending on another range and count: each axis its own (issue 17: nothing resampled),
+    # still each value at its (a, b)
     path = reference_file(tmp_path / "mixed.h5", np.linspace(1, -1, 11), np.linspace(-2, 2, 41), f_true)
     assert lab.open_surface(path)
     drawn(qtbot, lab)
-    t = lab.grid_t
-    assert np.allclose(t, np.linspace(-1, 1, 11))
-    assert np.allclose(lab.grid_values, f_true(t[:, None], t[None, :]))
+    x, y = lab.grid_x, lab.grid_y
+    assert np.allclose(x, np.linspace(-1, 1, 11)) and np.allclose(y, np.linspace(-2, 2, 41))
+    assert np.allclose(lab.grid_values, f_true(x[:, None], y[None, :]))
 
 
 def test_the_lab_refuses_odd_files_and_keeps_what_it_showed(qtbot, surface_lab, tmp_path, monkeypatch):
@@ -632,10 +633,8 @@ def test_the_lab_refuses_odd_files_and_keeps_what_it_showed(qtbot, surface_lab, 
         "size.h5": dict(loss=np.ones(19)),
         "passwd.h5": dict(loss=_external_storage("/etc/passwd", 20)),
         "elink.h5": dict(loss=_link(h5py.ExternalLink(other, "/data"))),
-        "small.h5": dict(x=np.array([-1.0, 1.0]), y=np.array([-1.0, 1.0]), loss=np.ones(4)),
-        "curve.h5": dict(y=None, loss=np.ones(5), ycoordinates=None),
         "wide.h5": dict(x=np.array([-1.7e308, 0, 1.7e308]), y=np.array([-1.0, 0, 1]), loss=np.ones(9)),
-    }
+    }  # (a 2 x 2 grid and a 1D file open since issue 17: every file on its own coordinates, a 1D one as a curve)
     for name, kw in bad.items():
         surface_file(tmp_path / name, **kw)
     for name in [*bad, "truncated.h5", "missing.h5"]:
@@ -685,7 +684,7 @@ def test_a_surface_off_centre_is_drawn_with_its_contours_in_place(qtbot, surface
     assert lab.open_surface(path)
     drawn(qtbot, lab)
     assert not [m for m in lab.msgs if m[1]], lab.msgs
-    assert np.allclose(lab.grid_t, axis)
+    assert np.allclose(lab.grid_x, axis) and np.allclose(lab.grid_y, axis)
     pts = np.concatenate(lab.shown["contours"])
     assert len(pts) and pts.min() >= -3 - 1e-9 and pts.max() <= -1 + 1e-9  # the rings round (-2, -2)
     assert np.abs(pts.mean(0) + 2).max() < 0.1

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from models.limits import MAX_FILE_AXIS, MAX_FILE_GRID_POINTS
-from models.surface_io import ARRAYS, MAX_TEXT_BYTES, from_reference
+from models.surface_io import ACCURACIES, ARRAYS, MAX_TEXT_BYTES, from_reference
 from tests.models.test_surface_files import LimitedReader
 
 RANDOM = int(os.environ.get("LOSSLAB_FUZZ_EXAMPLES", "0") or 0)
@@ -318,8 +318,11 @@ def check(reader, spec: Spec, path: str) -> dict:
         e = spec.expected
         assert np.array_equal(out["x"], e["xcoordinates"]) and np.array_equal(out["y"], e["ycoordinates"])
         assert set(out["values"]) == set(e["values"])
+        # accuracies: percent in a file without a unit attribute when any is above 1 (fractions in memory)
+        percent = any((v[np.isfinite(v)] > 1).any() for name, v in e["values"].items() if name in ACCURACIES)
         for name, v in e["values"].items():
-            assert np.array_equal(np.asarray(out["values"][name], dtype=np.float64), v, equal_nan=True), name
+            want = v / 100 if percent and name in ACCURACIES else v
+            assert np.array_equal(np.asarray(out["values"][name], dtype=np.float64), want, equal_nan=True), name
         assert out["dir_file"] == e.get("dir_file", "")[:300]
     return out
 

@@ -129,13 +129,17 @@ def build():
 
 
 def _forget_rows(path: Path, rows: slice) -> None:
-    """Mark rows of a finished surface as not computed yet, as a killed run leaves them."""
+    """Mark rows of a finished surface as not computed yet, as a killed run leaves them: -1 at their points in
+    the file's arrays, every other number as it is (in the file's units)."""
     s = read_surface(str(path))
+    gone = np.zeros(s.values["train_loss"].shape)
+    gone[rows] = np.nan
+    in_file = to_reference(gone) == -1
     with h5py.File(path, "r+") as f:
-        for name in ("train_loss", "train_acc"):
-            v = s.values[name].copy()
-            v[rows] = np.nan
-            f[name][...] = to_reference(v)
+        for name in s.values:
+            raw = f[name][()].reshape(in_file.shape)
+            raw[in_file] = -1
+            f[name][...] = raw.reshape(f[name].shape)
 
 
 @pytest.mark.parametrize("change, what", [(dict(wseed=1), "centre weights"), (dict(dseed=1), "data")])

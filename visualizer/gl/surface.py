@@ -4,7 +4,8 @@ pyqtgraph's stock ``GLSurfacePlotItem`` recomputes smooth normals per vertex in 
 201x201 grid here). On a regular grid the normal is known from central differences of the heights, which
 numpy computes in a fraction of a millisecond; lighting is applied to the vertex colours there too, the grid
 is drawn as triangle strips, and the index buffers never change for a given grid size, so an update
-re-uploads only positions and colours.
+re-uploads only positions and colours. Missing heights (NaN, or any value that is not finite) are holes: the
+triangles that touch them are not drawn (indexed triangles instead of strips, only while there are holes).
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ def grid_normals(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 
 def _slopes(x: np.ndarray, y: np.ndarray, z: np.ndarray):
+    """Slopes by central differences; where a neighbour is missing (NaN) the slope is taken as flat."""
     z32 = z.astype(np.float32, copy=False)
-    gx = np.gradient(z32, x.astype(np.float32), axis=0)
-    gy = np.gradient(z32, y.astype(np.float32), axis=1)
+    with np.errstate(invalid="ignore"):
+        gx = np.nan_to_num(np.gradient(z32, x.astype(np.float32), axis=0), nan=0.0, posinf=0.0, neginf=0.0)
+        gy = np.nan_to_num(np.gradient(z32, y.astype(np.float32), axis=1), nan=0.0, posinf=0.0, neginf=0.0)
     inv = 1.0 / np.sqrt(gx * gx + gy * gy + np.float32(1.0))
     return gx, gy, inv
 
@@ -92,9 +95,10 @@ def grid_strips(nx: int, ny: int) -> np.ndarray:
 class SurfaceItem(GLGraphicsItem):
     """A height-coloured surface z[i, j] over (x[i], y[j]) with optional wireframe.
 
-    ``set_data(x, y, z, colors=None)``: z may hold NaN (drawn as the lowest level); ``colors`` (nx, ny, 4)
-    float32 in [0, 1] overrides the colour map. ``set_colormap`` takes any pyqtgraph ColorMap.
-    Only what changed is uploaded: positions and colours on every update, indices when the size changes.
+    ``set_data(x, y, z, colors=None)``: z may hold NaN (a hole: the triangles touching it are left out);
+    ``colors`` (nx, ny, 4) float32 in [0, 1] overrides the colour map. ``set_colormap`` takes any pyqtgraph
+    ColorMap. Only what changed is uploaded: positions and colours on every update, indices when the size or
+    the holes change.
     """
 
     def __init__(self, colormap: pg.ColorMap | None = None, glOptions: str = "opaque", parentItem=None) -> None:
@@ -106,6 +110,8 @@ class SurfaceItem(GLGraphicsItem):
         self.vertexes: np.ndarray | None = None
         self.colors: np.ndarray | None = None
         self.strips: np.ndarray | None = None
+        self.faces: np.ndarray | None = None  # the triangles drawn while the grid has holes (else None: strips)
+        self._present: np.ndarray | None = None  # which vertices have a height (None: all of them)
         self.edges: np.ndarray | None = None
         self._dirty: set[str] = set()
         self._wire = False
@@ -147,13 +153,25 @@ class SurfaceItem(GLGraphicsItem):
             raise ValueError("x and y must match z's shape (at least 2x2)")
         lo, hi = z_range if z_range is not None else self._finite_range(z)
         self.z_range = (lo, hi)
-        zf = np.where(np.isfinite(z), z, lo)
-        if self._shape != (nx, ny):
+        finite = np.isfinite(z)
+        present = None if finite.all() else finite.ravel()
+        zf = np.where(finite, z, lo)
+        resized = self._shape != (nx, ny)
+        if resized:
             self._shape = (nx, ny)
             self.strips = grid_strips(nx, ny)
             self._dirty.add("strips")
-            if self._wire:
-                self._build_edges()
+        holes_changed = not (present is None and self._present is None) and (
+            present is None or self._present is None or resized or not np.array_equal(present, self._present))
+        if holes_changed:
+            self._present = present
+            self.faces = None
+            if present is not None:
+                faces = grid_faces(nx, ny)
+                self.faces = np.ascontiguousarray(faces[present[faces].all(axis=1)]).ravel()
+                self._dirty.add("faces")
+        if self._wire and (resized or holes_changed):
+            self._build_edges()
         verts = np.empty((nx, ny, 3), dtype=np.float32)
         verts[..., 0] = x[:, None]
         verts[..., 1] = y[None, :]
@@ -161,7 +179,8 @@ class SurfaceItem(GLGraphicsItem):
         self.vertexes = verts.reshape(-1, 3)
         if colors is None:
             colors = self.colors_for(zf, (lo, hi))
-        self.colors = shaded_colors(x, y, zf, colors)  # uint8: 4 bytes a vertex instead of 16
+        # uint8: 4 bytes a vertex instead of 16; a hole's neighbours are lit as if flat towards it
+        self.colors = shaded_colors(x, y, np.where(finite, z, np.nan), colors)
         self._dirty |= {"position", "color"}
         self.update()
 
@@ -189,9 +208,10 @@ class SurfaceItem(GLGraphicsItem):
         self.setupGLState()
         vb, ib = QtOpenGL.QOpenGLBuffer.Type.VertexBuffer, QtOpenGL.QOpenGLBuffer.Type.IndexBuffer
         for name in sorted(self._dirty):
-            arr = {"position": self.vertexes, "color": self.colors, "strips": self.strips, "edges": self.edges}[name]
-            if arr is not None:
-                self._upload(name, arr, ib if name in ("strips", "edges") else vb)
+            arr = {"position": self.vertexes, "color": self.colors, "strips": self.strips, "faces": self.faces,
+                   "edges": self.edges}[name]
+            if arr is not None and arr.size:
+                self._upload(name, arr, ib if name in ("strips", "faces", "edges") else vb)
         self._dirty.clear()
         mvp = np.array(self.mvpMatrix().data(), dtype=np.float32)
         context = QtGui.QOpenGLContext.currentContext()
@@ -209,14 +229,19 @@ class SurfaceItem(GLGraphicsItem):
             GL.glVertexAttribPointer(col_loc, 4, GL.GL_UNSIGNED_BYTE, True, 0, None)
             self._buffers["color"].release()
             GL.glEnableVertexAttribArray(col_loc)
-            GL.glEnable(GL.GL_PRIMITIVE_RESTART)
-            GL.glPrimitiveRestartIndex(int(RESTART))
-            self._buffers["strips"].bind()
-            GL.glDrawElements(GL.GL_TRIANGLE_STRIP, self.strips.size, GL.GL_UNSIGNED_INT, None)
-            self._buffers["strips"].release()
-            GL.glDisable(GL.GL_PRIMITIVE_RESTART)
+            if self.faces is None:
+                GL.glEnable(GL.GL_PRIMITIVE_RESTART)
+                GL.glPrimitiveRestartIndex(int(RESTART))
+                self._buffers["strips"].bind()
+                GL.glDrawElements(GL.GL_TRIANGLE_STRIP, self.strips.size, GL.GL_UNSIGNED_INT, None)
+                self._buffers["strips"].release()
+                GL.glDisable(GL.GL_PRIMITIVE_RESTART)
+            elif self.faces.size:  # holes: only the triangles whose three corners have a height
+                self._buffers["faces"].bind()
+                GL.glDrawElements(GL.GL_TRIANGLES, self.faces.size, GL.GL_UNSIGNED_INT, None)
+                self._buffers["faces"].release()
             GL.glDisableVertexAttribArray(col_loc)
-            if self._wire and self.edges is not None and "edges" in self._buffers:
+            if self._wire and self.edges is not None and self.edges.size and "edges" in self._buffers:
                 GL.glVertexAttrib4f(col_loc, *self._wire_color)
                 GL.glDepthFunc(GL.GL_LEQUAL)  # lines lie exactly on the surface
                 self._buffers["edges"].bind()
@@ -229,7 +254,10 @@ class SurfaceItem(GLGraphicsItem):
     def _build_edges(self) -> None:
         nx, ny = self._shape
         every = self._wire_every or max(1, min(nx, ny) // 24)
-        self.edges = grid_edges(nx, ny, every)
+        edges = grid_edges(nx, ny, every)
+        if self._present is not None:  # no line into a hole
+            edges = edges[self._present[edges].all(axis=1)]
+        self.edges = np.ascontiguousarray(edges)
         self._dirty.add("edges")
 
     @staticmethod

@@ -9,13 +9,15 @@ true loss or at the surface's value below it (toggle), with its distance from th
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.opengl as gl
-from PySide6.QtWidgets import QLabel, QLineEdit, QProgressBar, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QLineEdit, QMessageBox, QProgressBar, QStackedWidget, QWidget
 
 from visualizer.labs.base import Action, SingleRunLab
 from visualizer.labs.schema import setting
@@ -132,52 +134,55 @@ def to_display(values: np.ndarray, log_scale: bool, floor: float | None = None) 
     return values, (lo, hi if hi > lo else lo + 1)
 
 
+def contours_on(x: np.ndarray, y: np.ndarray, shown: np.ndarray, count: int = 12) -> list[np.ndarray]:
+    """Contour polylines of a field ``shown[i, j]`` at ``(x[i], y[j])``, in those coordinates: traced on the
+    grid's indices and mapped through each axis (any length and spacing); they stop at gaps (NaN)."""
+    from skimage.measure import find_contours
+
+    from models.toy2d import contour_levels
+
+    ix, iy = np.arange(len(x)), np.arange(len(y))
+    return [np.column_stack([np.interp(c[:, 0], ix, x), np.interp(c[:, 1], iy, y)])
+            for level in contour_levels(shown, count) for c in find_contours(shown, level)]
+
+
 def prepare_display(req: tuple) -> dict:
-    """What the views draw for one grid (a worker thread): gaps filled, the display transform, contour lines
-    and the surface's value under each point of the projected path. The GUI thread only uploads it."""
+    """What the views draw for one grid (a worker thread): the display transform, contour lines and the
+    surface's value under each point of the projected path. The GUI thread only uploads it.
+
+    ``req``: (x, y, values, log_scale, coords, fill), the axes ascending, ``values[i, j]`` at ``(x[i], y[j])``
+    (a 1D curve: y is one point, values (nx, 1)). A value that is not a finite number is a gap: drawn as a hole,
+    unless ``fill`` (a coarse level of a computation in progress, a preview) fills it from the nearest point."""
     from scipy.interpolate import RegularGridInterpolator
 
-    from models.toy2d import GridSpec, contour_levels, contour_lines
-
-    t, values, log_scale, coords = req
-    filled = fill_gaps(values)
-    shown, rng = to_display(filled, log_scale)
-    half, mid = float(t[-1] - t[0]) / 2, float(t[0] + t[-1]) / 2
-    spec = GridSpec(half, len(t), (mid, mid))  # an axis need not be centred on 0 (an opened file's)
-    contours = [p for _, ps in contour_lines(shown, spec, contour_levels(shown, 12)) for p in ps]
+    x, y, values, log_scale, coords, fill = req
+    one_d = len(y) == 1
+    with_path = coords is not None and len(coords) and not one_d
+    gaps = np.where(np.isfinite(values), values, np.nan)
+    filled = fill_gaps(gaps) if fill or with_path else gaps  # the path's heights need a value everywhere
+    shown, rng = to_display(filled if fill else gaps, log_scale)
+    contours = [] if one_d else contours_on(x, y, shown)
     under_path = None
-    if coords is not None and len(coords):
-        f = RegularGridInterpolator((t, t), filled, bounds_error=False, fill_value=None)
+    if with_path:
+        f = RegularGridInterpolator((x, y), filled, bounds_error=False, fill_value=None)
         under_path = f(coords)
-    return {"t": t, "shown": shown, "range": rng, "log": log_scale, "contours": contours, "coords": coords,
-            "under_path": under_path, "values": values}
+    return {"x": x, "y": y, "one_d": one_d, "shown": shown, "range": rng, "log": log_scale, "contours": contours,
+            "coords": coords, "under_path": under_path, "values": values}
 
 
-def _evenly_spaced(t: np.ndarray) -> bool:
-    step = (t[-1] - t[0]) / (len(t) - 1)
-    return bool(np.allclose(np.diff(t), step, rtol=1e-6, atol=1e-9 * abs(t[-1] - t[0])))
-
-
-def surface_for_views(path: str, surf) -> tuple[np.ndarray, np.ndarray, str]:
-    """A file's surface as the views draw it: one axis ``t`` for both directions (see prepare_display), ascending,
-    evenly spaced, 3 to toy2d.MAX_GRID points, with t[-1] > 0; and a note for the caption on what was done.
+def surface_for_views(path: str, surf) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """A file's surface as the views draw it, on its own coordinates: ``(x, y, values, note)`` with both axes
+    ascending and ``values[i, j]`` the file's value at ``(x[i], y[j])`` (nothing resampled or filled; a 1D file:
+    y is its single 0 and values (nx, 1)); the note says, for the caption, what the views show of it.
 
     A descending axis (the reference writes 1:-1:N so) is turned around together with its values, so the value
-    at each (a, b) of the file is drawn at that (a, b) and the axis labels are the file's coordinates. Unequal,
-    unevenly spaced or too fine axes are resampled (linear) onto evenly spaced points over the range of a.
-    Refused (SurfaceFileError, nothing changed in the lab): grids the views cannot draw."""
-    from scipy.interpolate import RegularGridInterpolator
-
+    at each (a, b) of the file is drawn at that (a, b) and the axis labels are the file's coordinates.
+    Refused (SurfaceFileError, nothing changed in the lab): coordinates the views cannot draw."""
     from models.surface_io import SurfaceFileError
-    from models.toy2d import MAX_GRID
 
     name = "train_loss" if "train_loss" in surf.values else next(iter(surf.values))
     values = surf.values[name]
     x, y = np.asarray(surf.x, dtype=np.float64), np.asarray(surf.y, dtype=np.float64)
-    nx, ny = len(x), len(y)
-    if nx < 3 or ny < 3:
-        what = "a 1D loss curve (no 'ycoordinates')" if ny == 1 else f"a {nx} x {ny} grid"
-        raise SurfaceFileError(f"{path}: {what}: the surface lab draws grids of at least 3 x 3 points")
     with np.errstate(over="ignore"):
         spans = np.array([x[-1] - x[0], y[-1] - y[0]])
     if not np.isfinite(spans).all():
@@ -190,18 +195,63 @@ def surface_for_views(path: str, surf) -> tuple[np.ndarray, np.ndarray, str]:
         y, values = y[::-1], values[:, ::-1]
         notes.append("b")
     note = f" ({' and '.join(notes)} descending in the file, drawn ascending)" if notes else ""
-    t = x
-    if nx > MAX_GRID or not _evenly_spaced(x):
-        t = np.linspace(x[0], x[-1], min(nx, MAX_GRID))
-    if t is not x or len(t) != ny or not np.allclose(t, y, rtol=1e-9, atol=1e-9 * (t[-1] - t[0])):
-        # the views use one evenly spaced axis for both directions: resample onto it (gaps stay NaN)
-        f = RegularGridInterpolator((x, y), values, bounds_error=False, fill_value=np.nan)
-        aa, bb = np.meshgrid(t, t, indexing="ij")
-        values = f(np.stack([aa, bb], -1))
-        note += f" · drawn resampled onto {len(t)} x {len(t)} points over a's range"
+    missing = int((~np.isfinite(values)).sum())
+    if missing:
+        note += f" · {missing} of {values.size} points missing (drawn as gaps)"
     if name != "train_loss":
         note += f" · {name}"
-    return t, np.ascontiguousarray(values, dtype=np.float64), note
+    return x, y, np.ascontiguousarray(values, dtype=np.float64), note
+
+
+def read_for_views(path: str):
+    """``(surface, x, y, values, note)`` of the file at ``path``: read (``read_surface``) and made ready for the
+    views (``surface_for_views``). A file that is not there, or a direction file given for a surface, is named
+    as such; any other refusal is the reader's SurfaceFileError."""
+    from models.surface_io import SurfaceFileError, read_surface
+
+    if not os.path.exists(path):
+        raise SurfaceFileError(f"{path}: no such file")
+    if _is_direction_file(path):
+        raise SurfaceFileError(f"{path}: a direction file (xdirection, ydirection), not a surface file: open the "
+                               "surface file whose dir_file names it")
+    surf = read_surface(path)
+    return (surf, *surface_for_views(path, surf))
+
+
+def _is_direction_file(path: str) -> bool:
+    """The file has the groups of a direction file and no surface coordinates (only its links are looked at:
+    nothing is followed or read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.id.links.exists(b"xdirection") and not f.id.links.exists(b"xcoordinates")
+    except Exception:  # not HDF5 at all: the reader says what it is
+        return False
+
+
+def parameter_shapes(trained: dict) -> list[tuple[int, ...]]:
+    """The shapes of the trained network's parameter tensors in ``parameters()`` order: a direction file holds
+    one dataset per tensor. The network is built again from its settings (or the user's factory called)."""
+    if trained["user_model"]:
+        from models.surface_job import from_factory
+
+        model = from_factory(trained["user_model"]).model
+    else:
+        from models.nets import build_net, make_data
+
+        x, y = make_data(trained["data"], trained["n"], trained["noise"], trained["seed"])
+        model = build_net(trained["network"], parse_hidden(trained["hidden"]), trained["activation"],
+                          trained["parameterization"], trained["residual"], x, y, trained["seed"])
+    return [tuple(p.shape) for p in model.parameters()]
+
+
+def with_shapes(job, trained: dict | None):
+    """The surface job's items, first ('shapes', parameter_shapes(trained)) when ``trained`` is given (once a
+    training: a worker's job, so the GUI thread never builds a network)."""
+    if trained is not None:
+        yield ("shapes", parameter_shapes(trained))
+    return (yield from job)
 
 
 class SurfaceLab(SingleRunLab):
@@ -216,7 +266,10 @@ class SurfaceLab(SingleRunLab):
             "rescaled to the norm of the same row of θ* (biases get zero direction), which makes surfaces of "
             "different networks comparable (Li et al. 2018). A training path hardly lies in a random plane: "
             "use the PCA plane of the checkpoints' offsets θᵢ − θ* to draw it. The path is drawn at its true "
-            "loss; its distance from the plane is reported.</p>")
+            "loss; its distance from the plane is reported.</p><p><b>Files</b>: a surface file, written here or by "
+            "the reference loss-landscape code, is drawn on its own coordinates (any grid, any range); points it "
+            "lacks (the reference's −1) are gaps, counted in the caption; a 1D file is drawn as its curve. Save "
+            "writes the reference's layout, with the directions in a file beside it.</p>")
     actions = (
         Action("train", "Train and plot (Space)", "train", group="Training",
                tooltip="Train from the seed with the settings above; the surface follows",
@@ -250,6 +303,9 @@ class SurfaceLab(SingleRunLab):
         self.trained: dict | None = None  # the network settings the checkpoints were trained with
         self.surface_final = False  # the full (not live) surface of the latest training is complete
         self.shown: dict | None = None  # what the views show: prepare_display's result for the latest grid
+        self.opened = None  # the Surface of the file the lab shows (None: a computed surface), saved as read
+        self._shapes: list[tuple] | None = None  # the trained network's parameter shapes (from its first job)
+        self.refusal: QMessageBox | None = None  # the dialog of the last file refused by "Open surface…"
         self._ck_loss: list[float] = []  # the training loss at each checkpoint
         self.display_worker = LatestJobWorker(prepare_display, self)
         self.display_worker.result.connect(self._on_display)
@@ -257,8 +313,11 @@ class SurfaceLab(SingleRunLab):
         self.snaps: list = []
         self.checkpoints: list[np.ndarray] = []
         self.plane: dict | None = None
+        #: what the views show, on its own coordinates: values[i, j] at (grid_x[i], grid_y[j]), axes ascending
         self.grid_values: np.ndarray | None = None
-        self.grid_t: np.ndarray | None = None
+        self.grid_x: np.ndarray | None = None
+        self.grid_y: np.ndarray | None = None
+        self.grid_plane: dict | None = None  # the plane (its directions) the computed grid was evaluated on
         self.landscape = None
         self.first_grid_at: float | None = None
         self._last_live = 0
@@ -278,7 +337,7 @@ class SurfaceLab(SingleRunLab):
     # ----------------------------------------------------------------------------- views
     def _build_views(self) -> None:
         self.plane_view = PlaneView(self.cmap, x_label="a (direction 1)", y_label="b (direction 2)", zero_legend=False)
-        self.plane_view.legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#ff9f1c", width=2)), "training path (projected)")
+        self.path_key = pg.PlotDataItem(pen=pg.mkPen("#ff9f1c", width=2))  # in the legend while there is a path
         self.plane_view.plot.setTitle("L(θ* + a d₁ + b d₂)", color="#c9d1d9", size="10pt")
         self.path2d = pg.PlotCurveItem(pen=pg.mkPen("#ff9f1c", width=2))
         self.path2d.setZValue(20)
@@ -297,8 +356,20 @@ class SurfaceLab(SingleRunLab):
                                    "picture cannot show")
         self.dist_curve = self.dist_plot.plot(pen=pg.mkPen("#c77dff", width=2), symbol="o", symbolSize=4,
                                               symbolBrush="#c77dff")
+        # a 1D file: a curve in the 2D view's place, and the 3D view steps aside (it would have nothing to show)
+        self.curve_plot = dark_plot("L(θ* + a d₁) along one direction", x="a (direction 1)", y="L")
+        self.curve_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.curve = self.curve_plot.plot(pen=pg.mkPen("#4cc9f0", width=2), symbol="o", symbolSize=5,
+                                          symbolBrush="#4cc9f0", symbolPen=None, connect="finite")
+        self.curve_gaps = self.curve_plot.plot(pen=None, symbol="x", symbolSize=10, symbolBrush="#ff5a5a",
+                                               symbolPen=pg.mkPen("#ff5a5a", width=1.5))
+        self.curve_legend = self.curve_plot.addLegend(offset=(-8, 8), labelTextColor="#dddddd",
+                                                      brush=pg.mkBrush(10, 12, 16, 190))
+        self.view_stack = QStackedWidget()
+        self.view_stack.addWidget(self.plane_view)
+        self.view_stack.addWidget(self.curve_plot)
         self.caption = caption()
-        body = splitter("v", splitter("h", self.plane_view, self.scene.container),
+        body = splitter("v", splitter("h", self.view_stack, self.scene.container),
                         splitter("h", self.loss_plot, self.line_plot, self.dist_plot), stretch=(3, 1))
         lab_layout(self, self.caption, body=body)
 
@@ -318,7 +389,11 @@ class SurfaceLab(SingleRunLab):
         return {"3d": self.scene, "2d": self.plane_view}
 
     def active_view(self) -> QWidget:
-        return self.scene
+        return self.curve_plot if self.showing_curve() else self.scene
+
+    def showing_curve(self) -> bool:
+        """The views show a 1D file: its curve in the 2D view's place, no 3D view."""
+        return self.view_stack.currentWidget() is self.curve_plot
 
     def has_drawn(self) -> bool:
         return self.shown is not None
@@ -348,7 +423,7 @@ class SurfaceLab(SingleRunLab):
         self._cancel_surface()
         s = self.state
         self.snaps, self.checkpoints, self.plane, self.grid_values = [], [], None, None
-        self._ck_loss = []
+        self._ck_loss, self.opened, self._shapes = [], None, None
         self.shown = None
         self.surface_final = False
         self._last_dirs = None
@@ -451,15 +526,17 @@ class SurfaceLab(SingleRunLab):
 
         self.progress.setValue(0)
         self.first_grid_at = None
+        shapes_of = dict(net) if self._shapes is None else None  # once a training: what a saved direction needs
         if net["user_model"]:
             from models.surface_job import user_surface_job
 
             core = {k: kw[k] for k in ("final", "initial", "checkpoints", "kind", "dir_seed", "orthogonal",
                                        "include_bias", "grid", "extent", "align_to")}
             spec = net["user_model"]
-            runner = GeneratorRunner(lambda: user_surface_job(spec, **core), torch_threads=None)
+            runner = GeneratorRunner(lambda: with_shapes(user_surface_job(spec, **core), shapes_of),
+                                     torch_threads=None)
         else:
-            runner = GeneratorRunner(lambda: surface_job(**kw), torch_threads=None)
+            runner = GeneratorRunner(lambda: with_shapes(surface_job(**kw), shapes_of), torch_threads=None)
         self.surface_runner = runner
         self._surface_relay = RunnerRelay(self, runner, {"batch": "_on_surface_batch"}, current="surface_runner")
         self._surface_done_relay = RunnerRelay(self, runner, {"done": "_on_surface_done", "failed": "_on_surface_failed"},
@@ -486,7 +563,9 @@ class SurfaceLab(SingleRunLab):
 
     def _on_surface_items(self, items: list) -> None:
         for item in items:
-            if item[0] == "plane":
+            if item[0] == "shapes":
+                self._shapes = item[1]
+            elif item[0] == "plane":
                 self.plane = item[1]
                 p = self.plane
                 if p["kind"] == "pca":
@@ -501,9 +580,9 @@ class SurfaceLab(SingleRunLab):
                                   f"(what the picture cannot show)")
             elif item[0] == "grid":
                 _, stride, t, values = item
-                self.grid_t, self.grid_values = t, values
+                self.grid_x, self.grid_y, self.grid_values, self.grid_plane = t, t, values, self.plane
                 self.progress.setValue({8: 1, 4: 2, 2: 3, 1: 4}.get(stride, 4))
-                self.landscape = {"t": t, "values": values, "stride": stride}
+                self.landscape = {"x": t, "y": t, "values": values, "stride": stride}
                 self._redraw_surface()
                 if self.first_grid_at is None:
                     self.first_grid_at = time.perf_counter()
@@ -511,21 +590,53 @@ class SurfaceLab(SingleRunLab):
                 self.line_curve.setData(item[1], item[2])
 
     def _redraw_surface(self) -> None:
-        """Ask for the display of the latest grid (filled, transformed, contoured off the GUI thread)."""
+        """Ask for the display of the latest grid (transformed, contoured off the GUI thread); only a coarse
+        level of a computation in progress has its gaps filled (a preview), any other gap is drawn as one."""
         if self.grid_values is None:
             return
         coords = self.plane["coords"] if self.plane is not None else None
-        self.display_worker.submit((self.grid_t, self.grid_values, self.state.log_scale, coords))
+        fill = self.landscape["stride"] > 1
+        self.display_worker.submit((self.grid_x, self.grid_y, self.grid_values, self.state.log_scale, coords, fill))
 
     def _on_display(self, req, out: dict) -> None:
         if out["values"] is not self.grid_values:
             return  # an older grid's: the newest one's display follows
         self.shown = out
-        t, shown, rng = out["t"], out["shown"], out["range"]
-        self.plane_view.set_field(t, t, shown, rng, "log₁₀ L" if out["log"] else "L")
+        x, y, shown, rng = out["x"], out["y"], out["shown"], out["range"]
+        label = "log₁₀ L" if out["log"] else "L"
+        if out["one_d"]:
+            self._show_curve(x, out["values"][:, 0], out["log"])
+            return
+        self.view_stack.setCurrentWidget(self.plane_view)
+        self.scene.container.show()
+        # a and b share a unit (a multiple of a direction): one scale for both, unless the ranges are so unlike
+        # that the picture would be a sliver
+        spans = sorted((float(x[-1] - x[0]), float(y[-1] - y[0])))
+        self.plane_view.plot.setAspectLocked(spans[1] <= 4 * spans[0])
+        self.plane_view.set_field(x, y, shown, rng, label, holes=True)
         self.plane_view.set_contours(out["contours"])
-        self.scene.set_surface(t, t, shown, rng, False, rng[0])
+        self.scene.set_surface(x, y, shown, rng, False, rng[0])
         self._redraw_path()
+
+    def _show_curve(self, a: np.ndarray, loss: np.ndarray, log_scale: bool) -> None:
+        """A 1D file: the loss along its direction (on a log axis with the log scale), gaps left open and marked
+        along the bottom of the plot."""
+        self.view_stack.setCurrentWidget(self.curve_plot)
+        self.scene.container.hide()
+        gaps = ~np.isfinite(loss)
+        shown, (lo, hi) = to_display(np.where(gaps, np.nan, loss), log_scale)
+        self.curve_plot.setLogMode(y=log_scale)
+        self.curve_plot.setLabel("left", "L (log scale)" if log_scale else "L")
+        # the loss itself; on the log axis floored at its smallest value, as the 2D view's colours are
+        self.curve.setData(a, 10**shown if log_scale else shown)
+        self.curve_gaps.setData(a[gaps], np.full(int(gaps.sum()), 10**lo if log_scale else lo))
+        self.curve_legend.clear()
+        if gaps.any():
+            self.curve_legend.addItem(self.curve_gaps, f"missing ({int(gaps.sum())} of {len(a)} points)")
+        pad = 0.02 * (a[-1] - a[0])
+        self.curve_plot.setXRange(a[0] - pad, a[-1] + pad, padding=0)
+        # room above the curve for the legend
+        self.curve_plot.setYRange(lo - 0.04 * (hi - lo), hi + 0.14 * (hi - lo), padding=0)
 
     def _on_display_failed(self, req, text: str) -> None:
         from visualizer.errorlog import report
@@ -539,6 +650,7 @@ class SurfaceLab(SingleRunLab):
             return
         coords = self.plane["coords"]
         self.path2d.setData(coords[:, 0], coords[:, 1])
+        self.plane_view.set_legend_entry("path", self.path_key, "training path (projected)", True)
         n = min(len(coords), len(self._ck_loss))
         if self.state.true_height or out["under_path"] is None:
             loss = np.asarray(self._ck_loss[:n], dtype=np.float64)
@@ -564,7 +676,7 @@ class SurfaceLab(SingleRunLab):
 
     def _ask_open(self) -> None:
         if (p := self._ask("Open surface", "HDF5 (*.h5 *.hdf5)", save=False)):
-            self.open_surface(p)
+            self.open_surface(p, dialog=True)
 
     def _ask_mesh(self) -> None:
         if (p := self._ask("Export mesh", "Wavefront OBJ (*.obj);;PLY (*.ply)")):
@@ -593,13 +705,14 @@ class SurfaceLab(SingleRunLab):
             self.export_png_2d(p, w)
 
     def export_png_2d(self, path: str, width: int) -> bool:
-        """The 2D map (with its colour bar and path) at ``width`` pixels, written atomically."""
+        """The 2D map (with its colour bar and path; a 1D file: its curve) at ``width`` pixels, written
+        atomically."""
         from pyqtgraph.exporters import ImageExporter
 
         if not 64 <= width <= 7680:
             self.message.emit("Image width must be between 64 and 7680", True)
             return False
-        exporter = ImageExporter(self.plane_view.ci)
+        exporter = ImageExporter(self.curve_plot.plotItem if self.showing_curve() else self.plane_view.ci)
         exporter.parameters()["width"] = width
         try:
             save_atomically(path, lambda tmp: exporter.export(toBytes=True).save(tmp, "PNG"))
@@ -616,56 +729,94 @@ class SurfaceLab(SingleRunLab):
         return True
 
     def save_surface(self, path: str) -> bool:
-        from models.surface_io import Surface, write_surface
+        """What the lab shows, in the reference layout (``write_surface``: accuracies in percent, gaps as -1).
+        An opened file is written as it was read: its coordinates in their own order, every array, its
+        ``dir_file``. A computed surface is written on its own grid, with the directions it was evaluated on
+        beside it (FILE.h5.dirs.h5, one dataset per parameter tensor), which its ``dir_file`` names. The
+        direction file is written once the surface's temporary file is complete and before it is renamed: a
+        failure on either leaves the old files as they were."""
+        from models.surface_io import Surface, write_directions, write_surface
+        from models.surface_job import DIR_SUFFIX
 
         if not self._need_surface():
             return False
         try:
-            write_surface(path, Surface(self.grid_t, self.grid_t, {"train_loss": self.grid_values}))
+            if self.opened is not None:
+                write_surface(path, self.opened)
+            else:
+                dir_name = os.path.basename(path) + DIR_SUFFIX
+                dir_path = os.path.join(os.path.dirname(os.path.abspath(path)), dir_name)
+                d1, d2 = (self._per_tensor(self.grid_plane[k]) for k in ("u", "v"))
+                write_surface(path, Surface(self.grid_x, self.grid_y, {"train_loss": self.grid_values}, dir_name),
+                              before_rename=lambda: write_directions(dir_path, d1, d2))
         except OSError as exc:
             self.message.emit(f"Not saved: {exc}", True)
             return False
         self.message.emit(f"Saved {path}", False)
         return True
 
-    def open_surface(self, path: str) -> bool:
+    def _per_tensor(self, flat: np.ndarray) -> list[np.ndarray]:
+        """A flat direction cut into the network's parameter tensors (the direction file's layout)."""
+        sizes = [int(np.prod(shape)) for shape in self._shapes]
+        return [part.reshape(shape) for part, shape in zip(np.split(flat, np.cumsum(sizes)[:-1]), self._shapes)]
+
+    def open_surface(self, path: str, dialog: bool = False) -> bool:
         """Open a surface file. Everything is read and checked before the lab changes anything: a file refused
-        (the message names the file and what is wrong) leaves the lab showing what it showed."""
+        (the message names the file and what is wrong) leaves the lab showing what it showed. ``dialog`` (the
+        Open button): a refusal is shown in a dialog (``refusal``), else as the lab's error message."""
         from models.limits import html_escape
-        from models.surface_io import SurfaceFileError, read_surface
+        from models.surface_io import SurfaceFileError
 
         try:
-            surf = read_surface(path)
-            t, values, note = surface_for_views(path, surf)
-        except SurfaceFileError as exc:
-            self.report_failure(str(exc))
-            return False
-        except Exception as exc:  # not the file's fault: logged, and the lab still shows what it showed
-            from visualizer.errorlog import report
+            surf, x, y, values, note = read_for_views(path)
+        except Exception as exc:
+            if isinstance(exc, SurfaceFileError):
+                text = str(exc)
+            else:  # not the file's fault: logged, and the lab still shows what it showed
+                from visualizer.errorlog import report
 
-            self.report_failure(report(f"Could not open {path}", exc))
+                text = report(f"Could not open {path}", exc)
+            if dialog:
+                self._show_refusal(text)
+            else:
+                self.report_failure(text)
             return False
         self._stop_all()
-        self.snaps, self.checkpoints, self.plane = [], [], None
+        self.snaps, self.checkpoints, self.plane, self.grid_plane = [], [], None, None
         self.trained, self._ck_loss, self.shown, self.surface_final = None, [], None, True
         self.path2d.setData([], [])
         self.path3d.setData(pos=np.zeros((0, 3)))
-        self.grid_t, self.grid_values = t, values
-        self.landscape = {"t": t, "values": values, "stride": 1}
+        self.plane_view.set_legend_entry("path", self.path_key, "training path (projected)", False)
+        self.opened = surf
+        self.grid_x, self.grid_y, self.grid_values = x, y, values
+        self.landscape = {"x": x, "y": y, "values": values, "stride": 1}
         self._redraw_surface()
         # the caption is rich text: what comes from the file (its name, its dir_file) goes in as plain text
         dirs = f" · directions in {html_escape(surf.dir_file)}" if surf.dir_file else ""
-        self.caption.setText(f"<b>{html_escape(path)}</b>: a {len(surf.x)}x{len(surf.y)} surface"
-                             f"{html_escape(note)}{dirs}")
+        what = f"a 1D curve of {len(x)} points" if surf.one_d else f"a surface of {len(x)} x {len(y)} points"
+        self.caption.setText(f"<b>{html_escape(path)}</b>: {what}{html_escape(note)}{dirs}")
         self.message.emit(f"Opened {path}", False)
         return True
+
+    def _show_refusal(self, text: str) -> None:
+        """A file the user chose cannot be opened: a dialog with the reason (it does not block the app)."""
+        if self.refusal is not None:
+            self.refusal.close()
+        box = QMessageBox(QMessageBox.Icon.Warning, "Surface not opened", text, QMessageBox.StandardButton.Ok,
+                          self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # the file's name and text, never markup
+        box.open()
+        self.refusal = box
 
     def export_mesh(self, path: str) -> bool:
         from models import export
 
         if not self._need_surface():
             return False
-        verts, faces = export.grid_mesh(self.grid_t, self.grid_t, self.grid_values)
+        if self.showing_curve():
+            self.message.emit("A 1D curve has no mesh: Export data writes its values", True)
+            return False
+        verts, faces = export.grid_mesh(self.grid_x, self.grid_y, self.grid_values)
         try:
             (export.write_ply if path.lower().endswith(".ply") else export.write_obj)(path, verts, faces)
         except OSError as exc:
@@ -683,11 +834,11 @@ class SurfaceLab(SingleRunLab):
         loss = np.array([k.loss for k in self.snaps if k.params is not None])[: len(coords)]
         try:
             if path.lower().endswith(".csv"):
-                export.write_csv(path, export.surface_columns(self.grid_t, self.grid_t, self.grid_values))
+                export.write_csv(path, export.surface_columns(self.grid_x, self.grid_y, self.grid_values))
                 if len(coords):
                     export.write_csv(path[:-4] + "_path.csv", {"a": coords[:, 0], "b": coords[:, 1], "loss": loss})
             else:
-                export.write_npz(path, a=self.grid_t, b=self.grid_t, loss=self.grid_values, path_ab=coords,
+                export.write_npz(path, a=self.grid_x, b=self.grid_y, loss=self.grid_values, path_ab=coords,
                                  path_loss=loss)
         except OSError as exc:
             self.message.emit(f"Not exported: {exc}", True)
@@ -698,6 +849,9 @@ class SurfaceLab(SingleRunLab):
     def export_png(self, path: str, width: int, height: int) -> bool:
         from PySide6.QtGui import QImage
 
+        if self.showing_curve():
+            self.message.emit("A 1D curve has no 3D view: 2D map… writes its plot", True)
+            return False
         if not (16 <= width <= 3840 and 16 <= height <= 2160):
             self.message.emit("Image size must be between 16x16 and 3840x2160", True)
             return False

@@ -1,5 +1,10 @@
 """A 2D view of a parameter plane: a scalar field as a colour map with colour bar and contour lines,
-curves and points on top, and clicks reported in parameter coordinates."""
+curves and points on top, and clicks reported in parameter coordinates.
+
+Each value of the field is drawn as the cell around its own coordinates (the cell reaches halfway to the
+neighbours), on axes of any length and spacing: an evenly spaced axis is the image's own pixels, an unevenly
+spaced one is drawn through a finer image whose pixels each take the value of the cell they lie in (values
+are never interpolated)."""
 
 from __future__ import annotations
 
@@ -18,6 +23,31 @@ def polylines_to_nan_separated(polys: list[np.ndarray]) -> tuple[np.ndarray, np.
         parts.append(np.full((1, 2), np.nan))
     xy = np.concatenate(parts)
     return xy[:, 0], xy[:, 1]
+
+
+#: the pixels of an unevenly spaced axis's image: enough for its narrowest cell to get about four
+MAX_CELL_PIXELS = 4096
+
+
+def _evenly_spaced(t: np.ndarray) -> bool:
+    step = (t[-1] - t[0]) / (len(t) - 1)
+    return bool(np.allclose(np.diff(t), step, rtol=1e-6, atol=1e-9 * abs(t[-1] - t[0])))
+
+
+def cell_edges(t: np.ndarray) -> np.ndarray:
+    """The edges of the cells of an ascending axis: halfway between neighbours, half a step beyond the ends."""
+    mid = 0.5 * (t[1:] + t[:-1])
+    return np.concatenate([[t[0] - (mid[0] - t[0])], mid, [t[-1] + (t[-1] - mid[-1])]])
+
+
+def _cell_index(t: np.ndarray) -> np.ndarray | None:
+    """For each pixel of an axis's image, the index of its cell (None for an evenly spaced axis: its own)."""
+    if _evenly_spaced(t):
+        return None
+    edges = cell_edges(t)
+    n = int(min(MAX_CELL_PIXELS, np.ceil(4 * (edges[-1] - edges[0]) / np.diff(edges).min())))
+    centres = edges[0] + (np.arange(n) + 0.5) * (edges[-1] - edges[0]) / n
+    return np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, len(t) - 1)
 
 
 class PlaneView(pg.GraphicsLayoutWidget):
@@ -70,6 +100,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
                                           brush=pg.mkBrush(10, 12, 16, 190))
         if zero_legend:
             self.legend.addItem(self.zero_curve, "zero-loss set (solutions)")
+        self.legend.setVisible(zero_legend)  # an empty legend would be a dark square in the corner
         self._legend_extra: dict[str, object] = {}
         self._rect = QRectF(-1, -1, 2, 2)
         self.plot.scene().sigMouseClicked.connect(self._on_click)
@@ -81,13 +112,24 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self._legend_extra[key] = item
         elif not show and key in self._legend_extra:
             self.legend.removeItem(self._legend_extra.pop(key))
+        self.legend.setVisible(bool(self.legend.items))
 
     # --- content ---------------------------------------------------------------------------------
     def set_field(self, w1: np.ndarray, w2: np.ndarray, values: np.ndarray, levels: tuple[float, float],
-                  label: str, reset_view: bool = False) -> None:
-        dx, dy = w1[1] - w1[0], w2[1] - w2[0]
-        rect = QRectF(w1[0] - dx / 2, w2[0] - dy / 2, w1[-1] - w1[0] + dx, w2[-1] - w2[0] + dy)
-        self.image.setImage(np.nan_to_num(values, nan=levels[0]).astype(np.float32), autoLevels=False)
+                  label: str, reset_view: bool = False, holes: bool = False) -> None:
+        """``values[i, j]`` at ``(w1[i], w2[j])``, both axes ascending, at least 2 points each. ``holes``: values
+        that are NaN are left transparent (the plot's background shows); otherwise drawn at the lowest level."""
+        w1, w2 = np.asarray(w1, dtype=np.float64), np.asarray(w2, dtype=np.float64)
+        e1, e2 = cell_edges(w1), cell_edges(w2)
+        rect = QRectF(e1[0], e2[0], e1[-1] - e1[0], e2[-1] - e2[0])
+        values = np.asarray(values)
+        i1, i2 = _cell_index(w1), _cell_index(w2)
+        if i1 is not None:
+            values = values[i1]
+        if i2 is not None:
+            values = values[:, i2]
+        image = values if holes else np.nan_to_num(values, nan=levels[0])
+        self.image.setImage(image.astype(np.float32), autoLevels=False)
         self.image.setRect(rect)
         self.colorbar.setLevels(levels)
         self.colorbar.axis.setLabel(label)
