@@ -1160,11 +1160,30 @@ def user_train_run(spec: str, optimizer: str, lr: float, steps: int, every: int 
     return _user_train_run(spec, optimizer, lr, steps, every)
 
 
+def whole_data(p: Problem, spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lab trains and draws on the whole training set at once: a loader's batches joined into two tensors,
+    their size checked against the memory limit before any is joined (JobError beyond it: then
+    ``losslab surface``, which evaluates batch by batch, is the tool)."""
+    if _is_pair(p.data):
+        return p.data[0], p.data[1]
+    batches = list(p.data)
+    if not batches or not all(_is_pair(b) for b in batches):
+        raise JobError(f"the model factory '{spec}': its data loader must give (x, y) pairs of tensors")
+    size = sum(b[0].numel() * b[0].element_size() + b[1].numel() * b[1].element_size() for b in batches)
+    try:
+        check_memory(2 * size, f"the model factory '{spec}': its whole training set in memory for the lab",
+                     "use `losslab surface`, which evaluates it batch by batch")
+    except LimitError as exc:
+        raise JobError(str(exc)) from None
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+
 def _user_train_run(spec: str, optimizer: str, lr: float, steps: int, every: int):
     from .nets import train_snapshots
 
     p = from_factory(spec)
-    msg = yield from train_snapshots(p.model, lambda: p.model(p.x), lambda out: p.loss_fn(out, p.y), optimizer, lr,
+    x, y = whole_data(p, spec)
+    msg = yield from train_snapshots(p.model, lambda: p.model(x), lambda out: p.loss_fn(out, y), optimizer, lr,
                                      steps, every)
     return msg.replace("trained", "trained the user's model", 1)
 
@@ -1172,4 +1191,4 @@ def _user_train_run(spec: str, optimizer: str, lr: float, steps: int, every: int
 def user_surface_job(spec: str, **kw):
     """The surface lab's job for a user's model (the factory is called again in the worker)."""
     p = from_factory(spec)
-    return ls.surface_core(p.model, p.x, p.y, p.loss_fn, **kw)
+    return ls.surface_core(p.model, *whole_data(p, spec), p.loss_fn, **kw)

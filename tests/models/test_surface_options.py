@@ -349,3 +349,20 @@ def test_bad_values_are_refused_in_one_line_before_anything_is_computed(tmp_path
     assert rc == 2
     assert words.replace("{T}", str(tmp_path)) in one_line(capsys.readouterr().err)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_the_lab_trains_and_draws_a_loader_factory_on_its_whole_training_set(fac):
+    """The lab's child-process jobs (user_train_run, user_surface_job) join a loader's batches: the first
+    training loss is the loss over all 40 points, not over the first batch of 16."""
+    from models.nets import TrainSnapshot
+
+    p = sj.from_factory(fac("loader"))
+    x, y = sj.whole_data(p, "loader")
+    xa, ya = sj.from_factory(fac("tensors")).data
+    assert torch.equal(x, xa) and torch.equal(y, ya)
+    first = next(s for s in sj.user_train_run(fac("loader"), "sgd", 0.1, 3) if isinstance(s, TrainSnapshot))
+    model = sj.from_factory(fac("tensors")).model  # (in training mode, as the lab trains it)
+    with torch.no_grad():
+        whole = float(torch.nn.functional.cross_entropy(model(xa), ya))
+        head = float(torch.nn.functional.cross_entropy(model(xa[:16]), ya[:16]))
+    assert first.loss == pytest.approx(whole, rel=1e-5) and abs(whole - head) > 1e-3
