@@ -82,6 +82,7 @@ NORMS = ("filter", "layer", "weight", "dfilter", "dlayer", "none")
 IGNORES = ("biasbn", "none")
 DIR_TYPES = ("weights", "states")
 MAX_BATCH_SIZE = 10**9
+MAX_TASK_THREADS = 256
 #: the files of --model-folder taken as checkpoints (the reference saves model_EPOCH.t7)
 CHECKPOINT_SUFFIXES = (".t7", ".pt", ".pth", ".ckpt", ".tar")
 MAX_GRID = 1001
@@ -519,6 +520,19 @@ def check_job_args(args: argparse.Namespace) -> None:
         raise JobError(f"--directions must be 'filter' or 'pca', not '{args.directions}'")
     if not isinstance(args.model, str) or not args.model:
         raise JobError("--model must name a network (mlp:64x64:tanh, cnn) or a factory (path/file.py:build)")
+    for name, default in (("ray", None), ("task_threads", 1)):  # (how the job runs, not what it computes)
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.ray is not None:
+        from .distributed import ray_missing
+
+        if not isinstance(args.ray, str):
+            raise JobError("--ray takes a cluster's address (HOST:PORT or auto), or nothing for a local Ray")
+        why = ray_missing()
+        if why is not None:
+            raise JobError(f"--ray: {why}")
+    if not integer(args.task_threads) or not 1 <= args.task_threads <= MAX_TASK_THREADS:
+        raise JobError(f"--task-threads must be an integer from 1 to {MAX_TASK_THREADS}, not {args.task_threads}")
     if args.batch_size is not None and (not integer(args.batch_size) or not 1 <= args.batch_size <= MAX_BATCH_SIZE):
         raise JobError(f"--batch-size must be an integer from 1 to {MAX_BATCH_SIZE}, not {args.batch_size}")
     for option, value, choices in (("--dir-type", args.dir_type, DIR_TYPES), ("--xnorm", args.xnorm, NORMS),
@@ -747,6 +761,7 @@ class _Progress:
     saved: int = 0  # points in the file on disk
     exists: bool = False
     bar: object = None  # the tqdm bar on stderr while it is shown
+    cluster: object = None  # with --ray: the Ray cluster joined (models.distributed.Cluster)
 
 
 def compute(args: argparse.Namespace, progress=True) -> tuple[Surface, int]:
@@ -756,7 +771,13 @@ def compute(args: argparse.Namespace, progress=True) -> tuple[Surface, int]:
     be known then; JobInterrupted on Ctrl+C, saying what was saved and how to resume."""
     state = _Progress(out=args.out)
     try:
-        return _compute(args, progress, state)
+        try:
+            return _compute(args, progress, state)
+        finally:
+            if state.cluster is not None:  # a local Ray stops; its processes and folder go
+                from . import distributed
+
+                distributed.disconnect()
     except BaseException as exc:
         if state.bar is not None:  # the message that follows starts a line of its own
             state.bar.close()
@@ -918,6 +939,9 @@ def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tupl
         if total == 0 and (dir_attrs is not None or stored is not None):
             return surf, 0
 
+    if args.ray is not None:  # joined before anything is trained: a wrong address is known at once
+        state.cluster = _connect_ray(args.ray)
+
     # the model: a network trained here (its memory estimated first) or a user's factory (tried once)
     user = not is_builtin(args.model)
     if user:
@@ -1011,75 +1035,161 @@ def _compute(args: argparse.Namespace, progress: bool, state: _Progress) -> tupl
                      write_dirs, progress, state)
 
 
+class _RowEvaluator:
+    """The values of one grid row's missing points: a network trained here on its tensors by the batched grid
+    evaluation, anything else point by point, each over the whole data set in batches
+    (models.landscape.evaluate_points). The same object runs in the local job and in a Ray task, so both give
+    the same numbers."""
+
+    def __init__(self, problem: Problem, user: bool, dir_type: str, batch_size: int | None, plane: tuple,
+                 with_test: bool) -> None:
+        self.problem, self.dir_type, self.batch_size = problem, dir_type, batch_size
+        self.center, self.d1, self.d2 = plane
+        self.fast = not user and dir_type == "weights" and batch_size is None
+        self.flat_d2 = [torch.zeros_like(c) for c in self.center] if self.d2 is None else self.d2
+        self.classify = not user or problem.y.dtype == torch.long
+        self.sets = [("train", problem.data)] + ([("test", problem.test)] if with_test else [])
+        problem.model.eval()
+
+    def _one(self, data, a, b):
+        p = self.problem
+        if self.fast:
+            x, y = data
+            return tuple(ls.grid_model(p.model, x, y, fn, self.center, self.d1, self.flat_d2, a[:1], b)[0]
+                         for fn in (p.loss_fn, ls.accuracy_fn))
+        return ls.evaluate_points(p.model, data, p.loss_fn, self.center, self.d1, self.d2, a, b,
+                                  dir_type=self.dir_type, batch_size=self.batch_size, accuracy=self.classify)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> dict:
+        """name ('train', 'test') -> (losses, accuracies or None) at the points (a[k], b[k])."""
+        return {name: self._one(data, a, b) for name, data in self.sets}
+
+
+#: in a Ray worker: the evaluator of the job it works for (built once per worker process and job)
+_WORKER_EVALUATOR: dict = {}
+
+
+def _ray_row(shared: dict, payload: tuple) -> dict:
+    """A Ray task: one grid row's missing points. ``shared`` (put in Ray's object store once) holds what rebuilds
+    the job's model in the worker: a network of this project from its spec, its data and the centre's weights,
+    or the user's factory (its file must be on every node at the same path); the directions come with it."""
+    key = shared["key"]
+    if key not in _WORKER_EVALUATOR:
+        if shared["user"]:
+            problem = from_factory(shared["model"])
+        else:
+            x, y = shared["data"]
+            problem = Problem(build_model(shared["model"], x, y, shared["seed"]), loss_for(y), x, y, True)
+        dr.apply_entries(problem.model, dr.entries_of(problem.model, shared["dir_type"]), shared["plane"][0])
+        _WORKER_EVALUATOR.clear()
+        _WORKER_EVALUATOR[key] = _RowEvaluator(problem, shared["user"], shared["dir_type"], shared["batch_size"],
+                                               shared["plane"], shared["with_test"])
+    return _WORKER_EVALUATOR[key](*payload)
+
+
+def _abs_spec(spec: str) -> str:
+    """A factory given by file path, made absolute: a Ray worker's working folder is not the driver's."""
+    mod, _, fn = spec.rpartition(":")
+    return f"{os.path.abspath(mod)}:{fn}" if mod.endswith(".py") or os.sep in mod else spec
+
+
 def _evaluate(args, problem: Problem, user: bool, surf: Surface, missing: np.ndarray, plane: tuple, attrs: dict,
               dir_path: str, dir_attrs: dict, write_dirs: bool, progress: bool, state: _Progress
               ) -> tuple[Surface, int]:
-    """The missing points, a row of the grid at a time, each row saved atomically as it is done."""
+    """The missing points, a row of the grid at a time, each row saved atomically as it is done: here, or with
+    ``--ray`` as Ray tasks whose rows this process (the only writer) saves as they arrive."""
     from tqdm import tqdm
 
-    out, (center, d1, d2) = args.out, plane
-    model = problem.model
-    model.eval()
-    # a network trained here on its tensors: the batched grid evaluation; anything else point by point, each
-    # over the whole data set in batches (models.landscape.evaluate_points)
-    fast = not user and args.dir_type == "weights" and args.batch_size is None
-    flat_d2 = [torch.zeros_like(c) for c in center] if d2 is None else d2
-    classify = not user or problem.y.dtype == torch.long
-    sets = [("train", problem.data)] + ([("test", problem.test)] if "test_loss" in surf.values else [])
-
-    def evaluate(data, a, b):
-        if fast:
-            x, y = data
-            return tuple(ls.grid_model(model, x, y, fn, center, d1, flat_d2, a[:1], b)[0]
-                         for fn in (problem.loss_fn, ls.accuracy_fn))
-        return ls.evaluate_points(model, data, problem.loss_fn, center, d1, d2, a, b, dir_type=args.dir_type,
-                                  batch_size=args.batch_size, accuracy=classify)
-
+    out, (_, d1, d2) = args.out, plane
+    with_test = "test_loss" in surf.values
     xt, yt = surf.x, surf.y
     total = int(missing.sum())
-    rows = [i for i in range(len(xt)) if missing[i].any()]
+    rows = {n: (i, np.nonzero(missing[i])[0]) for n, i in enumerate(i for i in range(len(xt)) if missing[i].any())}
     state.bar = tqdm(total=total, unit="point", desc="losslab surface", file=sys.stderr, dynamic_ncols=True,
                      disable=not (progress and getattr(sys.stderr, "isatty", lambda: False)()))
     kill_rows, kill_in_write = _test_kill_spec()
-    done = 0
-    for n_row, i in enumerate(rows, 1):
-        js = np.nonzero(missing[i])[0]
-        a = np.full(len(js), xt[i])
-        b = yt[js]
-        got = {}
-        try:
-            for name, data in sets:
-                got[name] = evaluate(data, a, b)
-        except Exception as exc:
-            if not user:
-                raise
-            kept = f"; {out} keeps the {state.saved} points computed before" if state.exists else ""
-            raise JobError(f"the model factory '{args.model}' failed when evaluated at grid row {i + 1} of "
-                           f"{len(xt)}: {_one_line(exc)}{kept}") from None
+    done, saved_rows, need_dirs = 0, 0, [write_dirs]
+
+    def save(n: int, got: dict) -> None:  # a finished row into the file (atomically), in any order
+        nonlocal done, saved_rows
+        i, js = rows[n]
         for name, (loss_v, acc_v) in got.items():
             # NaN losses (the model blew up there) stay gaps, marked apart from 'not computed' with +inf
             surf.values[f"{name}_loss"][i, js] = np.where(np.isfinite(loss_v), loss_v, np.inf)
             if f"{name}_acc" in surf.values:
                 surf.values[f"{name}_acc"][i, js] = np.nan if acc_v is None else acc_v
         done += len(js)
-        if write_dirs:  # with the first points saved, never before: a failed run leaves no direction file
+        saved_rows += 1
+        if need_dirs[0]:  # with the first points saved, never before: a failed run leaves no direction file
             write_job_directions(dir_path, d1, d2, dir_attrs)
-            write_dirs = False
-        dying = kill_rows and n_row >= kill_rows
+            need_dirs[0] = False
+        dying = kill_rows and saved_rows >= kill_rows
         write_job_surface(out, surf, attrs, before_rename=_die if dying and kill_in_write else None)
         state.exists, state.saved = True, state.saved + len(js)
         if dying:
             _die()
         state.bar.update(len(js))
+
+    def failed(exc: BaseException, where: str):
+        kept = f"; {out} keeps the {state.saved} points computed before" if state.exists else ""
+        return JobError(f"the model factory '{args.model}' failed when evaluated at {where}: "
+                        f"{_one_line(exc)}{kept}")
+
+    if args.ray is None:
+        evaluate = _RowEvaluator(problem, user, args.dir_type, args.batch_size, plane, with_test)
+        for n, (i, js) in rows.items():
+            try:
+                got = evaluate(np.full(len(js), xt[i]), yt[js])
+            except Exception as exc:
+                if not user:
+                    raise
+                raise failed(exc, f"grid row {i + 1} of {len(xt)}") from None
+            save(n, got)
+    else:
+        _evaluate_on_ray(args, problem, user, plane, with_test, rows, xt, yt, save, failed, state)
     state.bar.close()
     state.bar = None
-    if write_dirs and state.exists:  # a finished surface whose direction file was removed: written again
+    if need_dirs[0] and state.exists:  # a finished surface whose direction file was removed: written again
         write_job_directions(dir_path, d1, d2, dir_attrs)
     bad = np.isinf(surf.values["train_loss"])
     if bad.any():
         print(f"losslab surface: the loss is not finite at {int(bad.sum())} grid points (left as gaps)",
               file=sys.stderr)
     return surf, done
+
+
+def _evaluate_on_ray(args, problem: Problem, user: bool, plane: tuple, with_test: bool, rows: dict, xt, yt,
+                     save, failed, state: _Progress) -> None:
+    """``--ray [ADDRESS]``: every unfinished row a Ray task (models.distributed), saved here as it arrives."""
+    from . import distributed
+
+    shared = {"key": fingerprint([*plane[0], *plane[1], *(plane[2] or [])]), "user": user,
+              "model": _abs_spec(args.model) if user else args.model, "seed": args.seed,
+              "data": None if user else (problem.x, problem.y), "dir_type": args.dir_type,
+              "batch_size": args.batch_size, "plane": plane, "with_test": with_test}
+    chunks = {n: (np.full(len(js), xt[i]), yt[js]) for n, (i, js) in rows.items()}
+    c = state.cluster
+    print(f"losslab surface: {len(chunks)} rows as Ray tasks on {c.nodes} node(s), {c.cpus:g} CPUs"
+          + (f", {c.gpus:g} GPUs" if c.gpus else ""), file=sys.stderr)
+    try:
+        distributed.run_chunks(chunks, _ray_row, shared, save, torch_threads=args.task_threads)
+    except distributed.DistributedError as exc:
+        raise JobError(f"the Ray cluster went away ({exc}); {args.out} holds {state.saved} of {state.total} "
+                       f"points: run the same command again, with or without --ray, to resume") from None
+    except Exception as exc:
+        if not user or isinstance(exc, (JobError, OSError)):
+            raise
+        raise failed(exc, "a grid row in a Ray task") from None
+
+
+def _connect_ray(address: str):
+    """``--ray [ADDRESS]``: a local Ray (no address) or the cluster at ADDRESS, joined (JobError if not)."""
+    from . import distributed
+
+    try:
+        return distributed.connect(address or None)
+    except distributed.DistributedError as exc:
+        raise JobError(f"--ray: {exc}") from None
 
 
 def _glued_axes(argv: list[str]) -> list[str]:
@@ -1122,6 +1232,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-file3", metavar="F", help="the y direction: to this checkpoint")
     p.add_argument("--model-folder", metavar="DIR", help="with --directions pca: PCA of the checkpoints in DIR")
     p.add_argument("--batch-size", type=int, metavar="N", help="evaluate each point N data rows at a time")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="evaluate the grid's rows as Ray tasks: "
+                   "on a local Ray started here, or on the cluster at ADDRESS ('auto': the one this machine is "
+                   "part of); needs the distributed extra (pip install 'losslab[distributed]')")
+    p.add_argument("--task-threads", type=int, default=1, metavar="N", help="with --ray: torch threads (and CPUs "
+                   "held) per task (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--out", required=True)
