@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self.device = device or "cpu"
         self._device_requested = device
         self.labs: dict[str, QWidget] = {}
+        self._control_scrolls: dict[str, QScrollArea] = {}  # the controls of each lab, in its own scroll area
         self._frames = 0
         self._closing = False
         self._closed = False
@@ -226,6 +227,9 @@ class MainWindow(QMainWindow):
         tb.addAction(self.act_record)
         self.act_open_scene = action("Open scene", P.SP_DirOpenIcon, QKeySequence("Ctrl+O"), self.ask_open_scene,
                                      "Open a scene file (TOML) to preview, scrub, edit and render")
+        self.act_open_tour = action("Open tour", P.SP_DirLinkIcon, QKeySequence("Ctrl+Shift+O"),
+                                    lambda: self.open_tour(), "Present a tour file (TOML) full screen: the lecture, "
+                                    "chapter by chapter (Ctrl+Shift+O)")
         self.act_save_scene = action("Save scene", P.SP_FileDialogDetailedView, QKeySequence("Ctrl+Shift+S"),
                                      self.save_scene_as, "Save the current lab, settings and camera keyframes as a "
                                      "scene file to start a demo from")
@@ -276,10 +280,15 @@ class MainWindow(QMainWindow):
         self.stack.setCurrentWidget(lab)
         if self._started:
             self._start_lab(lab)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(lab.controls())
-        scroll.setMinimumWidth(310)
+        # one scroll area per lab, made once: a lab's controls handed to a second scroll area stay watched by the
+        # first, and the two resize them in turn without end (a stack overflow when a lab is shown again)
+        scroll = self._control_scrolls.get(key)
+        if scroll is None:
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(lab.controls())
+            scroll.setMinimumWidth(310)
+            self._control_scrolls[key] = scroll
         self.dock.setWidget(scroll)
         self.dock.setWindowTitle(f"Controls · {LABS[key].title}")
         i = self.lab_combo.findData(key)
@@ -531,6 +540,19 @@ class MainWindow(QMainWindow):
         sc.path = path
         self._on_message(f"Saved {path} · open it with: losslab {path}", False)
         return path
+
+    def open_tour(self, path: str | None = None):
+        """Open tour: present the tour file in ``path`` (asked for when None) full screen, with the speaker
+        notes beside it (``visualizer.tour_presenter``). Returns the presenter, or None when none opened."""
+        from visualizer.tour_presenter import open_tour
+
+        if path is None:
+            from PySide6.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getOpenFileName(self, "Open tour", os.getcwd(), "Tour (*.toml)")
+            if not path:
+                return None
+        return open_tour(self, path)
 
     def _on_record_failed(self, text: str) -> None:
         self.stop_recording()

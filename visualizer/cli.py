@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                "  losslab surface --model SPEC --data SPEC --grid N --out FILE.h5   a loss surface, headless\n"
                "  losslab FILE.h5   open a surface file (this app's or the reference loss-landscape tool's)\n"
                "  losslab record SCENE.toml -o OUT.mp4|.gif [--size WxH] [--fps N]   render a scene, headless\n"
-               "  losslab SCENE.toml   preview a scene: play, scrub, add keyframes, render\n\n"
+               "  losslab SCENE.toml   preview a scene: play, scrub, add keyframes, render\n"
+               "  losslab TOUR.toml (or --tour TOUR.toml)   present a lecture tour full screen\n"
+               "  losslab record TOUR.toml -o course.mp4 [--chapters 2-4]   render a tour, with chapters and captions\n\n"
                "keys: Space start/pause, S single step, R reset, Ctrl+S screenshot, Ctrl+R record, Ctrl+K add keyframe, "
-               "Ctrl+Shift+S save scene, Ctrl+O open scene, F1 help",
+               "Ctrl+Shift+S save scene, Ctrl+O open scene, Ctrl+Shift+O open tour, F1 help",
     )
     p.add_argument("--lab", help="open this lab (default: the last one used)")
     p.add_argument("--model", default=None, metavar="SPEC",
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="compute device: cpu, cuda:0, ... (default: cuda if present)")
     p.add_argument("--size", default=None, help="window size WIDTHxHEIGHT, e.g. 1600x900")
     p.add_argument("--screenshot", metavar="PNG", help="open, let the lab settle, save a window screenshot, quit")
+    p.add_argument("--tour", metavar="FILE", help="present a tour file (TOML) full screen: presenter mode (Right/Left "
+                   "step through it, B blanks, a number jumps to a chapter, Esc leaves)")
     p.add_argument("--report-startup", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         # this process supervises: it starts the renderer as a child (and, without a display, an X server of
         # its own for it), stops both on SIGTERM/SIGINT and removes what they leave (see recorder.supervise)
         from visualizer.recording.recorder import cli as record_cli
+        from visualizer.recording.tour import is_tour
+
+        if any(a.lower().endswith(".toml") and is_tour(a) for a in argv[1:]):  # chapters, captions, resume
+            from visualizer.recording.tour_render import cli as record_cli
 
         code = record_cli(argv[1:])
         sys.stdout.flush()
@@ -76,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return surface_main(argv[1:])
     open_path = scene_path = None
+    if argv and argv[0].lower().endswith(".toml"):
+        from visualizer.recording.tour import is_tour
+
+        if is_tour(argv[0]):  # `losslab TOUR.toml`: presented, as --tour does
+            argv = ["--tour", argv[0], *argv[1:]]
     if argv and argv[0].lower().endswith(".toml"):
         scene_path = argv.pop(0)
         from visualizer.labs import LABS
@@ -124,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from visualizer.app import run_app
 
+    if args.tour:
+        from visualizer.tour_presenter import main as tour_main
+
+        return tour_main(args.tour, run_app, device=args.device)
     if args.model:
         from models.surface_job import JobError, load_factory
 

@@ -368,3 +368,19 @@ def test_bench_json_path_is_checked_before_the_benchmarks(tmp_path, monkeypatch,
     assert ran == [1] and json.loads((tmp_path / "out.json").read_text())["startup_ms"]["value"] == 123.0
     assert stat.S_IMODE(os.stat(tmp_path / "out.json").st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_switching_back_to_a_lab_shows_its_own_controls_again(qtbot, fresh_settings):
+    """manifold2d -> manifold3d -> manifold2d: each lab keeps one scroll area for its controls (a lab's controls
+    handed to a second scroll area were resized by both in turn without end, and the app crashed)."""
+    win = make_window(qtbot)
+    first = win.current_key
+    scrolls = {}
+    for key in ("manifold3d", first, "manifold3d", first):
+        win.switch_lab(key)
+        qtbot.waitUntil(lambda key=key: win.lab() is win.labs[key] and win.dock.widget().isVisible(), timeout=10000)
+        qtbot.wait(50)  # a few event-loop turns: the layout settles (it used to recurse here)
+        scroll = win.dock.widget()
+        assert scroll.widget() is win.labs[key].controls()
+        assert scrolls.setdefault(key, scroll) is scroll
+    assert scrolls[first] is not scrolls["manifold3d"]

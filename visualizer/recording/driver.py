@@ -125,9 +125,10 @@ class SceneDriver:
         self.settle()
         self.ready()
 
-    def begin(self, defaults: bool = False) -> None:
+    def begin(self, defaults: bool = False, start: bool = True) -> None:
         """Apply the scene's settings (``defaults``: every other setting back to its default first, as in a
-        fresh lab) and start the lab."""
+        fresh lab) and start the lab (``start`` False: it was started beforehand with these settings, its first
+        computation made while something else played: a tour's next chapter)."""
         sc, lab = self.scene, self.lab
         settings = {}
         if lab.state_cls is not None:
@@ -139,7 +140,8 @@ class SceneDriver:
                 settings["seed"] = sc.seed
         settings.update(sc.settings)
         lab.apply_settings(settings)
-        lab.start()
+        if start:
+            lab.start()
 
     def ready(self) -> None:
         """After the lab's first computation: the timeline starts."""

@@ -73,6 +73,8 @@ class ScenePlayer(QWidget):
         self._events_done = False
         self._last_play = 0.0
         self._render: QProcess | None = None
+        #: playing stops on reaching this frame (a tour's pause point; None: at the end)
+        self.hold_at: int | None = None
         st = self.style()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 2, 6, 2)
@@ -117,7 +119,9 @@ class ScenePlayer(QWidget):
         self._timer.timeout.connect(self._tick)
 
     # ------------------------------------------------------------------ loading
-    def load(self, scene: Scene) -> None:
+    def load(self, scene: Scene, prepared: bool = False) -> None:
+        """Play ``scene`` on its lab (``prepared``: the lab was already started on the scene's settings, its
+        first grid computed beforehand; see ``SceneDriver.begin``)."""
         from visualizer.recording.driver import SceneDriver, SyncRunner
 
         if self.lab is not None:
@@ -134,18 +138,18 @@ class ScenePlayer(QWidget):
         self.slider.blockSignals(False)
         self.modified = False
         self._update_name()
-        self.restart()
+        self.restart(start=not prepared)
         self._timer.start()
 
     def _update_name(self) -> None:
         name = os.path.basename(self.scene.path) if self.scene.path else "new scene"
         self.name.setText(f"Scene: {name}{' *' if self.modified else ''}")
 
-    def restart(self) -> None:
+    def restart(self, start: bool = True) -> None:
         self.lab.reset()
         self._phase = "setup"
         try:
-            self.driver.begin(defaults=True)
+            self.driver.begin(defaults=True, start=start)
         except ValueError as exc:
             self._phase = "idle"
             QTimer.singleShot(0, lambda text=str(exc): self._fail(text))
@@ -221,7 +225,7 @@ class ScenePlayer(QWidget):
             now = time.perf_counter()
             if now - self._last_play >= 1.0 / self.scene.fps:
                 self._last_play = now
-                if self.current >= self.scene.frames - 1:
+                if self.current >= self.scene.frames - 1 or self.current == self.hold_at:
                     self.playing = False
                     self._update_play_icon()
                 else:

@@ -416,11 +416,14 @@ def _stop_process(proc, timeout: float = 5.0) -> None:
         proc.wait()
 
 
-def supervise(argv: list[str]) -> int:
+def supervise(argv: list[str], parse=parse_args, command: list[str] | None = None) -> int:
     """Start the renderer (``main`` in a child process, in a session of its own) with an X server of its own
     when there is no display; pass it a stop (SIGTERM) when this process gets SIGTERM, SIGINT or SIGHUP, or
     when its X server stops; kill it when it has not stopped GRACE_S later. Whatever happens: the X server is
-    stopped, the partial video and the temporary folder are removed. Returns the exit status."""
+    stopped, the partial video and the temporary folder are removed. Returns the exit status.
+
+    ``parse`` checks the arguments (another renderer's: a tour's); ``command`` is the child's command line
+    before ``argv`` (default: ``python -m visualizer record``)."""
     import shutil
     import signal
     import subprocess
@@ -432,7 +435,7 @@ def supervise(argv: list[str]) -> int:
     folder = partial = proc = xvfb = None
     try:
         try:
-            args = parse_args(argv)
+            args = parse(argv)
             from visualizer.recording.frames import check_output, partial_path
 
             check_output(args.out)
@@ -457,7 +460,8 @@ def supervise(argv: list[str]) -> int:
         if got:
             _say(str(Stopped(got[0])))
             return 128 + got[0]
-        proc = subprocess.Popen([sys.executable, "-m", "visualizer", "record", *argv], env=env,
+        command = command or [sys.executable, "-m", "visualizer", "record"]
+        proc = subprocess.Popen([*command, *argv], env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup(True))
         told = 0
         deadline = None

@@ -267,27 +267,36 @@ def start_dimension(lab_cls) -> int | None:
         return None
 
 
-def _read(path: str) -> str:
+def _read(path: str, kind: str = "scene file") -> str:
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_SCENE_BYTES + 1)  # never more than the limit, whatever the file (/dev/zero)
     except OSError as exc:
         raise SceneError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if len(raw) > MAX_SCENE_BYTES:
-        raise SceneError(f"{path}: the file is over the {human_bytes(MAX_SCENE_BYTES)} limit of a scene file")
+        raise SceneError(f"{path}: the file is over the {human_bytes(MAX_SCENE_BYTES)} limit of a {kind}")
     return raw.decode("utf-8", errors="replace")
+
+
+def _failer(path: str, text: str, prefix: str = "", first_line: int = 1):
+    """The error maker of a scene's checks: the field's line is looked up in ``text`` (which starts at line
+    ``first_line`` of ``path``), its name shown after ``prefix`` (an inline scene: ``chapter[2].scene.``)."""
+
+    def fail(fieldname: str, msg: str, needle: str | None = None, line: int | None = None) -> SceneError:
+        if line is None:
+            line = _line_of(text, needle or fieldname.split(".")[0].split("[")[0])
+            line = line and line + first_line - 1
+        where = f"line {line}, " if line else ""
+        return SceneError(f"{path}: {where}field '{shown_text(prefix + fieldname, 80)}': {msg}")
+
+    return fail
 
 
 def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = None) -> Scene:
     """Read and check a scene file. ``labs``: the known lab keys; ``lab_fields``: lab -> set of setting names.
     Raises SceneError (naming the file, the line and the field) and nothing else on any file."""
     text = _read(path)
-
-    def fail(fieldname: str, msg: str, needle: str | None = None, line: int | None = None) -> SceneError:
-        if line is None:
-            line = _line_of(text, needle or fieldname.split(".")[0].split("[")[0])
-        where = f"line {line}, " if line else ""
-        return SceneError(f"{path}: {where}field '{shown_text(fieldname, 80)}': {msg}")
+    fail = _failer(path, text)
 
     deep = _nesting_line(text, _PARSE_DEPTH)  # far too deep to even parse (tomllib would recurse)
     if deep:
@@ -307,6 +316,15 @@ def load_scene(path: str, labs: dict | None = None, lab_fields: dict | None = No
     if deep_path is not None:
         raise fail(deep_path, f"nested deeper than {MAX_SCENE_DEPTH} levels of tables and arrays",
                    line=_nesting_line(text, MAX_SCENE_DEPTH) or None)
+    return parse_scene(doc, path, labs, lab_fields, text)
+
+
+def parse_scene(doc: dict, path: str, labs: dict | None = None, lab_fields: dict | None = None, text: str = "",
+                prefix: str = "", first_line: int = 1) -> Scene:
+    """Check a scene already parsed from TOML (``load_scene``'s checks; a tour's inline scene): ``text`` is
+    where its fields' lines are looked up, starting at line ``first_line`` of ``path``; field names are shown
+    after ``prefix``. Raises SceneError."""
+    fail = _failer(path, text, prefix, first_line)
 
     def number(d: dict, key: str, name: str, lo: float | None = None, hi: float | None = None, cast=float):
         v = d.get(key)

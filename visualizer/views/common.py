@@ -68,10 +68,19 @@ def lab_layout(lab: QWidget, *top: QWidget, body: QWidget) -> QVBoxLayout:
     return lay
 
 
+def no_si_prefix(plot) -> None:
+    """Axes that show their numbers as they are: pyqtgraph's automatic SI prefix rescales the ticks and moves the
+    scale into the label ("(x0.001)"), which an audience misreads as part of the quantity."""
+    item = plot.getPlotItem() if hasattr(plot, "getPlotItem") else plot
+    for side in ("left", "bottom", "right", "top"):
+        item.getAxis(side).enableAutoSIPrefix(False)
+
+
 def dark_plot(title: str | None = None, x: str | None = None, y: str | None = None, log_y: bool = False,
               tooltip: str = "") -> pg.PlotWidget:
     plot = pg.PlotWidget(title=title)
     plot.setBackground(PLOT_BACKGROUND)
+    no_si_prefix(plot)
     if log_y:
         plot.setLogMode(x=False, y=True)
     if x:

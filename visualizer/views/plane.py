@@ -12,6 +12,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 
+from visualizer.views.common import no_si_prefix
+
 
 def polylines_to_nan_separated(polys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Join polylines into one (x, y) pair with NaN breaks, for a single fast curve item."""
@@ -60,6 +62,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.setBackground("#14161c")
         self.plot = self.addPlot(row=0, col=0)
+        no_si_prefix(self.plot)
         self.plot.setAspectLocked(True)
         self.plot.setLabel("bottom", x_label)
         self.plot.setLabel("left", y_label)
