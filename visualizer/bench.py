@@ -352,27 +352,24 @@ def bench_walk(results: dict, wanted: set) -> None:
     results["manifold_walk_steps_per_s"] = n / (time.perf_counter() - t0)
 
 
-def _grid41(hidden: tuple, label: str, results: dict, wanted: set) -> None:
-    import torch
+def _interleaved_ms(fns: list[Callable[[], None]], repeats: int) -> list[float]:
+    """Median milliseconds of each function (warmed up by the caller), run in turns (a, b, a, b, ...): on a
+    shared machine the load changes over seconds, and two figures whose ratio is a goal must see the same load."""
+    ts: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, times in zip(fns, ts):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return [statistics.median(times) * 1e3 for times in ts]
 
-    from models import directions as dr
-    from models import landscape as ls
-    from models.nets import MLP, MLPSpec, bce_loss, make_data
 
-    x, y = make_data("spirals", 2000, seed=0)
-    net = MLP(MLPSpec(hidden=hidden, activation="tanh"), seed=0).eval()
-    c, d1, d2 = dr.params_of(net), dr.random_direction(net, 1), dr.random_direction(net, 2)
-    t = np.linspace(-1, 1, 41)
-    reps = 3 if label == "small" else 1
-    ours = ls.grid_mlp(net, x, y, bce_loss, c, d1, d2, t, t)
-    results[f"grid41_{label}_ms"] = _median_ms(lambda: ls.grid_mlp(net, x, y, bce_loss, c, d1, d2, t, t), reps, 1)
-    loop = ls.grid_loop(net, x, y, bce_loss, c, d1, d2, t, t)
-    results[f"grid41_{label}_loop_ms"] = _median_ms(lambda: ls.grid_loop(net, x, y, bce_loss, c, d1, d2, t, t),
-                                                    reps, 0)
-    err = float(np.max(np.abs(ours - loop)))
-    print(f"grid41_{label}: max |ours - loop| = {err:.2e}", file=sys.stderr)
-    if err > 1e-4:
-        raise AssertionError(f"grid41_{label}: batched values differ from the loop by {err}")
+def _losslandscapes_grid(net, c, d1, d2, t: np.ndarray, x, y) -> Callable[[], np.ndarray] | None:
+    """The loss-landscapes package's planar_interpolation over the grid t x t (None when it is not installed).
+
+    The package walks its own grid: it starts at the corner and steps by delta along each direction, updating
+    the parameters in place and calling the module.
+    """
     try:
         import copy
 
@@ -380,8 +377,11 @@ def _grid41(hidden: tuple, label: str, results: dict, wanted: set) -> None:
         import loss_landscapes.metrics
     except ImportError:
         print("bench: loss-landscapes is not installed (pip install '.[bench]')", file=sys.stderr)
-        return
-    # the package walks its own grid: start at the corner and step by delta along each direction
+        return None
+    import torch
+
+    from models.nets import bce_loss
+
     delta = t[1] - t[0]
     steps = len(t)
 
@@ -396,21 +396,51 @@ def _grid41(hidden: tuple, label: str, results: dict, wanted: set) -> None:
     end_one = shifted(t[0] + steps * delta, t[0])
     end_two = shifted(t[0], t[0] + steps * delta)
     metric = loss_landscapes.metrics.Loss(bce_loss, x, y)
+    return lambda: np.asarray(loss_landscapes.planar_interpolation(copy.deepcopy(start), end_one, end_two, metric,
+                                                                   steps=steps))
 
-    def run_ll():
-        return loss_landscapes.planar_interpolation(copy.deepcopy(start), end_one, end_two, metric, steps=steps)
 
-    vals = run_ll()
-    results[f"grid41_{label}_losslandscapes_ms"] = _median_ms(run_ll, reps, 0)
-    # its walk offsets every other column by one step: compare where the coordinates agree
-    diffs = []
-    for i in range(steps):
-        for j in range(steps):
-            jj = j + 1 if i % 2 == 0 else j
-            if jj < steps:
-                diffs.append(abs(vals[i][j] - loop[i, jj]))
-    print(f"grid41_{label}: max |loss-landscapes - loop| where coordinates agree = {max(diffs):.2e}",
-          file=sys.stderr)
+def _grid41(hidden: tuple, label: str, results: dict, wanted: set) -> None:
+    """Ours, the per-point loop and the loss-landscapes package on one 41 x 41 grid. Ours and the package are
+    timed in turns (their ratio is issue 19's goal, see _interleaved_ms); ours must equal the loop to 1e-6."""
+    from models import directions as dr
+    from models import landscape as ls
+    from models.nets import MLP, MLPSpec, bce_loss, make_data
+
+    x, y = make_data("spirals", 2000, seed=0)
+    net = MLP(MLPSpec(hidden=hidden, activation="tanh"), seed=0).eval()
+    c, d1, d2 = dr.params_of(net), dr.random_direction(net, 1), dr.random_direction(net, 2)
+    t = np.linspace(-1, 1, 41)
+    steps = len(t)
+    reps = 3 if label == "small" else 1
+
+    def run_ours():
+        return ls.grid_mlp(net, x, y, bce_loss, c, d1, d2, t, t)
+
+    ours = run_ours()
+    loop = ls.grid_loop(net, x, y, bce_loss, c, d1, d2, t, t)
+    results[f"grid41_{label}_loop_ms"] = _median_ms(lambda: ls.grid_loop(net, x, y, bce_loss, c, d1, d2, t, t),
+                                                    reps, 0)
+    err = float(np.max(np.abs(ours - loop)))
+    print(f"grid41_{label}: max |ours - loop| = {err:.2e}", file=sys.stderr)
+    if err > 1e-6:
+        raise AssertionError(f"grid41_{label}: batched values differ from the loop by {err}")
+    run_ll = _losslandscapes_grid(net, c, d1, d2, t, x, y)
+    if run_ll is None:
+        results[f"grid41_{label}_ms"] = _median_ms(run_ours, reps, 1)
+    else:
+        vals = run_ll()
+        results[f"grid41_{label}_ms"], results[f"grid41_{label}_losslandscapes_ms"] = _interleaved_ms(
+            [run_ours, run_ll], 5 if label == "small" else 3)
+        # its walk offsets every other column by one step: compare where the coordinates agree
+        diffs = []
+        for i in range(steps):
+            for j in range(steps):
+                jj = j + 1 if i % 2 == 0 else j
+                if jj < steps:
+                    diffs.append(abs(vals[i][j] - loop[i, jj]))
+        print(f"grid41_{label}: max |loss-landscapes - loop| where coordinates agree = {max(diffs):.2e}",
+              file=sys.stderr)
     if label == "big":
         w = MLPSpec(hidden=hidden).widths
         flops_point = 2 * x.shape[0] * sum(w[k] * w[k + 1] for k in range(len(w) - 1))

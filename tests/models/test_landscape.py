@@ -8,6 +8,8 @@ from models import directions as dr
 from models import landscape as ls
 from models.nets import MLP, MLPSpec, bce_loss, make_data
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/models/conftest.py
+
 SPECS = [
     MLPSpec(hidden=(16, 16), activation="tanh"),
     MLPSpec(hidden=(12, 12, 12), activation="relu", residual=True),
@@ -31,6 +33,49 @@ def test_batched_grid_equals_the_per_point_loop(spec, dtype, tol):
     # the centre of the grid is the trained model itself
     with torch.no_grad():
         assert fast[3, 3] == pytest.approx(float(bce_loss(net(x), y)), rel=tol)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.activation}-{s.parameterization}-res{s.residual}")
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_cpu_grid_on_worker_threads_equals_the_loop_point_for_point(spec, workers):
+    """The CPU path (parameters formed by one product, numpy's tanh, runs of points over worker threads) in
+    float32: every point where the loop puts it, to 1e-6, on a grid whose axes differ so a transposed or shuffled
+    result shows; 10 x 9 points cut into runs that do not divide evenly among the workers."""
+    x, y = make_data("spirals", 200, seed=1)
+    net = MLP(spec, seed=2)
+    center, d1, d2 = dr.params_of(net), dr.random_direction(net, 3), dr.random_direction(net, 4)
+    alphas, betas = np.linspace(-1, 0.8, 10), np.linspace(-0.3, 1.2, 9)
+    slow = ls.grid_loop(net, x, y, bce_loss, center, d1, d2, alphas, betas)
+    aa, bb = np.meshgrid(alphas, betas, indexing="ij")
+    before = [p.detach().clone() for p in net.parameters()]
+    fast = ls._points_cpu(net, x, y, bce_loss, center, d1, d2, aa.ravel(), bb.ravel(), workers=workers)
+    assert np.abs(fast.reshape(aa.shape) - slow).max() < 1e-6
+    assert np.abs(ls.grid_mlp(net, x, y, bce_loss, center, d1, d2, alphas, betas) - slow).max() < 1e-6
+    assert torch.get_num_threads() == 1  # the fixture's count, restored after the workers ran single-threaded
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))  # the model is left as it was
+
+
+def test_a_cpu_grid_over_the_memory_cap_is_refused_before_allocating():
+    from models.limits import LimitError
+
+    net = MLP(MLPSpec(hidden=(16,)), seed=0)
+    c, d1, d2 = dr.params_of(net), dr.random_direction(net, 1), dr.random_direction(net, 2)
+    x = torch.zeros(1, 2).expand(10**9, 2)  # a billion points that take no memory: only the check sees them
+    y = torch.zeros(1).expand(10**9)
+    with pytest.raises(LimitError, match="the loss grid of an MLP 2x16x1 on 1000000000 points would need"):
+        ls.grid_mlp(net, x, y, bce_loss, c, d1, d2, np.zeros(3), np.zeros(3))
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu", "gelu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_in_place_activation_matches_torchs(name, dtype):
+    z = (torch.linspace(-9, 9, 4001, dtype=torch.float64) ** 3 / 81).to(dtype)  # dense near 0, out to +-9
+    want = ls.ACTIVATIONS[name](z.double())
+    got = ls._activation_inplace(name)(z)
+    tol = {torch.float32: 2e-7, torch.float64: 1e-15, torch.bfloat16: 1e-2}[dtype]
+    assert got.dtype == dtype and float((got.double() - want).abs().max()) <= tol * max(1.0, float(want.abs().max()))
+    if name != "gelu":
+        assert got.data_ptr() == z.data_ptr()  # in place: no new tensor per layer
 
 
 def test_filter_normalized_rows_and_zero_biases():
