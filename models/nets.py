@@ -191,6 +191,7 @@ def estimate_bytes(n_points: int, in_dim: int = 2, hidden=(64, 64), out_dim: int
         training    n * A * s * 3  (activations kept for the backward pass, and their gradients)
         grid        workers * (4 * L * s + 4 * n * W * s)  (each thread: one layer's weights and activations,
                     with the temporaries that form them and what the threads' allocators keep)
+                    + P * s * 3  (the centre and the two directions stacked, layer by layer, for the CPU grid)
                     + grid^2 * 8 * 8  (the surface's arrays and their copies when written)
 
     ``network='cnn'``: the SmallCNN (8x8 inputs, ``out_dim`` classes) in place of the MLP; ``hidden`` is ignored.
@@ -210,7 +211,7 @@ def estimate_bytes(n_points: int, in_dim: int = 2, hidden=(64, 64), out_dim: int
         layers = _layer_sizes(widths)
         p_count, big = sum(layers), max(layers)
         train_act = n * sum(widths) * s * 3
-        grid_eval = workers * (4 * big * s + 4 * n * max(widths) * s)
+        grid_eval = workers * (4 * big * s + 4 * n * max(widths) * s) + p_count * s * 3
     data = n * (_DATA_GEN_BYTES + (int(in_dim) + 1) * s)
     params = p_count * s * 7 + big * 8 * 2
     path = p_count * 8 * max(0, int(checkpoints)) * (3 if pca else 1)
