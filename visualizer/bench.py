@@ -21,9 +21,12 @@ from collections.abc import Callable
 import numpy as np
 
 FIGURES: dict[str, tuple[str, str]] = {
-    "surface_update_201_ms": ("ms", "201x201 surface update + render at 1280x720, our item"),
+    "surface_update_201_ms": ("ms", "201x201 surface update + render at 1280x720, our height field (GPU shading)"),
+    "surface_update_201_cpu_ms": ("ms", "the same with our CPU-shaded item (normals and lit colours by numpy)"),
     "surface_update_201_stock_ms": ("ms", "the same with pyqtgraph's GLSurfacePlotItem(computeNormals, smooth)"),
-    "surface_update_401_ms": ("ms", "401x401 surface update + render at 1280x720, our item"),
+    "surface_update_401_ms": ("ms", "401x401 surface update + render at 1280x720, our height field"),
+    "surface_update_401_cpu_ms": ("ms", "the same with our CPU-shaded item"),
+    "surface_update_801_ms": ("ms", "801x801 surface update + render at 1280x720, our height field"),
     "manifold2d_grid_201_ms": ("ms", "manifold2d loss grid 201x201, w2*tanh(w1*x), two points (vectorized)"),
     "manifold2d_grid_201_loop_ms": ("ms", "the same grid point by point"),
     "stream_steps_per_s": ("steps/s", "descent streaming into the lab's views"),
@@ -120,22 +123,29 @@ def _app():
 # ------------------------------------------------------------------------------------------------
 
 def bench_surface(results: dict, wanted: set) -> None:
+    """A new surface on the same grid, uploaded and drawn, per item and size. The height field and the CPU item
+    are timed in turns (their ratio is issue 19's goal, see _interleaved_ms), each on its own view of the same
+    size so that neither's buffers are in the other's frame."""
     import numpy as np
     import pyqtgraph as pg
     import pyqtgraph.opengl as gl
     from OpenGL import GL
 
-    from visualizer.gl.surface import SurfaceItem
+    from visualizer.gl.heightfield import HeightFieldItem
+    from visualizer.gl.surface import CpuSurfaceItem
 
     app = _app()
-    view = gl.GLViewWidget()
-    view.resize(1280, 720)
-    view.show()
-    for _ in range(5):
-        app.processEvents()
-    view.setCameraPosition(distance=9, elevation=30, azimuth=45)
 
-    def measure(item, n, update, repeats=15):
+    def frame_fn(item, n: int, update) -> Callable[[], None]:
+        """One update + frame of ``item`` on its own 1280x720 view, a different surface each call."""
+        view = gl.GLViewWidget()
+        view.resize(1280, 720)
+        view.show()
+        views.append(view)
+        for _ in range(5):
+            app.processEvents()
+        view.setCameraPosition(distance=9, elevation=30, azimuth=45)
+        view.addItem(item)
         x = np.linspace(-3, 3, n)
         zs = [np.sin(x[:, None] * (1 + 0.05 * k)) * np.cos(x[None, :]) for k in range(4)]
         state = {"k": 0}
@@ -147,28 +157,32 @@ def bench_surface(results: dict, wanted: set) -> None:
             view.paintGL()  # a real frame: uploads what changed and draws everything
             GL.glFinish()
 
-        view.addItem(item)
-        ms = _median_ms(once, repeats)
-        view.removeItem(item)
-        return ms
+        for _ in range(2):  # warm-up: buffers allocated, shaders compiled
+            once()
+        return once
 
-    ours = SurfaceItem(pg.colormap.get("viridis"))
-
-    def upd_ours(item, x, z):
+    def ours(item, x, z):
         item.set_data(x, x, z)
 
-    def upd_stock(item, x, z):
+    def stock(item, x, z):
         item.setData(x=x, y=x, z=z)
 
-    if "surface_update_201_ms" in wanted:
-        results["surface_update_201_ms"] = measure(ours, 201, upd_ours)
+    viridis = pg.colormap.get("viridis")
+    views: list = []
+    for n in (201, 401):
+        names = [f"surface_update_{n}_ms", f"surface_update_{n}_cpu_ms"]
+        fns = [frame_fn(cls(viridis), n, ours) for name, cls in zip(names, (HeightFieldItem, CpuSurfaceItem))
+               if name in wanted]
+        for name, ms in zip([m for m in names if m in wanted], _interleaved_ms(fns, 15)):
+            results[name] = ms
+    if "surface_update_801_ms" in wanted:
+        results["surface_update_801_ms"] = _median_ms(frame_fn(HeightFieldItem(viridis), 801, ours), 7, 0)
     if "surface_update_201_stock_ms" in wanted:
-        stock = gl.GLSurfacePlotItem(computeNormals=True, smooth=True, shader="shaded")
-        results["surface_update_201_stock_ms"] = measure(stock, 201, upd_stock, repeats=7)
-    if "surface_update_401_ms" in wanted:
-        results["surface_update_401_ms"] = measure(SurfaceItem(pg.colormap.get("viridis")), 401, upd_ours)
-    view.close()
-    view.deleteLater()
+        fn = frame_fn(gl.GLSurfacePlotItem(computeNormals=True, smooth=True, shader="shaded"), 201, stock)
+        results["surface_update_201_stock_ms"] = _median_ms(fn, 7, 0)
+    for view in views:
+        view.close()
+        view.deleteLater()
     app.processEvents()
 
 
@@ -758,7 +772,8 @@ def bench_implicit_bias(results: dict, wanted: set) -> None:
 
 
 GROUPS = [
-    ({"surface_update_201_ms", "surface_update_201_stock_ms", "surface_update_401_ms"}, bench_surface),
+    ({"surface_update_201_ms", "surface_update_201_cpu_ms", "surface_update_201_stock_ms", "surface_update_401_ms",
+      "surface_update_401_cpu_ms", "surface_update_801_ms"}, bench_surface),
     ({"manifold2d_grid_201_ms", "manifold2d_grid_201_loop_ms"}, bench_grid),
     ({"stream_steps_per_s", "headless_steps_per_s", "gui_max_stall_ms"}, bench_stream),
     ({"startup_ms"}, bench_startup),
@@ -819,6 +834,11 @@ def main(argv: list[str] | None = None) -> int:
     r = results
     if "surface_update_201_ms" in r and "surface_update_201_stock_ms" in r:
         ratios.append(f"surface 201: stock / ours = {r['surface_update_201_stock_ms'] / r['surface_update_201_ms']:.1f}x")
+    for n, goal in ((201, 15), (401, 50)):
+        if f"surface_update_{n}_ms" in r and f"surface_update_{n}_cpu_ms" in r:
+            ratios.append(f"surface {n}: CPU-shaded / height field = "
+                          f"{r[f'surface_update_{n}_cpu_ms'] / r[f'surface_update_{n}_ms']:.1f}x (the goal: at least "
+                          f"2x, and the height field under {goal} ms)")
     if "manifold2d_grid_201_ms" in r and "manifold2d_grid_201_loop_ms" in r:
         ratios.append(f"grid 201: loop / vectorized = {r['manifold2d_grid_201_loop_ms'] / r['manifold2d_grid_201_ms']:.0f}x")
     for lab in ("small", "big"):

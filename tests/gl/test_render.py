@@ -6,7 +6,8 @@ import pyqtgraph.opengl as gl
 import pytest
 from pyqtgraph.opengl.MeshData import MeshData
 
-from visualizer.gl.surface import SurfaceItem, grid_faces, grid_normals
+from visualizer.gl.heightfield import HeightFieldItem
+from visualizer.gl.surface import grid_faces, grid_normals
 
 
 def qimage_to_array(img):
@@ -36,7 +37,7 @@ def test_surface_item_draws_height_colours(qtbot):
     qtbot.addWidget(view)
     view.show()
     view.setBackgroundColor((0, 0, 0))
-    item = SurfaceItem(pg.colormap.get("viridis"))
+    item = HeightFieldItem(pg.colormap.get("viridis"))
     view.addItem(item)
     x = np.linspace(-1, 1, 61)
     item.set_data(x, x, 0.5 * (x[:, None] ** 2 + x[None, :] ** 2))

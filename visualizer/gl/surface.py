@@ -1,4 +1,8 @@
-"""The surface item every lab shares: a height field on a regular grid, drawn fast.
+"""Grid helpers of the surface items, and the surface item that shades on the CPU (kept for comparison).
+
+The labs draw surfaces with ``visualizer.gl.heightfield.HeightFieldItem``, which keeps the grid on the GPU and
+uploads only heights; ``CpuSurfaceItem`` here is its predecessor, measured beside it by ``losslab bench``
+(``surface_update_*_cpu_ms``) and the reference its pixels are tested against.
 
 pyqtgraph's stock ``GLSurfacePlotItem`` recomputes smooth normals per vertex in Python (about 0.24 s for a
 201x201 grid here). On a regular grid the normal is known from central differences of the heights, which
@@ -9,6 +13,8 @@ triangles that touch them are not drawn (indexed triangles instead of strips, on
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pyqtgraph as pg
@@ -21,6 +27,7 @@ from PySide6 import QtGui, QtOpenGL
 # and in front of the scene. The GPU (or Mesa's software rasterizer) then only interpolates colours, which
 # measured ~30% faster per frame under llvmpipe than lighting in a shader.
 LIGHT = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])
+AMBIENT, DIFFUSE, RIM = 0.48, 0.6, 0.05  # gains: colour * (AMBIENT + DIFFUSE |n . LIGHT|) + RIM (1 - n_z)^2
 
 
 def grid_faces(nx: int, ny: int) -> np.ndarray:
@@ -65,10 +72,10 @@ def shaded_colors(x: np.ndarray, y: np.ndarray, z: np.ndarray, colors: np.ndarra
     lx, ly, lz = (np.float32(v) for v in LIGHT)
     d = np.abs((lz - lx * gx - ly * gy) * inv)
     rim = (1.0 - inv) ** 2
-    gain = (0.48 + 0.6 * d).reshape(-1, 1)
+    gain = (AMBIENT + DIFFUSE * d).reshape(-1, 1)
     c = np.asarray(colors, dtype=np.float32).reshape(-1, 4)
     out = np.empty(c.shape, dtype=np.uint8)
-    rgb = c[:, :3] * gain + (0.05 * rim).reshape(-1, 1)
+    rgb = c[:, :3] * gain + (RIM * rim).reshape(-1, 1)
     np.clip(rgb * 255.0 + 0.5, 0, 255, out=rgb)
     out[:, :3] = rgb
     out[:, 3] = np.clip(c[:, 3] * 255.0 + 0.5, 0, 255)
@@ -76,6 +83,7 @@ def shaded_colors(x: np.ndarray, y: np.ndarray, z: np.ndarray, colors: np.ndarra
 
 
 RESTART = np.uint32(0xFFFFFFFF)
+LUT_SIZE = 512  # entries of the colour map's lookup table (a texture of this width on the GPU)
 
 
 def grid_strips(nx: int, ny: int) -> np.ndarray:
@@ -92,40 +100,29 @@ def grid_strips(nx: int, ny: int) -> np.ndarray:
     return out.ravel()
 
 
-class SurfaceItem(GLGraphicsItem):
-    """A height-coloured surface z[i, j] over (x[i], y[j]) with optional wireframe.
-
-    ``set_data(x, y, z, colors=None)``: z may hold NaN (a hole: the triangles touching it are left out);
-    ``colors`` (nx, ny, 4) float32 in [0, 1] overrides the colour map. ``set_colormap`` takes any pyqtgraph
-    ColorMap. Only what changed is uploaded: positions and colours on every update, indices when the size or
-    the holes change.
-    """
+class GridSurfaceBase(GLGraphicsItem):
+    """What both surface items share: the colour map as a lookup table, buffers uploaded through Qt, and
+    ``uploads`` (a count per buffer name: what each frame sent to the GPU)."""
 
     def __init__(self, colormap: pg.ColorMap | None = None, glOptions: str = "opaque", parentItem=None) -> None:
         super().__init__(parentItem=parentItem)
         self.setGLOptions(glOptions)
-        self._cmap = colormap or pg.colormap.get("viridis")
-        self._lut = self._cmap.getLookupTable(0.0, 1.0, 512, alpha=True).astype(np.float32) / 255.0
+        self._buffers: dict = {}
+        self.uploads: Counter = Counter()
+        self.z_range = (0.0, 1.0)
         self._shape: tuple[int, int] | None = None
-        self.vertexes: np.ndarray | None = None
-        self.colors: np.ndarray | None = None
-        self.strips: np.ndarray | None = None
-        self.faces: np.ndarray | None = None  # the triangles drawn while the grid has holes (else None: strips)
         self._present: np.ndarray | None = None  # which vertices have a height (None: all of them)
-        self.edges: np.ndarray | None = None
-        self._dirty: set[str] = set()
         self._wire = False
         self._wire_color = (0.06, 0.07, 0.09, 1.0)
         self._wire_every = 0
-        self._buffers: dict = {}
-        self.z_range = (0.0, 1.0)
+        self.set_colormap(colormap or pg.colormap.get("viridis"))
 
-    # --- public API ---------------------------------------------------------------------------
     def set_colormap(self, cmap: pg.ColorMap) -> None:
         self._cmap = cmap
-        self._lut = cmap.getLookupTable(0.0, 1.0, 512, alpha=True).astype(np.float32) / 255.0
+        self._lut = cmap.getLookupTable(0.0, 1.0, LUT_SIZE, alpha=True).astype(np.float32) / 255.0
 
     def set_wireframe(self, on: bool, color=(0.06, 0.07, 0.09, 1.0), every: int = 0) -> None:
+        """Grid lines on the surface, one every ``every`` vertices (0: about 24 across the grid)."""
         self._wire = bool(on)
         self._wire_color = color
         self._wire_every = every
@@ -137,12 +134,71 @@ class SurfaceItem(GLGraphicsItem):
     def wireframe(self) -> bool:
         return self._wire
 
+    def _wire_edges(self) -> np.ndarray:
+        """(k, 2) the wireframe's lines in grid numbers (i * ny + j), none into a hole."""
+        nx, ny = self._shape
+        edges = grid_edges(nx, ny, self._wire_every or max(1, min(nx, ny) // 24))
+        if self._present is not None:
+            edges = edges[self._present[edges].all(axis=1)]
+        return np.ascontiguousarray(edges)
+
+    def _build_edges(self) -> None:
+        """Each item: the wireframe's index buffer from ``_wire_edges``, uploaded by the next paint."""
+        raise NotImplementedError
+
     def colors_for(self, z: np.ndarray, z_range: tuple[float, float] | None = None) -> np.ndarray:
+        """The colour map's RGBA (float32 in [0, 1]) of heights z over ``z_range`` (default: their finite range)."""
         lo, hi = z_range if z_range is not None else self._finite_range(z)
         t = (np.nan_to_num(z, nan=lo) - lo) / (hi - lo if hi > lo else 1.0)
         k = np.clip((t * (len(self._lut) - 1)).astype(np.int32), 0, len(self._lut) - 1)
         return self._lut[k]
 
+    def _buffer(self, name: str, kind):
+        buf = self._buffers.get(name)
+        if buf is None:
+            buf = self._buffers[name] = QtOpenGL.QOpenGLBuffer(kind)
+        return buf
+
+    def _upload(self, name: str, arr: np.ndarray, kind) -> None:
+        buf = self._buffer(name, kind)
+        if not buf.isCreated():
+            buf.create()
+        buf.bind()
+        if buf.size() != arr.nbytes:
+            buf.allocate(arr, arr.nbytes)
+        else:
+            buf.write(0, arr, arr.nbytes)
+        buf.release()
+        self.uploads[name] += 1
+
+    @staticmethod
+    def _finite_range(z: np.ndarray) -> tuple[float, float]:
+        f = z[np.isfinite(z)]
+        if f.size == 0:
+            return 0.0, 1.0
+        lo, hi = float(f.min()), float(f.max())
+        return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+class CpuSurfaceItem(GridSurfaceBase):
+    """A height-coloured surface z[i, j] over (x[i], y[j]) with optional wireframe.
+
+    ``set_data(x, y, z, colors=None)``: z may hold NaN (a hole: the triangles touching it are left out);
+    ``colors`` (nx, ny, 4) float32 in [0, 1] overrides the colour map. ``set_colormap`` takes any pyqtgraph
+    ColorMap. Only what changed is uploaded: positions and colours on every update, indices when the size or
+    the holes change.
+    """
+
+    def __init__(self, colormap: pg.ColorMap | None = None, glOptions: str = "opaque", parentItem=None) -> None:
+        super().__init__(colormap, glOptions, parentItem)
+        self.vertexes: np.ndarray | None = None
+        self.colors: np.ndarray | None = None
+        self.strips: np.ndarray | None = None
+        self.faces: np.ndarray | None = None  # the triangles drawn while the grid has holes (else None: strips)
+        self.edges: np.ndarray | None = None
+        self._dirty: set[str] = set()
+
+    # --- public API ---------------------------------------------------------------------------
     def set_data(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, colors: np.ndarray | None = None,
                  z_range: tuple[float, float] | None = None) -> None:
         x = np.asarray(x, dtype=np.float64)
@@ -185,23 +241,6 @@ class SurfaceItem(GLGraphicsItem):
         self.update()
 
     # --- drawing --------------------------------------------------------------------------------
-    def _buffer(self, name: str, kind):
-        buf = self._buffers.get(name)
-        if buf is None:
-            buf = self._buffers[name] = QtOpenGL.QOpenGLBuffer(kind)
-        return buf
-
-    def _upload(self, name: str, arr: np.ndarray, kind) -> None:
-        buf = self._buffer(name, kind)
-        if not buf.isCreated():
-            buf.create()
-        buf.bind()
-        if buf.size() != arr.nbytes:
-            buf.allocate(arr, arr.nbytes)
-        else:
-            buf.write(0, arr, arr.nbytes)
-        buf.release()
-
     def paint(self) -> None:
         if self.vertexes is None:
             return
@@ -252,18 +291,5 @@ class SurfaceItem(GLGraphicsItem):
 
     # --- helpers --------------------------------------------------------------------------------
     def _build_edges(self) -> None:
-        nx, ny = self._shape
-        every = self._wire_every or max(1, min(nx, ny) // 24)
-        edges = grid_edges(nx, ny, every)
-        if self._present is not None:  # no line into a hole
-            edges = edges[self._present[edges].all(axis=1)]
-        self.edges = np.ascontiguousarray(edges)
+        self.edges = self._wire_edges()
         self._dirty.add("edges")
-
-    @staticmethod
-    def _finite_range(z: np.ndarray) -> tuple[float, float]:
-        f = z[np.isfinite(z)]
-        if f.size == 0:
-            return 0.0, 1.0
-        lo, hi = float(f.min()), float(f.max())
-        return (lo, hi) if hi > lo else (lo, lo + 1.0)

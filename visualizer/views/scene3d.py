@@ -20,7 +20,7 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtOpenGL import QOpenGLWindow
 from PySide6.QtWidgets import QWidget
 
-from visualizer.gl.surface import SurfaceItem
+from visualizer.gl.heightfield import HeightFieldItem
 
 _SCENES: weakref.WeakSet[Scene3D] = weakref.WeakSet()
 
@@ -50,7 +50,7 @@ def polylines_to_segments(polys: list[np.ndarray]) -> np.ndarray:
 
 
 class Scene3D(GLViewMixin, QOpenGLWindow):
-    """GL view with a shared SurfaceItem; emits ``frame_drawn`` after every paint (for the FPS meter).
+    """GL view with a shared HeightFieldItem (``surface``); emits ``frame_drawn`` after every paint (for the FPS meter).
 
     It is a QOpenGLWindow shown through a window container (``self.container``), not a QOpenGLWidget: a
     QOpenGLWidget makes Qt compose the whole top-level window through OpenGL on every update of any widget,
@@ -68,7 +68,7 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
         _SCENES.add(self)
         self.container.setMinimumSize(200, 200)
         self.setBackgroundColor(QColor("#0d0f14"))
-        self.surface = SurfaceItem(cmap)
+        self.surface = HeightFieldItem(cmap)
         self.addItem(self.surface)
         self.floor = gl.GLGridItem(color=(255, 255, 255, 28))
         self.addItem(self.floor)
@@ -196,10 +196,9 @@ class Scene3D(GLViewMixin, QOpenGLWindow):
         span = max(w1[-1] - w1[0], w2[-1] - w2[0])
         self.zheight = 0.55 * span
         lo, hi = value_range
-        z = (np.clip(values, lo, hi) - lo) / (hi - lo if hi > lo else 1.0) * self.zheight
-        if colors is None:
-            colors = self.surface.colors_for(values, value_range)
-        self.surface.set_data(w1, w2, z, colors=colors, z_range=(0.0, self.zheight))
+        # the values themselves go to the GPU: the clamp into the box and its scale are uniforms there
+        self.surface.set_display(self.zheight / (hi - lo if hi > lo else 1.0), lo, (lo, hi))
+        self.surface.set_data(w1, w2, values, colors=colors, z_range=value_range)
         new_extent = (float(w1[0]), float(w1[-1]), float(w2[0]), float(w2[-1]))
         if new_extent != self.extent or reset_camera:
             self.extent = new_extent
