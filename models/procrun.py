@@ -73,6 +73,13 @@ def warm_up() -> None:
                 forkserver.ensure_running()
 
 
+def _packed(buf: list):
+    """A batch as it goes through the pipe: packed by its items' type where it offers that (``pack_batch``, e.g.
+    models.train.Snapshot: a few arrays in one pickle), else the list itself."""
+    pack = getattr(type(buf[0]), "pack_batch", None) if buf else None
+    return pack(buf) if pack is not None else buf
+
+
 def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: bool, torch_threads: int) -> None:
     try:
         import os
@@ -101,7 +108,7 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
                 msg = conn.recv()
                 if msg == "abort":
                     if buf:
-                        conn.send(("batch", buf))
+                        conn.send(("batch", _packed(buf)))
                     gen.close()
                     conn.send(("done", None))
                     return
@@ -116,12 +123,12 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
                 elif msg == "hold":  # pause, forget pending steps, flush, and say so: exact stepping follows
                     paused, permits = True, 0
                     if buf:
-                        conn.send(("batch", buf))
+                        conn.send(("batch", _packed(buf)))
                         buf = []
                     conn.send(("held", None))
             if paused and permits == 0:
                 if buf:
-                    conn.send(("batch", buf))
+                    conn.send(("batch", _packed(buf)))
                     buf = []
                 # every step asked for before the pause is made and sent: now the pause is where it stands
                 for _ in range(acks):
@@ -134,12 +141,12 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
                 buf.append(next(gen))
             except StopIteration as stop:
                 if buf:
-                    conn.send(("batch", buf))
+                    conn.send(("batch", _packed(buf)))
                 conn.send(("done", stop.value))
                 return
             now = time.perf_counter()
             if now - last >= interval_s or paused:
-                conn.send(("batch", buf))
+                conn.send(("batch", _packed(buf)))
                 buf = []
                 last = now
     except (BrokenPipeError, EOFError, KeyboardInterrupt):
@@ -147,7 +154,7 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
     except Exception as exc:
         try:
             if buf:
-                conn.send(("batch", buf))
+                conn.send(("batch", _packed(buf)))
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
         except (BrokenPipeError, OSError):
             pass

@@ -15,10 +15,12 @@ The snapshots are the same as those of the per-step path.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .trajectory import Snapshot, SnapshotBatch  # noqa: F401 (SnapshotBatch: the trainer's batches, for callers)
 
 OPTIMIZERS = {
     "gd": "gradient descent (full batch)",
@@ -69,19 +71,6 @@ class OptimizerConfig:
         if self.name == "momentum":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
         return torch.optim.Adam(params, lr=self.lr, betas=self.betas)
-
-
-@dataclass
-class Snapshot:
-    """The state after ``step`` optimizer steps: parameters (N, p), full-data loss and gradient norm (N,)."""
-
-    step: int
-    params: np.ndarray
-    loss: np.ndarray
-    grad_norm: np.ndarray
-    active: np.ndarray
-    diverged: np.ndarray
-    metrics: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -83,17 +83,36 @@ class DescentRun:
     def _on_pause_reached(self) -> None:
         self._pauses_confirmed += 1
 
-    def _on_batch(self, snaps: list) -> None:
+    def _on_batch(self, snaps) -> None:
         if self.removed:  # a batch already under way when the run was cleared
             return
+        from models.trajectory import SnapshotBatch
+
+        if isinstance(snaps, SnapshotBatch):
+            self._take_packed(snaps)
+        else:
+            self._take(snaps)
+        self.dirty = True
+        self.lab._schedule_redraw()
+
+    def _take_packed(self, b) -> None:
+        """A packed batch, a trajectory at a time: what ``_take`` does step by step, with arrays."""
+        for k, tr in enumerate(self.trajs):
+            p = b.params[:, k]
+            before = tr.last_params[None] if tr.last_step >= 0 else np.full((1, p.shape[1]), np.nan)
+            # frozen (converged or diverged): an inactive row equal to the one before it adds nothing
+            same = (p == np.concatenate([before, p[:-1]])).all(axis=1)
+            keep = ~(~b.active[:, k] & same)
+            tr.extend(b.steps[keep], p[keep], b.loss[keep, k], b.grad_norm[keep, k])
+            tr.diverged = bool(b.diverged[-1, k])
+
+    def _take(self, snaps: list) -> None:
         for snap in snaps:
             for k, tr in enumerate(self.trajs):
                 frozen = not snap.active[k] and tr.last_step >= 0 and np.array_equal(snap.params[k], tr.last_params)
                 if not frozen:
                     tr.append(snap.step, snap.params[k], float(snap.loss[k]), float(snap.grad_norm[k]))
                 tr.diverged = bool(snap.diverged[k])
-        self.dirty = True
-        self.lab._schedule_redraw()
 
     def _on_done(self, result) -> None:
         if self.removed:
