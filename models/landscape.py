@@ -12,7 +12,6 @@ over the whole data set.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Generator, Iterable
 
 import numpy as np
@@ -233,7 +232,8 @@ def _points_serial(mlp: MLP, x, y, loss_fn: LossFn, stacked: list[torch.Tensor],
 
 def _points_cpu(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, a: np.ndarray, b: np.ndarray,
                 workers: int | None = None) -> np.ndarray:
-    """Grid points spread over one Python thread per core, each running torch single-threaded.
+    """Grid points spread over as many Python threads as torch may use (its thread count: the cores this process
+    is given, one in a Ray task of one CPU), each running torch single-threaded.
 
     On this machine's two cores, two points side by side are at least as fast as one point at a time on two
     intra-op threads when the machine is quiet, and next to another busy process they keep going where the
@@ -244,7 +244,7 @@ def _points_cpu(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, a: np.ndarray, 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    workers = workers or max(1, min(torch.get_num_threads(), 8))
     # the stacked centre and directions, and each worker's layer buffer and activations (x, h, z)
     widths, sizes = mlp.spec.widths, [lin.weight.numel() + lin.bias.numel() for lin in mlp.layers]
     need = x.element_size() * (3 * sum(sizes) + workers * (max(sizes) + 3 * x.shape[0] * max(widths)))

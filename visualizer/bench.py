@@ -74,6 +74,12 @@ FIGURES: dict[str, tuple[str, str]] = {
     "random_labels_4fractions_steps_per_s": ("steps/s", "four fractions advancing together, their weights stacked "
                                                         "(batched matrix products)"),
     "random_labels_4separate_steps_per_s": ("steps/s", "the same four networks stepped one after another"),
+    "grid_ray_2workers_pts_per_s": ("points/s", "losslab surface --ray: MLP 2-256-256-256-1 on 2000 spiral points, "
+                                                "a 21x21 grid's rows as Ray tasks on a local Ray of two workers of "
+                                                "one torch thread each (Ray started and warmed up before timing)"),
+    "grid_local_pts_per_s": ("points/s", "the same rows in the local job, one torch thread"),
+    "grid_local_2threads_pts_per_s": ("points/s", "the same rows in the local job, two torch threads"),
+    "ray_task_overhead_ms": ("ms", "one empty Ray task's round trip (median of 20, after warm-up)"),
     "random_labels_4_bound_steps_per_s": ("steps/s", "the bound on four: their matrix products' operations at this "
                                                      "machine's best float32 product rate (200x512 by 512x512), "
                                                      "nothing else counted"),
@@ -753,6 +759,52 @@ def bench_hessian(results: dict, wanted: set) -> None:
               f"double backward / ours = {ref / ours_ms:.2f}x", file=sys.stderr)
 
 
+def bench_ray(results: dict, wanted: set) -> None:
+    """The grid of the big MLP row by row: locally on one and on two torch threads, and as Ray tasks on two
+    workers, all three the same rows of the same job (models.surface_job's row evaluator, as the job runs it)."""
+    import numpy as np
+    import torch
+
+    from models import distributed
+    from models import surface_job as sj
+
+    if distributed.ray_missing():
+        print(f"bench: Ray figures skipped: {distributed.ray_missing()}", file=sys.stderr)
+        return
+    x, y = sj.parse_data("spirals:2000:0.1")
+    problem = sj.train_mlp("mlp:256x256x256:tanh", x, y, steps=20, seed=0, checkpoints=0)
+    center = sj.entries(problem.model, "weights")
+    d1, d2 = (sj.dr.make_direction(problem.model, s) for s in (100, 101))
+    plane = (center, d1, d2)
+    t = np.linspace(-1, 1, 21)
+    rows = {i: (np.full(len(t), t[i]), t) for i in range(len(t))}
+    n_points = len(t) * len(t)
+    before = torch.get_num_threads()
+    try:
+        for threads, name in ((1, "grid_local_pts_per_s"), (2, "grid_local_2threads_pts_per_s")):
+            torch.set_num_threads(threads)
+            ev = sj._RowEvaluator(problem, False, "weights", None, plane, False)
+            ev(*rows[0])  # warm-up
+            t0 = time.perf_counter()
+            for a, b in rows.values():
+                ev(a, b)
+            results[name] = n_points / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    shared = {"key": "bench", "user": False, "model": "mlp:256x256x256:tanh", "seed": 0, "data": (x, y),
+              "dir_type": "weights", "batch_size": None, "plane": plane, "with_test": False}
+    distributed.connect(None, num_cpus=2)
+    try:
+        # warm-up: both workers started, torch imported, the job's model built in each
+        distributed.run_chunks({0: rows[0], 1: rows[1]}, sj._ray_row, shared, lambda i, r: None)
+        t0 = time.perf_counter()
+        distributed.run_chunks(rows, sj._ray_row, shared, lambda i, r: None, torch_threads=1)
+        results["grid_ray_2workers_pts_per_s"] = n_points / (time.perf_counter() - t0)
+        results["ray_task_overhead_ms"] = distributed.ray_task_overhead_ms()
+    finally:
+        distributed.disconnect()
+
+
 def bench_random_labels(results: dict, wanted: set) -> None:
     from models.random_labels import bench_figures
 
@@ -788,6 +840,8 @@ GROUPS = [
     ({"hessian_top_eig_ms", "hessian_top_eig_pyhessian_ms", "hessian_top_eig_autograd_ms"}, bench_hessian),
     ({"implicit_bias_1e6_steps_ms", "implicit_bias_1e6_steps_numpy_ms"}, bench_implicit_bias),
     ({"double_descent_sweep_ms", "double_descent_sweep_naive_ms"}, bench_double_descent),
+    ({"grid_ray_2workers_pts_per_s", "grid_local_pts_per_s", "grid_local_2threads_pts_per_s", "ray_task_overhead_ms"},
+     bench_ray),
     ({"random_labels_steps_per_s", "random_labels_4fractions_steps_per_s", "random_labels_4separate_steps_per_s",
       "random_labels_4_bound_steps_per_s"}, bench_random_labels),
 ]
@@ -870,6 +924,11 @@ def main(argv: list[str] | None = None) -> int:
             bound = r["random_labels_4_bound_steps_per_s"] / r["random_labels_4separate_steps_per_s"]
             ratios.append(f"random labels, four fractions: the arithmetic bound / separate = {bound:.2f}x (no "
                           f"batching of the same operations can beat it)")
+    if {"grid_ray_2workers_pts_per_s", "grid_local_pts_per_s", "grid_local_2threads_pts_per_s"} <= set(r):
+        ray_r = r["grid_ray_2workers_pts_per_s"]
+        ratios.append(f"surface grid on Ray, two workers / local one thread = {ray_r / r['grid_local_pts_per_s']:.2f}x "
+                      f"(the goal: at least 1.6x); / local two threads = "
+                      f"{ray_r / r['grid_local_2threads_pts_per_s']:.2f}x (the goal: above 1x)")
     if "double_descent_sweep_ms" in r and "double_descent_sweep_naive_ms" in r:
         ratios.append(f"double descent sweep: naive / ours = "
                       f"{r['double_descent_sweep_naive_ms'] / r['double_descent_sweep_ms']:.1f}x (the goal: at least 3x, "
