@@ -121,12 +121,7 @@ class Trajectory:
             self.loss.append(loss)
             self.grad_norm.append(grad_norm)
             if self.max_measured is not None and self.steps.n >= self.max_measured:
-                self._mstride *= 2
-                keep = self.steps.view() % self._mstride == 0
-                for g in (self.steps, self.loss, self.grad_norm):
-                    kept = g.view()[keep].copy()
-                    g.n = len(kept)
-                    g.data[: g.n] = kept
+                self._thin_measured()
         self.last_params = np.array(params, dtype=np.float64)
         self.last_loss = float(loss)
         self.last_step = int(step)
@@ -152,12 +147,7 @@ class Trajectory:
                 g.extend(np.asarray(v)[take])
             if self.max_measured is None or self.steps.n < self.max_measured:
                 break
-            self._mstride *= 2
-            keep = self.steps.view() % self._mstride == 0
-            for g in (self.steps, self.loss, self.grad_norm):
-                kept = g.view()[keep].copy()
-                g.n = len(kept)
-                g.data[: g.n] = kept
+            self._thin_measured()
             j = int(take[-1]) + 1 if len(take) else m
         j = 0
         while j < m:  # the drawn path: likewise, up to max_points, then decimated
@@ -172,6 +162,14 @@ class Trajectory:
         self.last_params = np.array(params[-1], dtype=np.float64)
         self.last_loss = float(loss[-1])
         self.last_step = int(steps[-1])
+
+    def _thin_measured(self) -> None:  # at the cap: every other measured step goes, the stride doubles
+        self._mstride *= 2
+        keep = self.steps.view() % self._mstride == 0
+        for g in (self.steps, self.loss, self.grad_norm):
+            kept = g.view()[keep].copy()
+            g.n = len(kept)
+            g.data[: g.n] = kept
 
     def _decimate(self) -> None:
         self._stride *= 2
