@@ -579,8 +579,9 @@ def check_direction_options(args: argparse.Namespace, one_d: bool) -> None:
     for option in ("dir_file", "model_file", "model_file2", "model_file3"):
         path = getattr(args, option)
         if path is not None and not os.path.isfile(path):
-            raise JobError(f"--{option.replace('_', '-')} '{path}': " +
-                           ("a folder, not a file" if os.path.isdir(path) else "no such file"))
+            why = "a folder, not a file" if os.path.isdir(path) else \
+                "not a regular file (a device, a pipe or a socket)" if os.path.exists(path) else "no such file"
+            raise JobError(f"--{option.replace('_', '-')} '{path}': {why}")
     if args.model_folder is not None and not os.path.isdir(args.model_folder):
         raise JobError(f"--model-folder '{args.model_folder}': no such folder")
 
