@@ -27,7 +27,8 @@ def test_walk_streams_samples_on_the_manifold(qtbot, lab):
     lab.restart()
     qtbot.waitUntil(lambda: lab.reason == "completed", timeout=60000)
     # the walk's end: the run button goes back to "play", the last slice and cloud are drawn
-    assert statuses[-1] == {"running": False} and lab.runners() == []
+    qtbot.waitUntil(lambda: lab.runners() == [], timeout=10000)  # (its thread ends its child after 'done')
+    assert statuses[-1] == {"running": False}
     qtbot.waitUntil(lambda: not lab.busy(), timeout=30000)
     assert lab.has_drawn()
     assert len(lab.samples) == 41
@@ -340,7 +341,8 @@ def test_a_failed_walk_ends_the_run(qtbot, lab, monkeypatch):
     assert f"(details in {errorlog.log_path()})" in errors[0]
     with open(errorlog.log_path(), encoding="utf-8") as f:
         assert "None" in f.read().split("Walk failed", 1)[1]
-    assert lab.runners() == [] and lab.reason == "failed"
+    qtbot.waitUntil(lambda: lab.runners() == [], timeout=10000)
+    assert lab.reason == "failed"
     # Space after a failed walk starts a new one (it does not "pause" the dead one)
     lab.toggle_run()
     assert lab.runner is not first and not lab.paused

@@ -34,8 +34,9 @@ def test_sweep_streams_every_measurement_into_the_views(qtbot, lab):
     lab.status.connect(statuses.append)
     assert not lab.has_drawn() and set(lab.views()) == {"3d", "2d"}
     run_small(qtbot, lab)
+    qtbot.waitUntil(lambda: lab.runners() == [], timeout=10000)  # (its thread ends its child after 'done')
     h = lab.hist
-    assert lab.has_drawn() and {"running": False} in statuses and lab.runners() == []
+    assert lab.has_drawn() and {"running": False} in statuses
     assert h.last_step == 60 and [r[0] for r in h.metric_rows] == list(range(0, 61, 10))
     steps, loss = h.losses()
     assert loss.shape == (61, 3) and np.all(loss[-1] < loss[0])  # every width trains

@@ -68,9 +68,10 @@ def test_runs_stream_into_every_curve(qtbot, lab):
     lab.apply_settings(SMALL)  # one update: one run starts
     qtbot.waitUntil(lambda: lab.finished and lab.reason == "completed", timeout=30000)
     qtbot.waitUntil(lambda: lab.toy is not None, timeout=10000)
+    qtbot.waitUntil(lambda: lab.runners() == [], timeout=10000)  # (its thread ends its child after 'done')
     lab.flush()
     h = lab.hist
-    assert lab.has_drawn() and lab.runners() == [] and lab.run_fractions == [0.0, 1.0]
+    assert lab.has_drawn() and lab.run_fractions == [0.0, 1.0]
     assert h.steps == list(range(151)) and h.init.n_test == rl.N_TEST_GAUSS
     assert np.all(h.train[-1] == 1.0) and np.all(h.fit_step > 0)
     assert h.fit_step[0] < h.fit_step[1]  # clean labels fit first
@@ -147,3 +148,25 @@ def test_a_diverging_learning_rate_is_named(qtbot, lab):
     errors = [t for t, e in msgs if e and "diverged" in t]
     assert errors and "the learning rate 10 is too large (about 0.5 suits gradient descent)" in errors[0]
     assert len(errors) == len(set(errors))  # each run said once
+
+
+def test_clicking_a_fit_point_picks_out_its_run_in_every_plot(qtbot, lab):
+    lab.runner_factory = FakeRunner
+    assert lab.restart()
+    lab.runner.batch.emit([_snap(0, 3), _snap(1, 3)])
+    qtbot.waitUntil(lambda: lab.hist.steps == [0, 1], timeout=3000)
+    lab.flush()
+    points = list(lab.fit_pts.points())
+    assert len(points) == 3
+    lab.fit_pts.sigClicked.emit(lab.fit_pts, [points[1]], None)  # the point of f = 0.5
+    assert lab.highlighted == 1
+    for curves in (lab.train_curves, lab.test_curves, lab.norm_curves):
+        assert curves[1].opts["pen"].widthF() > curves[0].opts["pen"].widthF()
+        assert curves[0].opts["pen"].color().alpha() < 100 and curves[1].opts["pen"].color().alpha() == 255
+    lab.fit_pts.sigClicked.emit(lab.fit_pts, [points[1]], None)  # again: all of them
+    assert lab.highlighted is None
+    assert all(c.opts["pen"].color().alpha() == 255 for c in lab.train_curves)
+    lab.fit_pts.sigClicked.emit(lab.fit_pts, [points[2]], None)
+    assert lab.highlighted == 2
+    lab.set_setting("fraction", 0.3)  # new runs: nothing picked out
+    assert lab.highlighted is None

@@ -209,7 +209,8 @@ class RandomLabelsLab(SingleRunLab):
                                            "chance (dashed) as the fraction grows")
         self.fit_plot = dark_plot("steps to 100% training accuracy", x="corruption fraction", y="steps",
                                   tooltip="The first step each run fits its training labels (open: not yet, "
-                                          "drawn at the current step)")
+                                          "drawn at the current step). Click a point to pick out its run in "
+                                          "every plot; click it again to show them all")
         self.norm_plot = dark_plot("weight norm ‖w‖", x="step", y="‖w‖",
                                    tooltip="The Euclidean norm of all weights and biases of each run")
         for plot in (self.train_plot, self.test_plot, self.fit_plot, self.norm_plot):
@@ -221,7 +222,9 @@ class RandomLabelsLab(SingleRunLab):
         self.chance_line = self.test_plot.plot(pen=pg.mkPen("#ffffff80", width=1.2, style=Qt.PenStyle.DashLine))
         self.fit_line = self.fit_plot.plot(pen=pg.mkPen("#ffffff60", width=1.2))
         self.fit_pts = pg.ScatterPlotItem(size=11)
+        self.fit_pts.sigClicked.connect(self._on_fit_clicked)
         self.fit_plot.addItem(self.fit_pts)
+        self.highlighted: int | None = None  # the run picked out in every plot (an index into run_fractions)
         self.fit_plot.setXRange(-0.03, 1.03)
         for plot in (self.train_plot, self.test_plot, self.fit_plot, self.norm_plot):
             for side in ("left", "bottom"):
@@ -277,6 +280,27 @@ class RandomLabelsLab(SingleRunLab):
             self.test_curves.append(self.test_plot.plot(pen=pen, name=name, symbol="o", symbolSize=3,
                                                         symbolBrush=fraction_color(f), symbolPen=None))
             self.norm_curves.append(self.norm_plot.plot(pen=pen))
+        self.highlighted = None
+
+    def highlight(self, k: int | None) -> None:
+        """Pick out run ``k`` in the three curve plots (drawn wider, the others faded), or none (None)."""
+        self.highlighted = k
+        for j, f in enumerate(self.run_fractions):
+            color = pg.mkColor(fraction_color(f))
+            if k is not None and j != k:
+                color.setAlpha(55)
+            pen = pg.mkPen(color, width=3.2 if j == k else 2)
+            for curves in (self.train_curves, self.test_curves, self.norm_curves):
+                curves[j].setPen(pen)
+                curves[j].setZValue(10 if j == k else 0)
+            self.test_curves[j].setSymbolBrush(color)
+
+    def _on_fit_clicked(self, _item, points, _ev=None) -> None:
+        if not len(points) or not self.run_fractions:
+            return
+        x = points[0].pos().x()
+        k = int(np.argmin([abs(f - x) for f in self.run_fractions]))
+        self.highlight(None if self.highlighted == k else k)
 
     # ----------------------------------------------------------------------------- the contract
     def views(self) -> dict:
