@@ -255,11 +255,20 @@ def _points_cpu(mlp: MLP, x, y, loss_fn: LossFn, center, d1, d2, a: np.ndarray, 
     step = max(1, len(a) // (8 * workers))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    ex = ThreadPoolExecutor(workers)
     try:
-        with ThreadPoolExecutor(workers) as ex:
-            parts = list(ex.map(lambda s: _points_serial(mlp, x, y, loss_fn, stacked, a[s:s + step],
-                                                         b[s:s + step]), range(0, len(a), step)))
+        parts = list(ex.map(lambda s: _points_serial(mlp, x, y, loss_fn, stacked, a[s:s + step],
+                                                     b[s:s + step]), range(0, len(a), step)))
     finally:
+        # even when Ctrl+C or SIGTERM (a KeyboardInterrupt in this thread) cuts the grid short: the runs not
+        # begun are dropped and the running ones end before torch's threads change or the process exits (a
+        # worker still inside torch at exit aborts the process: "terminate called without an active exception")
+        while True:
+            try:
+                ex.shutdown(wait=True, cancel_futures=True)
+                break
+            except KeyboardInterrupt:  # a second signal while waiting: the first is still on its way out
+                continue
         torch.set_num_threads(before)
     return np.concatenate(parts)
 
