@@ -269,6 +269,21 @@ def _install(handler) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """The renderer: render in this process (the display is the caller's). SIGTERM, SIGINT and SIGHUP stop
     it at the next frame."""
+    from visualizer.recording.scene import load_scene
+
+    def draw(scene, args, stop, tmp, cfg) -> str:
+        n = render(scene, args.out, args.size_wh, args.fps, frames=args.frames, stop=stop, tmp=tmp, config_dir=cfg)
+        return f"wrote {n} frames to {args.out}"
+
+    return renderer_main(argv, parse_args, lambda args, labs: load_scene(args.scene, labs), draw)
+
+
+def renderer_main(argv, parse, load, draw) -> int:
+    """What the renderer of a scene or of a tour does around its render: signal handlers installed first (a
+    signal from then on stops the render at its next frame), the arguments parsed (``parse``) and the file
+    loaded (``load(args, LABS)``) with their refusals as one line and exit 2, then ``draw(loaded, args, stop,
+    tmp, cfg)``, which renders and returns the line to print; the exit status says how it ended. Run by the
+    supervisor, its temporary output and (when the supervisor is gone) the supervisor's folder are removed."""
     got: list[int] = []
     _install(lambda signum, _frame: got.append(signum))  # first: a signal from here on stops the render
     child = os.environ.get(CHILD_ENV) == "1"
@@ -276,23 +291,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = os.environ.get(CONFIG_ENV) if child else None
     try:
         try:
-            args = parse_args(argv)
+            args = parse(argv)
         except UsageError as exc:
             _say(str(exc))
             return 2
         from visualizer.labs import LABS
         from visualizer.recording.frames import check_output
-        from visualizer.recording.scene import SceneError, load_scene
+        from visualizer.recording.scene import SceneError
 
         try:
             check_output(args.out)
-            scene = load_scene(args.scene, LABS)
+            loaded = load(args, LABS)
         except (SceneError, OSError, ValueError) as exc:
             _say(str(exc))
             return 2
         try:
-            n = render(scene, args.out, args.size_wh, args.fps, frames=args.frames,
-                       stop=lambda: got[0] if got else None, tmp=tmp, config_dir=cfg)
+            line = draw(loaded, args, lambda: got[0] if got else None, tmp, cfg)
         except Stopped as exc:
             _say(str(exc))
             return 128 + exc.signum
@@ -302,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             _say(f"{exc}; no video written")
             return 2
-        print(f"wrote {n} frames to {args.out}")
+        print(line)
         return 0
     finally:
         if tmp and os.path.exists(tmp):  # (renamed over the output when the render succeeded)

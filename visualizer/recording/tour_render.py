@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 
-from visualizer.recording.recorder import PROG, RenderError, Stopped, UsageError, _install, _say, signal_name
+from visualizer.recording.recorder import PROG, RenderError, Stopped, UsageError, signal_name
 
 MANIFEST = "manifest.json"
 
@@ -295,49 +295,21 @@ def cli(argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     """The renderer (the display is the caller's). SIGTERM, SIGINT and SIGHUP stop it at the next frame; the
     chapters finished by then are kept and the same command resumes after them."""
-    from visualizer.recording.recorder import CHILD_ENV, CONFIG_ENV, PARTIAL_ENV
+    from visualizer.recording.recorder import renderer_main
+    from visualizer.recording.tour import load_tour, parse_chapters
 
-    got: list[int] = []
-    _install(lambda signum, _frame: got.append(signum))
-    child = os.environ.get(CHILD_ENV) == "1"
-    tmp = os.environ.get(PARTIAL_ENV) if child else None
-    cfg = os.environ.get(CONFIG_ENV) if child else None
-    try:
-        try:
-            args = parse_args(argv)
-        except UsageError as exc:
-            _say(str(exc))
-            return 2
-        from visualizer.labs import LABS
-        from visualizer.recording.frames import check_output
-        from visualizer.recording.scene import SceneError
-        from visualizer.recording.tour import load_tour, parse_chapters
+    def load(args, labs):
+        tour = load_tour(args.scene, labs)
+        return tour, parse_chapters(args.chapters, len(tour.chapters)) if args.chapters else None
 
-        try:
-            check_output(args.out)
-            tour = load_tour(args.scene, LABS)
-            chosen = parse_chapters(args.chapters, len(tour.chapters)) if args.chapters else None
-        except (SceneError, OSError, ValueError) as exc:
-            _say(str(exc))
-            return 2
-        try:
-            result = render_tour(tour, args.out, chosen, args.size_wh, args.fps, args.frames,
-                                 stop=lambda: got[0] if got else None, tmp=tmp, config_dir=cfg)
-        except Stopped as exc:
-            _say(str(exc))
-            return 128 + exc.signum
-        except RenderError as exc:
-            _say(f"{str(exc).splitlines()[0]}; no video written")
-            return 1
-        except (OSError, ValueError) as exc:
-            _say(f"{exc}; no video written")
-            return 2
-        print(f"wrote {result['frames']} frames in {len(result['chapters'])} chapters to {args.out} "
-              f"(captions: {vtt_path(args.out)})")
-        return 0
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+    def draw(loaded, args, stop, tmp, cfg) -> str:
+        tour, chosen = loaded
+        result = render_tour(tour, args.out, chosen, args.size_wh, args.fps, args.frames, stop=stop, tmp=tmp,
+                             config_dir=cfg)
+        return (f"wrote {result['frames']} frames in {len(result['chapters'])} chapters to {args.out} "
+                f"(captions: {vtt_path(args.out)})")
+
+    return renderer_main(argv, parse_args, load, draw)
 
 
 if __name__ == "__main__":  # the renderer started by ``cli``'s supervisor
