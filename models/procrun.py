@@ -38,6 +38,12 @@ _ENDED = False  # end_all ran: the app is leaving, no forkserver or child starts
 ABORT_WAIT_S = 1.0
 TERM_WAIT_S = 1.0
 KILL_WAIT_S = 2.0
+#: the trainer children's nice level: the GUI's own thread gets the CPU first when both want it, while the GUI's
+#: software rasterizer threads yield to the children (visualizer.workers.RASTERIZER_NICE)
+CHILD_NICE = 5
+#: while running, the child looks at its control messages at most this often (seconds): a poll of the pipe costs
+#: about 3 us, 2% of a small model's step if it were made every step; a pause or an abort waits at most this long
+CONTROL_POLL_S = 0.001
 
 
 def keep_torch_cache_out_of_tmp() -> None:
@@ -86,7 +92,7 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
 
         # the GUI gets the CPU first when both want it: the trainer only loses what drawing really uses
         if hasattr(os, "nice"):
-            os.nice(10)
+            os.nice(CHILD_NICE)
         import torch
 
         torch.set_num_threads(torch_threads)
@@ -100,32 +106,36 @@ def _child(conn, target: str, kwargs: dict, interval_s: float, start_paused: boo
     permits = 0
     acks = 0  # pauses to confirm once nothing is left to do
     buf: list = []
-    last = time.perf_counter()
+    last = now = time.perf_counter()
+    next_poll = 0.0
     try:
         while True:
-            # control messages: never block while running, block (briefly) while paused
-            while conn.poll(0 if not (paused and permits == 0) else 0.05):
-                msg = conn.recv()
-                if msg == "abort":
-                    if buf:
-                        conn.send(("batch", _packed(buf)))
-                    gen.close()
-                    conn.send(("done", None))
-                    return
-                if msg == "pause":  # stop, hand over what was computed, and say so (below)
-                    paused = True
-                    acks += 1
-                elif msg == "resume":
-                    paused, permits = False, 0
-                elif msg == "step":
-                    paused = True
-                    permits += 1
-                elif msg == "hold":  # pause, forget pending steps, flush, and say so: exact stepping follows
-                    paused, permits = True, 0
-                    if buf:
-                        conn.send(("batch", _packed(buf)))
-                        buf = []
-                    conn.send(("held", None))
+            # control messages: never block while running (and look only every CONTROL_POLL_S), block (briefly)
+            # while paused, and look before every step asked for one at a time
+            if paused or now >= next_poll:
+                next_poll = now + CONTROL_POLL_S
+                while conn.poll(0 if not (paused and permits == 0) else 0.05):
+                    msg = conn.recv()
+                    if msg == "abort":
+                        if buf:
+                            conn.send(("batch", _packed(buf)))
+                        gen.close()
+                        conn.send(("done", None))
+                        return
+                    if msg == "pause":  # stop, hand over what was computed, and say so (below)
+                        paused = True
+                        acks += 1
+                    elif msg == "resume":
+                        paused, permits = False, 0
+                    elif msg == "step":
+                        paused = True
+                        permits += 1
+                    elif msg == "hold":  # pause, forget pending steps, flush, and say so: exact stepping follows
+                        paused, permits = True, 0
+                        if buf:
+                            conn.send(("batch", _packed(buf)))
+                            buf = []
+                        conn.send(("held", None))
             if paused and permits == 0:
                 if buf:
                     conn.send(("batch", _packed(buf)))

@@ -38,6 +38,35 @@ def test_event(what: str) -> None:
             pass
 
 
+#: the nice level of the software rasterizer's threads (Mesa's llvmpipe, where there is no GPU) once a trainer has
+#: run: below the trainer children's (models.procrun.CHILD_NICE). Measured (``losslab bench --only
+#: stream_share_pct``, two runs each): rasterizer at nice 0, children at 10: 84% and 90% of the headless rate;
+#: rasterizer 15, children 5: 99% and 105%, the GUI's longest stall unchanged (26-28 ms)
+RASTERIZER_NICE = 15
+
+
+def lower_rasterizer_priority() -> int:
+    """Give the software rasterizer's threads a lower priority than the trainer children's, so that drawing
+    uses the cores the training does not (llvmpipe starts one thread per core and all of them rasterize each
+    frame: on two cores, at nice 0 they took the trainer's core for every frame). The GUI thread itself keeps
+    its priority. Idempotent; a no-op without llvmpipe or /proc. Returns how many threads it lowered."""
+    lowered = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii", errors="replace") as f:
+                name = f.read().strip()
+            if name.startswith("llvmpipe-") and os.getpriority(os.PRIO_PROCESS, int(tid)) < RASTERIZER_NICE:
+                os.setpriority(os.PRIO_PROCESS, int(tid), RASTERIZER_NICE)
+                lowered += 1
+        except (OSError, ValueError):  # the thread ended meanwhile, or no permission: nothing to do
+            pass
+    return lowered
+
+
 def live_threads() -> list[QThread]:
     """Worker threads of ours that are still running (tests assert none outlive them)."""
     _reap()
@@ -394,6 +423,7 @@ class ProcessRunner(QThread):
 
         run = self._run
         test_event(f"trainer-started {run.process.pid}")
+        lower_rasterizer_priority()
         aborted_at = None
         wait_s = 3.0  # for the child to finish once it has said all it had to say
         try:

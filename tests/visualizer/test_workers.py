@@ -177,3 +177,125 @@ def test_closing_a_process_run_escalates_to_sigkill(tmp_path):
         assert not pid_alive(run.process.pid) and run.process.exitcode == -9
     finally:
         _kill(run.process.pid)
+
+
+def _descent_kwargs(steps: int = 10**6) -> dict:
+    import numpy as np
+
+    return dict(model_key="tanh", expression="", xs=(1.0,), ys=(0.8,), starts=np.array([[2.5, -2.5]]),
+                optimizer="gd", lr=1e-4, momentum=0.9, batch_size=1, steps=steps, device="cpu", seed=0)
+
+
+def _nice_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2:].split()[16])
+
+
+def test_a_running_child_stops_exactly_where_a_pause_finds_it():
+    """The child looks at its messages only every CONTROL_POLL_S while it runs: a pause still stops it, every
+    snapshot made before it is sent before 'paused', and from then on each 'step' is exactly one more step."""
+    from models.procrun import ProcessRun
+
+    run = ProcessRun("models.toy2d:descent", _descent_kwargs())
+    try:
+        steps = []
+
+        def take_until(kind: str) -> None:
+            while True:
+                assert run.poll(30), f"no {kind!r} from the child"
+                what, payload = run.recv()
+                if what == "batch":
+                    steps.extend(int(s) for s in payload.steps)
+                elif what == kind:
+                    return
+
+        while len(steps) < 50:  # running
+            assert run.poll(30)
+            what, payload = run.recv()
+            assert what == "batch"
+            steps.extend(int(s) for s in payload.steps)
+        run.send("pause")
+        take_until("paused")
+        assert steps == list(range(steps[0], steps[0] + len(steps)))  # every step, in order, none lost
+        assert not run.poll(0.3)  # paused means nothing more comes
+        last = steps[-1]
+        for k in range(1, 4):
+            run.send("step")
+            assert run.poll(30)
+            what, payload = run.recv()
+            assert what == "batch" and [int(s) for s in payload.steps] == [last + k]
+    finally:
+        run.close()
+
+
+def test_a_trainer_child_runs_below_the_gui_thread_and_above_the_rasterizer():
+    import os
+
+    from models.procrun import CHILD_NICE, ProcessRun
+    from visualizer.workers import RASTERIZER_NICE
+
+    assert 0 < CHILD_NICE < RASTERIZER_NICE
+    run = ProcessRun("models.toy2d:descent", _descent_kwargs())
+    try:
+        assert run.poll(60)  # the child has started its generator
+        child = _nice_of(run.process.pid)
+        assert os.getpriority(os.PRIO_PROCESS, 0) < child < RASTERIZER_NICE
+    finally:
+        run.close()
+
+
+def test_a_process_runner_lowers_the_rasterizer_when_its_child_starts(qtbot, monkeypatch):
+    import visualizer.workers as workers
+
+    calls = []
+    monkeypatch.setattr(workers, "lower_rasterizer_priority", lambda: calls.append(1) or 0)
+    runner = workers.ProcessRunner("models.toy2d:descent", _descent_kwargs())
+    runner.start()
+    try:
+        qtbot.waitUntil(lambda: calls == [1], timeout=60000)
+    finally:
+        runner.abort()
+        qtbot.waitUntil(runner.isFinished, timeout=15000)
+
+
+def _rasterizer_threads() -> list[int]:
+    import os
+
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("llvmpipe-"):
+                    out.append(int(tid))
+        except OSError:
+            pass
+    return out
+
+
+def test_the_software_rasterizer_yields_to_trainers(qtbot):
+    """Under Mesa's llvmpipe every core gets a rasterizer thread; they are lowered below the trainer children
+    (the GUI thread is not), once, and a second call changes nothing."""
+    import os
+
+    import pyqtgraph.opengl as gl
+
+    from visualizer.workers import RASTERIZER_NICE, lower_rasterizer_priority
+
+    view = gl.GLViewWidget()
+    qtbot.addWidget(view)
+    view.resize(200, 150)
+    view.show()
+    qtbot.waitExposed(view)
+    assert not view.grabFramebuffer().isNull()  # a frame was drawn: the GL driver's threads exist now
+    threads = _rasterizer_threads()
+    if not threads:
+        import pytest
+
+        pytest.skip("no llvmpipe threads: this GL driver is not Mesa's software rasterizer")
+    gui = os.getpriority(os.PRIO_PROCESS, 0)
+    before = [os.getpriority(os.PRIO_PROCESS, t) for t in threads]
+    assert lower_rasterizer_priority() == sum(p < RASTERIZER_NICE for p in before)
+    assert [os.getpriority(os.PRIO_PROCESS, t) for t in threads] == [max(p, RASTERIZER_NICE) for p in before]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == gui
+    assert lower_rasterizer_priority() == 0
