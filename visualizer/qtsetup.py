@@ -72,6 +72,33 @@ def collect_garbage_on_gui_thread() -> None:
         _GC = GuiThreadGC(parent=app)
 
 
+#: glibc's malloc: blocks up to this size come from the heap (not a fresh mmap each time), and up to this much freed
+#: memory at the heap's top is kept for reuse (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 64 << 20
+
+
+def reuse_freed_memory() -> bool:
+    """Tune glibc's malloc so that large blocks freed and asked for again every frame are reused, not given back
+    to the system and faulted in anew. Mesa's software rasterizer allocates about 21 MB per frame of a 401x401
+    height field (its vertex shader samples the colour map); with glibc's defaults that memory went back to the
+    system after each frame: 5,350 page faults per frame, and a frame took 46-50 ms; with these settings, none,
+    and 38-43 ms (four alternating runs each). Returns whether the settings took (glibc only)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): its own defaults stand
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, TRIM_THRESHOLD))
+
+
 def prepare_qt() -> None:
     """Process-wide Qt set-up that must precede the QApplication.
 
@@ -83,6 +110,7 @@ def prepare_qt() -> None:
 
     if QCoreApplication.instance() is not None:
         return  # too late (and already done): these settings only act before the application exists
+    reuse_freed_memory()
 
 
     QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)

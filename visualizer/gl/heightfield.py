@@ -16,7 +16,11 @@ taken as flat.
 Measured here (Mesa llvmpipe, 1280x720): a new 401x401 surface costs 0.4 ms in ``set_data`` against the CPU
 item's 8 ms, but the frame itself (about 33 ms: setting up 320k triangles, each vertex shaded twice by the
 strips) is the same for both, so the whole update is only ~1.2x faster there; on a GPU the frame is not the
-cost. Drawing fewer triangles than the grid has would be faster and not the same picture.
+cost. Drawing fewer triangles than the grid has would be faster and not the same picture. Where that frame goes
+(a 201x201 surface, 80k triangles): 5.3 ms in ``paintGL`` on the GUI thread (vertex shading, triangle setup
+and binning; 4.7 ms for the CPU item) and 6.8 ms in ``glFinish`` (llvmpipe's threads rasterizing; the same for
+both). With the rasterizer discarding everything, the vertex stage alone is 1.9 ms (CPU item 1.2 ms); a vertex
+shader without its colour-map fetch, or without the bands' varying, changed neither figure measurably.
 """
 
 from __future__ import annotations
