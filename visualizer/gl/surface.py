@@ -146,6 +146,11 @@ class GridSurfaceBase(GLGraphicsItem):
         """Each item: the wireframe's index buffer from ``_wire_edges``, uploaded by the next paint."""
         raise NotImplementedError
 
+    def _upload_pending(self) -> None:
+        """Each item: send what changed since the last frame to the GPU (the GL context is current); every
+        paint starts with it, and ``losslab bench`` times it alone (``surface_new_*``)."""
+        raise NotImplementedError
+
     def colors_for(self, z: np.ndarray, z_range: tuple[float, float] | None = None) -> np.ndarray:
         """The colour map's RGBA (float32 in [0, 1]) of heights z over ``z_range`` (default: their finite range)."""
         lo, hi = z_range if z_range is not None else self._finite_range(z)
@@ -245,13 +250,7 @@ class CpuSurfaceItem(GridSurfaceBase):
         if self.vertexes is None:
             return
         self.setupGLState()
-        vb, ib = QtOpenGL.QOpenGLBuffer.Type.VertexBuffer, QtOpenGL.QOpenGLBuffer.Type.IndexBuffer
-        for name in sorted(self._dirty):
-            arr = {"position": self.vertexes, "color": self.colors, "strips": self.strips, "faces": self.faces,
-                   "edges": self.edges}[name]
-            if arr is not None and arr.size:
-                self._upload(name, arr, ib if name in ("strips", "faces", "edges") else vb)
-        self._dirty.clear()
+        self._upload_pending()
         mvp = np.array(self.mvpMatrix().data(), dtype=np.float32)
         context = QtGui.QOpenGLContext.currentContext()
         shader = shaders.getShaderProgram(None)
@@ -288,6 +287,15 @@ class CpuSurfaceItem(GridSurfaceBase):
                 self._buffers["edges"].release()
                 GL.glDepthFunc(GL.GL_LESS)
         GL.glDisableVertexAttribArray(pos_loc)
+
+    def _upload_pending(self) -> None:
+        vb, ib = QtOpenGL.QOpenGLBuffer.Type.VertexBuffer, QtOpenGL.QOpenGLBuffer.Type.IndexBuffer
+        for name in sorted(self._dirty):
+            arr = {"position": self.vertexes, "color": self.colors, "strips": self.strips, "faces": self.faces,
+                   "edges": self.edges}[name]
+            if arr is not None and arr.size:
+                self._upload(name, arr, ib if name in ("strips", "faces", "edges") else vb)
+        self._dirty.clear()
 
     # --- helpers --------------------------------------------------------------------------------
     def _build_edges(self) -> None:
