@@ -122,6 +122,19 @@ def _ensure_display(argv: list[str]):
         return None
 
 
+def _dispose(*widgets) -> None:
+    """Close widgets and delete them now: a plain processEvents() leaves deferred deletes queued, and the next
+    benchmark's event loop would then tear down their GL contexts in the middle of its measurement (a 75 ms
+    'stall' of the streaming bench once, right after the surface bench's nine views)."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    for w in widgets:
+        w.close()
+        w.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    QCoreApplication.processEvents()
+
+
 def _app():
     from PySide6.QtWidgets import QApplication
 
@@ -221,10 +234,7 @@ def bench_surface(results: dict, wanted: set) -> None:
     if "surface_update_201_stock_ms" in wanted:
         fn = frame_fn(gl.GLSurfacePlotItem(computeNormals=True, smooth=True, shader="shaded"), 201, stock)
         results["surface_update_201_stock_ms"] = _median_ms(fn, 7, 0)
-    for view in views:
-        view.close()
-        view.deleteLater()
-    app.processEvents()
+    _dispose(*views)
 
 
 def bench_grid(results: dict, wanted: set) -> None:
@@ -291,7 +301,7 @@ def bench_stream(results: dict, wanted: set, windows: int = STREAM_WINDOWS) -> N
         results["headless_steps_per_s"] = statistics.median(_steps_per_s(gen, HEADLESS_WINDOW_S)
                                                             for _ in range(windows))
         return
-    app = _app()
+    _app()
 
     def spin(ms: int) -> None:  # a real event loop, as in the app (no busy polling)
         loop = QEventLoop()
@@ -354,9 +364,7 @@ def bench_stream(results: dict, wanted: set, windows: int = STREAM_WINDOWS) -> N
             print("stream", [round(v) for v in streamed], "headless", [round(v) for v in headless],
                   "stalls", [round(v, 1) for v in stalls], "frame", lab.views()["3d"].last_frame_ms)
         lab.shutdown()
-        lab.close()
-        lab.deleteLater()
-        app.processEvents()
+        _dispose(lab)
 
 
 def bench_startup(results: dict, wanted: set, repeats: int = 3) -> None:
@@ -414,9 +422,7 @@ def bench_manifold3d(results: dict, wanted: set) -> None:
 
             results["manifold3d_update_64_ms"] = _median_ms(update, 9)
             lab.shutdown()
-            lab.close()
-            lab.deleteLater()
-            app.processEvents()
+            _dispose(lab)
 
 
 def bench_walk(results: dict, wanted: set) -> None:
@@ -578,9 +584,7 @@ def bench_first_surface(results: dict, wanted: set) -> None:
                 spin(20)
         results["first_coarse_surface_ms"] = statistics.median(times)
         lab.shutdown()
-        lab.close()
-        lab.deleteLater()
-        app.processEvents()
+        _dispose(lab)
 
 
 def bench_record(results: dict, wanted: set) -> None:
