@@ -160,8 +160,11 @@ def bench_surface(results: dict, wanted: set) -> None:
 
     app = _app()
 
-    def frame_fn(item, n: int, update) -> Callable[[], None]:
-        """One update + frame of ``item`` on its own 1280x720 view, a different surface each call."""
+    def frame_fn(item, n: int, update, draw: bool = True) -> Callable[[], None]:
+        """One update + frame of ``item`` on its own 1280x720 view, a different surface each call. Without
+        ``draw``: a new surface's own cost, ``update`` and the upload of what changed (each item's
+        ``_upload_pending``, the first thing its paint does), finished, with nothing drawn: what a frame adds to
+        that is the rasterizer's."""
         view = gl.GLViewWidget()
         view.resize(1280, 720)
         view.show()
@@ -178,35 +181,13 @@ def bench_surface(results: dict, wanted: set) -> None:
             state["k"] += 1
             update(item, x, zs[state["k"] % 4])
             view.makeCurrent()  # binds the widget's framebuffer
-            view.paintGL()  # a real frame: uploads what changed and draws everything
+            if draw:
+                view.paintGL()  # a real frame: uploads what changed and draws everything
+            else:
+                item._upload_pending()
             GL.glFinish()
 
         for _ in range(2):  # warm-up: buffers allocated, shaders compiled
-            once()
-        return once
-
-    def new_fn(item, n: int) -> Callable[[], None]:
-        """A new surface's own cost: ``set_data`` and the upload of what changed (each item's ``_upload_pending``,
-        the first thing its paint does), finished, with no drawing: what remains of a frame is the rasterizer's."""
-        view = gl.GLViewWidget()
-        view.resize(320, 240)
-        view.show()
-        views.append(view)
-        for _ in range(5):
-            app.processEvents()
-        view.addItem(item)
-        x = np.linspace(-3, 3, n)
-        zs = [np.sin(x[:, None] * (1 + 0.05 * k)) * np.cos(x[None, :]) for k in range(4)]
-        state = {"k": 0}
-
-        def once():
-            state["k"] += 1
-            item.set_data(x, x, zs[state["k"] % 4])
-            view.makeCurrent()
-            item._upload_pending()
-            GL.glFinish()
-
-        for _ in range(2):
             once()
         return once
 
@@ -226,7 +207,8 @@ def bench_surface(results: dict, wanted: set) -> None:
             results[name] = ms
     new_names = {n: (f"surface_new_{n}_ms", f"surface_new_{n}_cpu_ms") for n in (201, 401)}
     for n, names in new_names.items():
-        fns = [new_fn(cls(viridis), n) for name, cls in zip(names, (HeightFieldItem, CpuSurfaceItem)) if name in wanted]
+        fns = [frame_fn(cls(viridis), n, ours, draw=False) for name, cls in zip(names, (HeightFieldItem, CpuSurfaceItem))
+               if name in wanted]
         for name, ms in zip([m for m in names if m in wanted], _interleaved_ms(fns, 15)):
             results[name] = ms
     if "surface_update_801_ms" in wanted:
