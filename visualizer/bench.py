@@ -919,10 +919,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     display = _ensure_display(list(argv if argv is not None else sys.argv[2:]))
     results: dict[str, float] = {}
+    failed: list[str] = []
     try:
         for names, fn in GROUPS:
             if names & wanted:
-                fn(results, wanted)
+                try:
+                    fn(results, wanted)
+                except Exception as exc:  # one benchmark's fault: say which, measure the rest, exit 1
+                    import traceback
+
+                    traceback.print_exc(file=sys.stderr)
+                    print(f"losslab bench: {fn.__name__} failed ({type(exc).__name__}: {exc}); its figures are "
+                          f"missing below", file=sys.stderr)
+                    failed.append(fn.__name__)
     finally:
         if display is not None:
             display.stop()
@@ -1008,7 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:  # the folder went away during the run: say so, the table above stands
             print(f"losslab bench: --json {args.json}: not written ({exc})", file=sys.stderr)
             return 1
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
