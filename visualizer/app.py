@@ -270,12 +270,7 @@ class MainWindow(QMainWindow):
         hint = LABS[key].load().hint  # first: a message from building the lab (a stored value refused) wins
         self.statusBar().showMessage(f"{hint} · F1 for help" if hint else "F1 for help")
         if key not in self.labs:
-            lab = self._build_lab(key)
-            lab.status.connect(self._on_status)
-            lab.message.connect(self._on_lab_message)
-            lab.frame_drawn.connect(self._count_frame)
-            self.labs[key] = lab
-            self.stack.addWidget(lab)
+            self._add_lab(key)
         lab = self.labs[key]
         self.stack.setCurrentWidget(lab)
         if self._started:
@@ -297,6 +292,17 @@ class MainWindow(QMainWindow):
             self.lab_combo.setCurrentIndex(i)
             self.lab_combo.blockSignals(False)
         self.current_key = key
+
+    def _add_lab(self, key: str):
+        """The lab ``key`` built, wired to the window (status, messages, frame count) and put in its stack, not
+        shown: what switching to a lab does first, and what a tour does to prepare a chapter's lab."""
+        lab = self._build_lab(key)
+        lab.status.connect(self._on_status)
+        lab.message.connect(self._on_lab_message)
+        lab.frame_drawn.connect(self._count_frame)
+        self.labs[key] = lab
+        self.stack.addWidget(lab)
+        return lab
 
     def _build_lab(self, key: str):
         """The lab with its stored settings; if they make it fail to build, with its defaults (and a message

@@ -455,7 +455,7 @@ class Presenter(QObject):
         scene = self.tour.chapters[j].scene
         playing = self.player.lab if self.mode != "card" else None
         win = self._win()
-        lab = win.labs.get(scene.lab) or self._add_lab(scene.lab)
+        lab = win.labs.get(scene.lab) or win._add_lab(scene.lab)
         if lab is playing:
             return
         win.mark_started(lab)
@@ -470,17 +470,6 @@ class Presenter(QObject):
             lab.reset()
             return
         self._prepared[j] = lab
-
-    def _add_lab(self, key: str):
-        """The lab ``key`` built and registered in the window as switching to it would, but not shown."""
-        win = self._win()
-        lab = win._build_lab(key)
-        lab.status.connect(win._on_status)
-        lab.message.connect(win._on_lab_message)
-        lab.frame_drawn.connect(win._count_frame)
-        win.labs[key] = lab
-        win.stack.addWidget(lab)
-        return lab
 
     # ------------------------------------------------------------------ what is shown
     def _show_chapter(self) -> None:
